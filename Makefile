@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine: `make repro` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The stamp is newer than pyproject.toml once the environment matches it.
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test repro bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+repro: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+bench: $(STAMP)
+	$(BIN)/python -m hp.bench compaction --shape base-plus --sparsity 0.7 --seconds 4 --threads 2 --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache

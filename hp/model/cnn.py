@@ -1,0 +1,162 @@
+"""WavLM's convolutional feature extractor and feature projection, with prunable CNN channels."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hp.model.config import WavLMConfig
+from hp.model.gates import HardConcrete, unit_count
+from hp.model.norms import layer_norm
+
+CNN_NORM_EPS = 1e-5  # transformers' default GroupNorm/LayerNorm eps in the CNN, not config.layer_norm_eps
+
+
+class ConvLayer(nn.Module):
+    """conv -> norm -> GELU, with one gate per output channel.
+
+    The gate belongs to this layer but is applied by the consumer of its output: the next conv layer
+    multiplies its input by it (the same as masking after this GELU, and it folds into that layer's input
+    weights), and the feature projection applies it after its norm (where it folds into the norm's affine).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, bias: bool,
+                 norm: str | None, gated: bool):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel, stride=stride, bias=bias)
+        self.norm_type = norm
+        if norm == "group":  # one group per channel: a per-channel norm over time, pruned with its channel
+            self.norm = nn.GroupNorm(out_channels, out_channels, eps=CNN_NORM_EPS)
+        elif norm == "layer":
+            self.norm = nn.LayerNorm(out_channels, eps=CNN_NORM_EPS)
+        else:
+            self.norm = None
+        # A CNN layer has no residual path: it keeps at least one channel.
+        self.gate = HardConcrete(out_channels, init_prune_prob=0.01, min_keep=1) if gated else None
+
+    def forward(self, x: torch.Tensor, in_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if in_mask is not None:
+            x = x * in_mask[:, None]
+        x = self.conv(x)
+        mask = self.gate() if self.gate is not None else None
+        if self.norm_type == "group":
+            x = self.norm(x)
+        elif self.norm_type == "layer":
+            alive = None if mask is None else mask != 0
+            n = self.norm
+            x = layer_norm(x.transpose(1, 2), n.weight, n.bias, n.eps, alive).transpose(1, 2)
+        return F.gelu(x), mask
+
+    @staticmethod
+    def param_count(n_in, n_out, kernel: int, bias: bool, norm: str | None):
+        return n_in * n_out * kernel + (n_out if bias else 0) + (2 * n_out if norm else 0)
+
+    def count(self, n_in, mode: str):
+        """(parameter count given `n_in` input channels, output channel count) under `mode`."""
+        n_out, _ = unit_count(self.gate, self.conv.out_channels, mode)
+        c = self.conv
+        return self.param_count(n_in, n_out, c.kernel_size[0], c.bias is not None, self.norm_type), n_out
+
+    @torch.no_grad()
+    def prune(self, in_keep: torch.Tensor, in_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drop pruned input/output channels, fold the input mask into the weights; return own (keep, scale)."""
+        c = self.conv
+        if self.gate is None:
+            out_keep = torch.arange(c.out_channels, device=c.weight.device)
+            out_scale = torch.ones(c.out_channels, device=c.weight.device)
+        else:
+            mask = self.gate.deterministic_mask()
+            out_keep = mask.nonzero().squeeze(1)
+            out_scale = mask[out_keep]
+        new = nn.Conv1d(len(in_keep), len(out_keep), c.kernel_size[0], stride=c.stride[0], bias=c.bias is not None,
+                        device=c.weight.device, dtype=c.weight.dtype)
+        new.weight.copy_(c.weight[out_keep][:, in_keep] * in_scale[None, :, None])
+        if c.bias is not None:
+            new.bias.copy_(c.bias[out_keep])
+        self.conv = new
+        if self.norm is not None:
+            old = self.norm
+            self.norm = (nn.GroupNorm(len(out_keep), len(out_keep), eps=old.eps) if self.norm_type == "group"
+                         else nn.LayerNorm(len(out_keep), eps=old.eps)).to(old.weight)
+            self.norm.weight.copy_(old.weight[out_keep])
+            self.norm.bias.copy_(old.bias[out_keep])
+        self.gate = None
+        return out_keep, out_scale
+
+
+class FeatureExtractor(nn.Module):
+    """The CNN that turns a 16 kHz waveform into 50 Hz frames."""
+
+    def __init__(self, config: WavLMConfig, channels: tuple[int, ...], gated: bool):
+        super().__init__()
+        layers, n_in = [], 1
+        for i, (n_out, k, s) in enumerate(zip(channels, config.conv_kernel, config.conv_stride)):
+            norm = "layer" if config.feat_extract_norm == "layer" else ("group" if i == 0 else None)
+            layers.append(ConvLayer(n_in, n_out, k, s, config.conv_bias, norm, gated))
+            n_in = n_out
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, T] -> ([B, C, frames] before the last layer's mask, that mask or None)."""
+        x, mask = wave[:, None], None
+        for layer in self.layers:
+            x, mask = layer(x, mask)
+        return x, mask
+
+    def count(self, mode: str):
+        total, n_in = 0, 1
+        for layer in self.layers:
+            params, n_in = layer.count(n_in, mode)
+            total = total + params
+        return total, n_in
+
+    def prune(self) -> tuple[torch.Tensor, torch.Tensor]:
+        device = self.layers[0].conv.weight.device
+        keep, scale = torch.zeros(1, dtype=torch.long, device=device), torch.ones(1, device=device)
+        for layer in self.layers:
+            keep, scale = layer.prune(keep, scale)
+        return keep, scale
+
+
+class FeatureProjection(nn.Module):
+    """LayerNorm over CNN channels, then a linear map to the transformer width."""
+
+    def __init__(self, config: WavLMConfig, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=config.layer_norm_eps)
+        self.linear = nn.Linear(channels, config.hidden_size)
+        self.dropout = nn.Dropout(config.feat_proj_dropout)
+
+    def forward(self, x: torch.Tensor, channel_mask: torch.Tensor | None) -> torch.Tensor:
+        """x: [B, frames, C]; `channel_mask` is the last CNN layer's gate, applied after the norm."""
+        n = self.norm
+        if channel_mask is None:
+            x = n(x)
+        else:
+            x = layer_norm(x, n.weight, n.bias, n.eps, channel_mask != 0) * channel_mask
+        return self.dropout(self.linear(x))
+
+    @staticmethod
+    def param_count(n_in, hidden_size: int):
+        return 2 * n_in + (n_in + 1) * hidden_size
+
+    def count(self, n_in):
+        return self.param_count(n_in, self.linear.out_features)
+
+    @torch.no_grad()
+    def prune(self, keep: torch.Tensor, scale: torch.Tensor) -> None:
+        """Keep the CNN's surviving channels and fold their soft mask into the norm's affine."""
+        norm, linear = self.norm, self.linear
+        self.norm = nn.LayerNorm(len(keep), eps=norm.eps).to(norm.weight)
+        self.norm.weight.copy_(norm.weight[keep] * scale)
+        self.norm.bias.copy_(norm.bias[keep] * scale)
+        self.linear = nn.Linear(len(keep), linear.out_features).to(linear.weight)
+        self.linear.weight.copy_(linear.weight[:, keep])
+        self.linear.bias.copy_(linear.bias)
+
+
+def frame_lengths(lengths: torch.Tensor, config: WavLMConfig) -> torch.Tensor:
+    """Number of CNN output frames for each input length (in samples)."""
+    for k, s in zip(config.conv_kernel, config.conv_stride):
+        lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+    return lengths

@@ -1,0 +1,95 @@
+"""Hard-concrete gates (Louizos et al., 2018) with the temperature and stretch used by CoFi and DPHuBERT."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The five prunable unit types (brief §1); `prune_units` picks a subset of these names.
+UNIT_TYPES = ("conv", "head", "attlayer", "interm", "ffnlayer")
+
+
+class HardConcrete(nn.Module):
+    """`n` independent gates with learnable `log_alpha`.
+
+    Training mode samples one mask per forward call (shared by the batch); eval mode returns the
+    deterministic mask: the round(n - E[L0]) gates with the smallest log_alpha are 0, the rest keep the soft
+    value sigmoid(0.8 * log_alpha / beta), which compaction folds into the following weights.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        init_prune_prob: float = 0.01,
+        beta: float = 2 / 3,
+        stretch: tuple[float, float] = (-0.1, 1.1),
+        eps: float = 1e-6,
+        min_keep: int = 0,
+    ):
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"a gate group needs at least one unit, got {n}")
+        self.n, self.beta, self.eps, self.min_keep = n, beta, eps, min_keep
+        self.l, self.r = stretch
+        # P(z != 0) = sigmoid(log_alpha - beta * log(-l / r)); this shift is that constant.
+        self.l0_shift = beta * math.log(-self.l / self.r)
+        self.log_alpha = nn.Parameter(torch.empty(n))
+        with torch.no_grad():
+            self.log_alpha.normal_(math.log((1 - init_prune_prob) / init_prune_prob), 0.01)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, beta={self.beta:.3f}, stretch=({self.l}, {self.r})"
+
+    def prob_nonzero(self) -> torch.Tensor:
+        """P(z_i != 0) per gate: the expected L0 norm of each unit, differentiable."""
+        return torch.sigmoid(self.log_alpha - self.l0_shift)
+
+    def expected_l0(self) -> torch.Tensor:
+        return self.prob_nonzero().sum()
+
+    def prob_any_nonzero(self) -> torch.Tensor:
+        """P(at least one gate != 0), for blocks that vanish once all their units are gone."""
+        log_all_zero = F.logsigmoid(self.l0_shift - self.log_alpha).sum()  # log prod (1 - p_i), stably
+        return -torch.expm1(log_all_zero)
+
+    def sample(self) -> torch.Tensor:
+        u = torch.rand(self.n, device=self.log_alpha.device).clamp(self.eps, 1 - self.eps)
+        s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.beta)
+        return (s * (self.r - self.l) + self.l).clamp(0.0, 1.0)
+
+    def num_pruned(self) -> int:
+        """Units the deterministic mask sets to zero."""
+        k = round(self.n - self.expected_l0().item())
+        return max(0, min(k, self.n - self.min_keep))
+
+    def num_kept(self) -> int:
+        return self.n - self.num_pruned()
+
+    @torch.no_grad()
+    def deterministic_mask(self) -> torch.Tensor:
+        mask = torch.sigmoid(0.8 * self.log_alpha / self.beta)
+        k = self.num_pruned()
+        if k:
+            mask[torch.topk(self.log_alpha, k, largest=False).indices] = 0.0
+        return mask
+
+    def forward(self) -> torch.Tensor:
+        return self.sample() if self.training else self.deterministic_mask()
+
+
+def unit_count(gate: HardConcrete | None, full: int, mode: str) -> tuple[torch.Tensor | int, torch.Tensor | int]:
+    """(number of units, probability the unit group is non-empty) for one gate group.
+
+    `mode` "expected" gives differentiable expectations for the sparsity loss; "deterministic" gives the
+    integers of the eval mask, which compaction realises. Without a gate all `full` units count.
+    """
+    if gate is None:
+        return full, 1
+    if mode == "expected":
+        return gate.expected_l0(), gate.prob_any_nonzero()
+    if mode == "deterministic":
+        kept = gate.num_kept()
+        return kept, int(kept > 0)
+    raise ValueError(f"mode must be 'expected' or 'deterministic', got {mode!r}")

@@ -1,0 +1,204 @@
+"""Import transformers' WavLM checkpoints (hub id or local dir); save and load compacted models."""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from hp.errors import CheckpointError, ConfigError
+from hp.model.config import WavLMConfig
+from hp.model.gates import UNIT_TYPES
+from hp.model.structure import WavLMStructure
+from hp.model.wavlm import WavLM
+from hp.utils.files import atomic_path, read_json, write_json
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+COMPACT_FORMAT = "hp-compact-wavlm"
+
+
+# ---- transformers checkpoint -> hp ----------------------------------------------------------------------
+def _hf_sources(config: WavLMConfig) -> dict[str, tuple[str, ...]]:
+    """hp parameter name -> the transformers key(s) it is made of (q, k, v are fused into qkv)."""
+    m = {}
+    for i in range(len(config.conv_dim)):
+        src = f"feature_extractor.conv_layers.{i}"
+        m[f"cnn.layers.{i}.conv.weight"] = (f"{src}.conv.weight",)
+        if config.conv_bias:
+            m[f"cnn.layers.{i}.conv.bias"] = (f"{src}.conv.bias",)
+        if config.feat_extract_norm == "layer" or i == 0:
+            for p in ("weight", "bias"):
+                m[f"cnn.layers.{i}.norm.{p}"] = (f"{src}.layer_norm.{p}",)
+    for p in ("weight", "bias"):
+        m[f"projection.norm.{p}"] = (f"feature_projection.layer_norm.{p}",)
+        m[f"projection.linear.{p}"] = (f"feature_projection.projection.{p}",)
+        m[f"encoder.norm.{p}"] = (f"encoder.layer_norm.{p}",)
+    pos = "encoder.pos_conv_embed.conv"
+    m["encoder.pos_conv.weight_g"] = (f"{pos}.parametrizations.weight.original0",)
+    m["encoder.pos_conv.weight_v"] = (f"{pos}.parametrizations.weight.original1",)
+    m["encoder.pos_conv.bias"] = (f"{pos}.bias",)
+    m["encoder.rel_pos.embedding.weight"] = ("encoder.layers.0.attention.rel_attn_embed.weight",)
+    stable = config.do_stable_layer_norm
+    for i in range(config.num_hidden_layers):
+        src, dst = f"encoder.layers.{i}", f"encoder.layers.{i}"
+        for p in ("weight", "bias"):
+            m[f"{dst}.attention.qkv.{p}"] = tuple(f"{src}.attention.{x}_proj.{p}" for x in "qkv")
+            m[f"{dst}.attention.out_proj.{p}"] = (f"{src}.attention.out_proj.{p}",)
+            m[f"{dst}.attention.rel_pos_gate.{p}"] = (f"{src}.attention.gru_rel_pos_linear.{p}",)
+            m[f"{dst}.feed_forward.fc1.{p}"] = (f"{src}.feed_forward.intermediate_dense.{p}",)
+            m[f"{dst}.feed_forward.fc2.{p}"] = (f"{src}.feed_forward.output_dense.{p}",)
+            # Pre-LN: each norm belongs to the block it feeds. Post-LN: the norms sit on the residual stream.
+            m[f"{dst}.{'attention.norm' if stable else 'attention_norm'}.{p}"] = (f"{src}.layer_norm.{p}",)
+            m[f"{dst}.{'feed_forward.norm' if stable else 'ffn_norm'}.{p}"] = (f"{src}.final_layer_norm.{p}",)
+        m[f"{dst}.attention.rel_pos_const"] = (f"{src}.attention.gru_rel_pos_const",)
+    return m
+
+
+# Older checkpoints (e.g. the microsoft/wavlm-* releases) store the weight norm as weight_g / weight_v.
+_LEGACY_KEYS = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+# Keys of a WavLMModel checkpoint that hp does not use (masked_spec_embed: see WavLM.num_params).
+_UNUSED = re.compile(r"^(masked_spec_embed)$")
+_OWN_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.")
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+
+
+def _normalise_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip the `wavlm.` prefix of task checkpoints (their heads are dropped) and rename legacy keys."""
+    if any(k.startswith("wavlm.") for k in weights):
+        weights = {k[len("wavlm."):]: v for k, v in weights.items() if k.startswith("wavlm.")}
+    out = {}
+    for k, v in weights.items():
+        head, _, last = k.rpartition(".")
+        out[f"{head}.{_LEGACY_KEYS[last]}" if last in _LEGACY_KEYS and "pos_conv_embed" in head else k] = v
+    return out
+
+
+def state_dict_from_hf(weights: dict[str, torch.Tensor], config: WavLMConfig, source: str) -> dict[str, torch.Tensor]:
+    """Map a transformers WavLM state dict onto hp's dense parameter names, checking keys and shapes."""
+    weights = _normalise_keys(weights)
+    with torch.device("meta"):
+        expected = WavLM(config, prune_units=()).state_dict()
+    sources = _hf_sources(config)
+    out, used = {}, set()
+    for name, keys in sources.items():
+        for k in keys:
+            if k not in weights:
+                raise CheckpointError(f"{source}: missing key {k!r}")
+        tensors = [weights[k] for k in keys]
+        used.update(keys)
+        if name.endswith("rel_pos_const"):
+            tensors = [t.reshape(-1) for t in tensors]  # [1, H, 1, 1] -> [H]
+        shape = expected[name].shape
+        parts = [shape[0] // len(keys), *shape[1:]] if len(keys) > 1 else list(shape)
+        for k, t in zip(keys, tensors):
+            if list(t.shape) != parts and not (name.endswith("rel_pos_const") and t.numel() == parts[0]):
+                raise CheckpointError(
+                    f"{source}: {k!r} has shape {tuple(t.shape)} but config.json implies {tuple(parts)}")
+        out[name] = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+    unexpected = [k for k in weights if k not in used and k.startswith(_OWN_PREFIXES) and not _UNUSED.match(k)]
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} in all); "
+                              "does config.json describe this checkpoint?")
+    missing = set(expected) - set(out)
+    assert not missing, missing  # _hf_sources covers every dense parameter
+    return {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in out.items()}
+
+
+def _resolve(source: str | os.PathLike, revision: str | None, cache_dir: str | None) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists() or os.sep in str(source) and str(source).startswith((".", "/", "~")):
+        raise CheckpointError(f"{source}: not a directory holding a transformers WavLM checkpoint")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(repo_id=str(source), revision=revision, cache_dir=cache_dir,
+                                      allow_patterns=["config.json", *WEIGHT_FILES]))
+    except HFValidationError:
+        raise CheckpointError(f"{source}: neither a local directory nor a valid Hugging Face hub id") from None
+    except Exception as e:  # network, authentication, missing repo: all end here with the reason
+        raise CheckpointError(f"{source}: cannot fetch from the Hugging Face hub ({type(e).__name__}: {e})") from None
+
+
+def load_wavlm(source: str | os.PathLike, prune_units: Iterable[str] = UNIT_TYPES, *, revision: str | None = None,
+               cache_dir: str | None = None, **config_overrides) -> WavLM:
+    """A pretrained WavLM from a Hugging Face hub id or a local directory in transformers' layout.
+
+    The directory holds `config.json` and `model.safetensors` (preferred) or `pytorch_model.bin` (read
+    with `weights_only=True`); checkpoints of transformers' WavLM task models (`wavlm.` prefix) work too.
+    `config_overrides` replace config values, e.g. `layerdrop=0.0`. Gates start as the brief prescribes.
+    """
+    root = _resolve(source, revision, cache_dir)
+    config = WavLMConfig.from_dict(read_json(root / "config.json", CheckpointError), source=str(root / "config.json"))
+    try:
+        config = config.replace(**config_overrides)
+    except ConfigError as e:
+        raise CheckpointError(f"load_wavlm: {e}") from None
+    weights_path = next((root / f for f in WEIGHT_FILES if (root / f).is_file()), None)
+    if weights_path is None:
+        raise CheckpointError(f"{root}: no {' or '.join(WEIGHT_FILES)} found")
+    state = state_dict_from_hf(_read_weights(weights_path), config, str(weights_path))
+    model = WavLM(config, prune_units=prune_units)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.endswith("log_alpha") for k in missing), (missing, unexpected)
+    return model
+
+
+# ---- compact models -----------------------------------------------------------------------------------
+def save(model: WavLM, directory: str | os.PathLike) -> None:
+    """Write `config.json`, `structure.json` and `model.safetensors`, each atomically."""
+    if model.gates():
+        raise ValueError("save() writes compacted models; call hp.compact(model) first")
+    directory = Path(directory)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": COMPACT_FORMAT})
+    write_json(directory / "config.json", {"format": COMPACT_FORMAT, **model.config.to_dict()})
+    write_json(directory / "structure.json", model.structure.to_dict())
+
+
+def load_compact(directory: str | os.PathLike, device: str | torch.device = "cpu") -> WavLM:
+    """Rebuild a compacted model saved by `WavLM.save` from its structure, then load its weights."""
+    directory = Path(directory)
+    config_path, structure_path, weights_path = (directory / f for f in
+                                                 ("config.json", "structure.json", "model.safetensors"))
+    config_dict = read_json(config_path, CheckpointError)
+    if config_dict.get("format") != COMPACT_FORMAT:
+        raise CheckpointError(f"{config_path}: not an hp compact model (format is {config_dict.get('format')!r})")
+    config = WavLMConfig.from_dict(config_dict, source=str(config_path))
+    structure = WavLMStructure.from_dict(read_json(structure_path, CheckpointError), source=str(structure_path))
+    try:
+        structure.validate(config, source=str(structure_path))
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+    if not weights_path.is_file():
+        raise CheckpointError(f"{weights_path}: file not found")
+    state = _read_weights(weights_path)
+    with torch.device("meta"):
+        model = WavLM(config, structure, prune_units=())
+    expected = model.state_dict()
+    for k, v in expected.items():
+        if k not in state:
+            raise CheckpointError(f"{weights_path}: missing key {k!r}")
+        if state[k].shape != v.shape:
+            raise CheckpointError(f"{weights_path}: {k!r} has shape {tuple(state[k].shape)}, "
+                                  f"{structure_path.name} implies {tuple(v.shape)}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(f"{weights_path}: unexpected key {extra[0]!r}")
+    model.load_state_dict({k: v.to(device) for k, v in state.items()}, assign=True)
+    return model.eval()

@@ -1,0 +1,21 @@
+"""Layer norm over a subset of channels: what a norm becomes once some of its channels are pruned."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+               alive: torch.Tensor | None = None) -> torch.Tensor:
+    """LayerNorm over the last dim; with `alive` (bool [C]) the statistics use the alive channels only.
+
+    A gated channel whose gate is exactly 0 must not move the statistics of the others, otherwise the
+    gated model and its compaction (where the channel no longer exists) would differ.
+    """
+    if alive is None:
+        return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+    a = alive.to(x.dtype)
+    n = a.sum()
+    mean = (x * a).sum(-1, keepdim=True) / n
+    var = ((x - mean).square() * a).sum(-1, keepdim=True) / n
+    return (x - mean) * torch.rsqrt(var + eps) * weight + bias

@@ -1,0 +1,140 @@
+"""The prunable WavLM front end: the model-level forward, counts, prune() and structure walk the blocks."""
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from hp.model.cnn import FeatureExtractor, FeatureProjection, frame_lengths
+from hp.model.config import WavLMConfig
+from hp.model.gates import UNIT_TYPES, HardConcrete
+from hp.model.structure import WavLMStructure
+from hp.model.transformer import Encoder
+
+
+class WavLM(nn.Module):
+    """WavLM (Base/Base+/Large layouts) with hard-concrete gates on the unit types in `prune_units`.
+
+    `model(wave[B, T], lengths=None)` returns the L + 1 hidden states, each [B, frames, D], with the order
+    and values of transformers' `WavLMModel(...).hidden_states`: the input of the first layer, then each
+    layer's output (for the pre-LN layout the last one is before the final LayerNorm, as in
+    transformers >= 5; `last_hidden_state()` applies it). `lengths` (samples per utterance) masks padding
+    as transformers' `attention_mask` does.
+
+    With `prune_units=()` the model has no gates; a compacted model is such a model built from a smaller
+    `structure`.
+    """
+
+    def __init__(self, config: WavLMConfig, structure: WavLMStructure | None = None,
+                 prune_units: Iterable[str] = UNIT_TYPES):
+        super().__init__()
+        prune_units = frozenset(prune_units)
+        unknown = prune_units - set(UNIT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown prune_units {sorted(unknown)}; choose from {list(UNIT_TYPES)}")
+        structure = structure or WavLMStructure.dense(config)
+        structure.validate(config)
+        self.config = config
+        self.cnn = FeatureExtractor(config, structure.conv_channels, gated="conv" in prune_units)
+        self.projection = FeatureProjection(config, structure.conv_channels[-1])
+        self.encoder = Encoder(config, structure.layers, prune_units)
+
+    # ---- forward -------------------------------------------------------------------------------------
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        if wave.dim() != 2:
+            raise ValueError(f"wave must be [batch, samples], got shape {tuple(wave.shape)}")
+        features, channel_mask = self.cnn(wave)
+        x = self.projection(features.transpose(1, 2), channel_mask)
+        frame_mask = None
+        if lengths is not None:
+            n = self.frame_lengths(lengths.to(wave.device))
+            if lengths.shape != wave.shape[:1] or (n < 1).any() or (lengths > wave.shape[1]).any():
+                raise ValueError(f"lengths {lengths.tolist()} do not fit a batch of shape {tuple(wave.shape)}")
+            frame_mask = torch.arange(x.shape[1], device=x.device) < n[:, None]
+        return self.encoder(x, frame_mask)
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames per utterance for `lengths` in samples."""
+        return frame_lengths(lengths, self.config)
+
+    def last_hidden_state(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """transformers' `last_hidden_state`: the pre-LN layout normalises the last hidden state."""
+        x = hidden_states[-1]
+        return self.encoder.norm(x) if self.config.do_stable_layer_norm else x
+
+    # ---- structure and parameter counts -------------------------------------------------------------
+    @property
+    def structure(self) -> WavLMStructure:
+        return WavLMStructure(tuple(layer.conv.out_channels for layer in self.cnn.layers),
+                              tuple(layer.structure for layer in self.encoder.layers))
+
+    def gates(self) -> dict[str, HardConcrete]:
+        return {name: m for name, m in self.named_modules() if isinstance(m, HardConcrete)}
+
+    def num_params(self) -> int:
+        """Parameters of the front end, gates excluded.
+
+        For a dense model this is transformers' `WavLMModel.num_parameters()` minus `masked_spec_embed`
+        (hidden_size values): that vector only replaces masked frames in SpecAugment pre-training, takes
+        no part in inference, and is not loaded.
+        """
+        gate_params = {id(p) for g in self.gates().values() for p in g.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in gate_params)
+
+    def _count(self, mode: str):
+        cnn, channels = self.cnn.count(mode)
+        return cnn + self.projection.count(channels) + self.encoder.count(self.config, mode)
+
+    def expected_num_params(self) -> torch.Tensor:
+        """Differentiable expected parameter count: each unit count replaced by its expected L0."""
+        return torch.as_tensor(self._count("expected"), dtype=torch.float32)
+
+    def deterministic_num_params(self) -> int:
+        """The same polynomial at the deterministic eval mask: the size `hp.compact` will produce."""
+        return int(self._count("deterministic"))
+
+    @property
+    def dense_num_params(self) -> int:
+        """N0: parameters of the unpruned front end this model was derived from."""
+        return _dense_num_params(self.config)
+
+    def expected_sparsity(self) -> torch.Tensor:
+        return 1.0 - self.expected_num_params() / self.dense_num_params
+
+    # ---- pruning ------------------------------------------------------------------------------------
+    def prune(self) -> WavLMStructure:
+        """Physically remove what the deterministic masks prune, in place; returns the new structure."""
+        keep, scale = self.cnn.prune()
+        self.projection.prune(keep, scale)
+        for layer in self.encoder.layers:
+            layer.prune()
+        return self.structure
+
+    def save(self, directory) -> None:
+        """Save a compacted (gate-free) model for `hp.load_compact`."""
+        from hp.model.io import save
+
+        save(self, directory)
+
+
+@functools.cache
+def _dense_num_params(config: WavLMConfig) -> int:
+    with torch.device("meta"):
+        return WavLM(config, prune_units=()).num_params()
+
+
+def compact(model: WavLM) -> WavLM:
+    """A physically smaller, gate-free copy of `model` in eval mode that computes what `model.eval()` does.
+
+    The copy is rebuilt from its `WavLMStructure` alone, then given the pruned weights, so the structure is
+    all that `hp.load_compact` needs to rebuild it.
+    """
+    pruned = copy.deepcopy(model).eval()
+    structure = pruned.prune()
+    with torch.device("meta"):
+        out = WavLM(model.config, structure, prune_units=())
+    out.load_state_dict(pruned.state_dict(), strict=True, assign=True)
+    return out.eval()

@@ -1,0 +1,75 @@
+"""Holding the expected sparsity to a target: the Lagrangian of CoFi/DPHuBERT and its optimiser groups."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from hp.model.gates import HardConcrete
+
+# Fraction of the final target reached at training progress p in [0, 1] of the warm-up.
+SCHEDULES = {
+    "linear": lambda p: p,
+    "cosine": lambda p: 0.5 * (1.0 - math.cos(math.pi * p)),
+}
+
+
+class SparsityController(nn.Module):
+    """L_reg = lambda1 * (s_hat - t) + lambda2 * (s_hat - t)^2, the target t warming up from 0.
+
+    lambda1 and lambda2 start at 0 and are trained by gradient *ascent* (their optimiser group has a
+    negative learning rate, see `param_groups`), so the penalty grows for as long as s_hat misses t.
+    `clamp_lambda1` keeps lambda1 >= 0 after each step, as the authors' code does; call `clamp_()` then.
+    """
+
+    def __init__(self, target: float, warmup_steps: int, schedule: str = "linear", clamp_lambda1: bool = False):
+        super().__init__()
+        if not 0.0 <= target < 1.0:
+            raise ValueError(f"target_sparsity must be in [0, 1), got {target}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"unknown sparsity schedule {schedule!r}; choose from {sorted(SCHEDULES)}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        self.target, self.warmup_steps, self.schedule = target, warmup_steps, schedule
+        self.clamp_lambda1 = clamp_lambda1
+        self.lambda1 = nn.Parameter(torch.zeros(()))
+        self.lambda2 = nn.Parameter(torch.zeros(()))
+
+    def extra_repr(self) -> str:
+        return f"target={self.target}, warmup_steps={self.warmup_steps}, schedule={self.schedule}"
+
+    def target_at(self, step: int) -> float:
+        progress = 1.0 if self.warmup_steps == 0 else min(step / self.warmup_steps, 1.0)
+        return self.target * SCHEDULES[self.schedule](progress)
+
+    def forward(self, expected_sparsity: torch.Tensor, step: int) -> tuple[torch.Tensor, float]:
+        """(Lagrangian term to add to the task loss, target at this step)."""
+        target = self.target_at(step)
+        gap = expected_sparsity - target
+        return self.lambda1 * gap + self.lambda2 * gap * gap, target
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        if self.clamp_lambda1:
+            self.lambda1.clamp_(min=0.0)
+
+
+def param_groups(model: nn.Module, controller: SparsityController, lr: float, reg_lr: float,
+                 weight_decay: float = 0.0) -> tuple[list[dict], list[dict]]:
+    """(groups for the model's optimiser, groups for the reg optimiser).
+
+    Model groups: every trainable parameter but the gates', without weight decay on biases and norms.
+    Reg groups: all log_alpha at +reg_lr (descent), the lambdas at -reg_lr (ascent); no weight decay.
+    """
+    gate_params = [p for m in model.modules() if isinstance(m, HardConcrete) for p in m.parameters()]
+    gate_ids = {id(p) for p in gate_params}
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in gate_ids:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    main = [{"params": decay, "lr": lr, "weight_decay": weight_decay},
+            {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+    reg = [{"params": gate_params, "lr": reg_lr, "weight_decay": 0.0},
+           {"params": [controller.lambda1, controller.lambda2], "lr": -reg_lr, "weight_decay": 0.0}]
+    return [g for g in main if g["params"]], [g for g in reg if g["params"]]
