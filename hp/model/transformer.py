@@ -257,9 +257,19 @@ class PositionalConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d))
         with torch.no_grad():
             self.weight_g.copy_(self.weight_v.norm(dim=(0, 1), keepdim=True))
+        self._cached: tuple[tuple, torch.Tensor] | None = None
+
+    def weight(self) -> torch.Tensor:
+        """The normalised weight; without autograd it is cached until g or v change (in-place or replaced)."""
+        if torch.is_grad_enabled() and (self.weight_g.requires_grad or self.weight_v.requires_grad):
+            return torch._weight_norm(self.weight_v, self.weight_g, 2)  # nn.utils.weight_norm's kernel
+        key = tuple((id(p), p._version, p.device, p.dtype) for p in (self.weight_g, self.weight_v))
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, torch._weight_norm(self.weight_v.detach(), self.weight_g.detach(), 2))
+        return self._cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight_v * (self.weight_g / self.weight_v.norm(dim=(0, 1), keepdim=True))
+        w = self.weight()
         y = F.conv1d(x.transpose(1, 2), w, self.bias, padding=self.kernel // 2, groups=self.groups)
         if self.kernel % 2 == 0:  # "same" padding for an even kernel leaves one extra frame
             y = y[..., :-1]
