@@ -26,7 +26,7 @@ def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 
 def count_macs(model: torch.nn.Module, wave: torch.Tensor) -> int:
     """Multiply-accumulates of one forward: convolutions, matmuls and attention (CPU SDPA included)."""
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default: _cpu_sdpa_flops}
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
     with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         model(wave)
     return counter.get_total_flops() // 2

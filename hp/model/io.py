@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -67,11 +68,17 @@ _OWN_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.")
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
-        if path.suffix == ".safetensors":
-            return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        weights = (load_file(path) if path.suffix == ".safetensors"
+                   else torch.load(path, map_location="cpu", weights_only=True))
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: cannot read weights (refused by weights_only=True: "
+                              "the pickle holds more than tensors)") from None
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{path}: cannot read weights ({type(e).__name__}: {reason})") from None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: cannot read weights (not a flat mapping of names to tensors)")
+    return weights
 
 
 def _normalise_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -143,11 +150,12 @@ def load_wavlm(source: str | os.PathLike, prune_units: Iterable[str] = UNIT_TYPE
     `config_overrides` replace config values, e.g. `layerdrop=0.0`. Gates start as the brief prescribes.
     """
     root = _resolve(source, revision, cache_dir)
-    config = WavLMConfig.from_dict(read_json(root / "config.json", CheckpointError), source=str(root / "config.json"))
+    config_path = root / "config.json"
     try:
+        config = WavLMConfig.from_dict(read_json(config_path, CheckpointError), source=str(config_path))
         config = config.replace(**config_overrides)
-    except ConfigError as e:
-        raise CheckpointError(f"load_wavlm: {e}") from None
+    except ConfigError as e:  # one error type for everything load_wavlm finds wrong
+        raise CheckpointError(str(e)) from None
     weights_path = next((root / f for f in WEIGHT_FILES if (root / f).is_file()), None)
     if weights_path is None:
         raise CheckpointError(f"{root}: no {' or '.join(WEIGHT_FILES)} found")
@@ -179,9 +187,9 @@ def load_compact(directory: str | os.PathLike, device: str | torch.device = "cpu
     config_dict = read_json(config_path, CheckpointError)
     if config_dict.get("format") != COMPACT_FORMAT:
         raise CheckpointError(f"{config_path}: not an hp compact model (format is {config_dict.get('format')!r})")
-    config = WavLMConfig.from_dict(config_dict, source=str(config_path))
-    structure = WavLMStructure.from_dict(read_json(structure_path, CheckpointError), source=str(structure_path))
     try:
+        config = WavLMConfig.from_dict(config_dict, source=str(config_path))
+        structure = WavLMStructure.from_dict(read_json(structure_path, CheckpointError), source=str(structure_path))
         structure.validate(config, source=str(structure_path))
     except ConfigError as e:
         raise CheckpointError(str(e)) from None

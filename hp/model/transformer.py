@@ -29,6 +29,18 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int, 
     return buckets + torch.where(rel < max_exact, rel, large)
 
 
+def block_scale(unit_mask: torch.Tensor | None, block_gate: HardConcrete | None) -> torch.Tensor | float:
+    """Scale of a block's output: its block gate, times 0 once every unit mask is 0.
+
+    A block whose units are all pruned is removed at compaction, output bias included; the gated model
+    matches that (and the count's P(any unit alive) factor) by silencing the block too.
+    """
+    scale = block_gate() if block_gate is not None else 1.0
+    if unit_mask is not None:
+        scale = scale * (unit_mask != 0).any().to(unit_mask.dtype)
+    return scale
+
+
 class RelativePositionBias(nn.Module):
     """Learned bias per (bucket, head), shared by all layers. It lives in layer 0 in WavLM; it is kept
     whole here, so that every layer's surviving heads can index it even after layer 0 is pruned."""
@@ -93,11 +105,12 @@ class SelfAttention(nn.Module):
 
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                              dropout_p=self.dropout if self.training else 0.0)
-        if self.head_gate is not None:
-            out = out * self.head_gate()[:, None, None]
+        head_mask = self.head_gate() if self.head_gate is not None else None
+        if head_mask is not None:
+            out = out * head_mask[:, None, None]
         out = self.out_proj(out.transpose(1, 2).reshape(b, t, h * self.head_dim))
-        if self.block_gate is not None:
-            out = out * self.block_gate()
+        if head_mask is not None or self.block_gate is not None:
+            out = out * block_scale(head_mask, self.block_gate)
         return out
 
     @staticmethod
@@ -156,11 +169,12 @@ class FeedForward(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         x = self.activation_dropout(F.gelu(self.fc1(x)))
-        if self.unit_gate is not None:
-            x = x * self.unit_gate()
+        unit_mask = self.unit_gate() if self.unit_gate is not None else None
+        if unit_mask is not None:
+            x = x * unit_mask
         x = self.dropout(self.fc2(x))
-        if self.block_gate is not None:
-            x = x * self.block_gate()
+        if unit_mask is not None or self.block_gate is not None:
+            x = x * block_scale(unit_mask, self.block_gate)
         return x
 
     @staticmethod

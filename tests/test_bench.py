@@ -1,0 +1,49 @@
+import json
+
+import pytest
+import torch
+
+import hp
+from hp import bench
+
+
+def test_compaction_benchmark_prints_json_and_saves(tmp_path, capsys):
+    bench.main(["compaction", "--shape", "tiny", "--sparsity", "0.5", "--seconds", "1", "--repeats", "1",
+                "--threads", "1", "--json", "--save", str(tmp_path / "m")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    r = json.loads(lines[0])
+    for key in ("params_dense", "params_compact", "macs_dense", "macs_compact", "latency_dense_s",
+                "latency_compact_s", "max_abs_diff"):
+        assert key in r
+    assert r["achieved_sparsity"] == pytest.approx(0.5, abs=0.01)  # tiny model: coarse units
+    assert r["achieved_sparsity"] == pytest.approx(1 - r["params_compact"] / r["params_dense"], abs=1e-6)
+    assert r["max_abs_diff"] <= 1e-4
+    assert 0 < r["macs_compact"] < r["macs_dense"]
+    assert r["attention_blocks"] < r["layers"] and r["ffn_blocks"] < r["layers"]  # whole blocks went too
+    small = hp.load_compact(tmp_path / "m")
+    assert small.num_params() == r["params_compact"]
+
+
+def test_draw_masks_hits_target_and_uses_every_unit_type():
+    torch.manual_seed(0)
+    model = hp.WavLM(hp.SHAPES["tiny"].replace(num_hidden_layers=4, intermediate_size=512)).eval()
+    bench.draw_masks(model, 0.6, seed=1)
+    assert 1 - model.deterministic_num_params() / model.dense_num_params == pytest.approx(0.6, abs=0.005)
+    kinds = {name.rsplit(".", 1)[-1] + ("" if "block" not in name else name.split(".")[-2])
+             for name, g in model.gates().items() if g.num_pruned() > 0}
+    assert kinds == {"gate", "head_gate", "unit_gate", "block_gateattention", "block_gatefeed_forward"}
+
+
+def test_mac_count_includes_attention():
+    """FlopCounterMode has no formula for CPU SDPA; count_macs adds it: 2 * T^2 * D per layer (QK^T, AV)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = hp.WavLM(hp.SHAPES["tiny"], prune_units=()).eval()
+    wave = torch.randn(1, 16000)
+    frames = model.frame_lengths(torch.tensor(16000)).item()
+    c = model.config
+    with torch.inference_mode(), FlopCounterMode(display=False) as plain:
+        model(wave)
+    attention_macs = 2 * c.num_hidden_layers * frames * frames * c.hidden_size
+    assert bench.count_macs(model, wave) == plain.get_total_flops() // 2 + attention_macs

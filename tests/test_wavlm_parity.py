@@ -1,0 +1,114 @@
+"""hp's dense WavLM against transformers' WavLMModel on the same checkpoint."""
+import pytest
+import torch
+
+import hp
+from hp.model.io import state_dict_from_hf
+
+from conftest import hf_config, hp_config, random_hf_model
+
+# Float32 end-to-end through up to 24 layers on random weights: differences are a few 1e-6 (summation
+# order of different kernels); 1e-4 leaves room for that and catches any real mismatch (those are >1e-2).
+ATOL = 1e-4
+
+
+def hp_from_hf(name, ref, prune_units=()):
+    model = hp.WavLM(hp_config(name), prune_units=prune_units)
+    model.load_state_dict(state_dict_from_hf(ref.state_dict(), model.config, "test"), strict=not prune_units)
+    return model.eval()
+
+
+def compare(ref, model, wave, lengths):
+    mask = None if lengths is None else (torch.arange(wave.shape[1]) < lengths[:, None]).long()
+    with torch.no_grad():
+        expected = ref(wave, attention_mask=mask, output_hidden_states=True)
+        got = model(wave, lengths)
+    assert len(got) == len(expected.hidden_states) == ref.config.num_hidden_layers + 1
+    for i, (a, b) in enumerate(zip(got, expected.hidden_states)):
+        assert a.shape == b.shape, i
+        assert (a - b).abs().max().item() <= ATOL, f"hidden state {i}: max diff {(a - b).abs().max().item()}"
+    assert (model.last_hidden_state(got) - expected.last_hidden_state).abs().max().item() <= ATOL
+
+
+@pytest.mark.parametrize("name", ["tiny-post", "tiny-pre"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_tiny_layouts_match_transformers(name, padded):
+    ref = random_hf_model(name)
+    model = hp_from_hf(name, ref)
+    torch.manual_seed(1)
+    wave = torch.randn(3, 12000)
+    compare(ref, model, wave, torch.tensor([12000, 9100, 4000]) if padded else None)
+
+
+@pytest.mark.parametrize("name", ["base-plus", "large"])
+def test_full_size_layouts_match_transformers(name):
+    """Base+ (12x768, group norm, post-LN) and Large (24x1024, layer norm, pre-LN), equal and padded."""
+    ref = random_hf_model(name)
+    model = hp_from_hf(name, ref)
+    torch.manual_seed(2)
+    wave = torch.randn(2, 8000)
+    compare(ref, model, wave, None)
+    compare(ref, model, wave, torch.tensor([8000, 5000]))
+
+
+def test_equal_lengths_equal_no_lengths():
+    ref = random_hf_model("tiny-post")
+    model = hp_from_hf("tiny-post", ref)
+    wave = torch.randn(2, 6000)
+    with torch.no_grad():
+        for a, b in zip(model(wave), model(wave, torch.tensor([6000, 6000]))):
+            assert torch.equal(a, b)
+
+
+def test_gated_model_at_init_is_close_to_dense_except_ffn():
+    """Conv/head/layer gates start almost surely on; their eval masks then only scale by ~sigmoid(0.8*4.6/b)."""
+    ref = random_hf_model("tiny-post")
+    gated = hp_from_hf("tiny-post", ref, prune_units=("conv", "head", "attlayer", "ffnlayer"))
+    assert all(g.num_pruned() == 0 for g in gated.gates().values())
+    assert all(g.deterministic_mask().min() > 0.99 for g in gated.gates().values())
+
+
+@pytest.mark.parametrize("name", ["base-plus", "large"])
+def test_num_params_matches_transformers(name):
+    with torch.device("meta"):
+        ref = __import__("transformers").WavLMModel(hf_config(name))
+        model = hp.WavLM(hp_config(name), prune_units=())
+    # masked_spec_embed (hidden_size values, SpecAugment only) is not part of hp's model
+    assert model.num_params() == ref.num_parameters() - ref.config.hidden_size
+    assert model.num_params() == model.dense_num_params == model.deterministic_num_params()
+    assert model.expected_num_params().item() == pytest.approx(model.num_params(), abs=0.5)
+
+
+def test_brief_parameter_counts():
+    """Brief §6: HF WavLMModel Base+ shape 94.38M (CNN 4.20M), Large 315.45M (with masked_spec_embed)."""
+    with torch.device("meta"):
+        base, large = hp.WavLM(hp.SHAPES["base-plus"], prune_units=()), hp.WavLM(hp.SHAPES["large"], prune_units=())
+    assert round((base.num_params() + 768) / 1e6, 2) == 94.38
+    assert round(sum(p.numel() for p in base.cnn.parameters()) / 1e6, 2) == 4.20
+    assert round((large.num_params() + 1024) / 1e6, 2) == 315.45
+
+
+def test_gradients_reach_every_parameter_and_gate():
+    model = hp.WavLM(hp.SHAPES["tiny"]).train()
+    out = model(torch.randn(2, 8000), torch.tensor([8000, 6000]))
+    (sum(h.pow(2).mean() for h in out) + model.expected_sparsity()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
+
+
+def test_layerdrop_keeps_hidden_state_count():
+    model = hp.WavLM(hp.SHAPES["tiny"].replace(layerdrop=1.0, num_hidden_layers=3), prune_units=()).train()
+    states = model(torch.randn(1, 4000))
+    assert len(states) == 4
+    assert torch.equal(states[1], states[2]) and torch.equal(states[2], states[3])  # layers 1, 2 dropped
+    assert len(model.eval()(torch.randn(1, 4000))) == 4
+
+
+def test_bad_lengths_rejected():
+    model = hp.WavLM(hp.SHAPES["tiny"], prune_units=())
+    with pytest.raises(ValueError, match="lengths"):
+        model(torch.randn(2, 4000), torch.tensor([4000, 100]))  # 100 samples make no frame
+    with pytest.raises(ValueError, match="lengths"):
+        model(torch.randn(2, 4000), torch.tensor([4001, 4000]))
+    with pytest.raises(ValueError, match="batch, samples"):
+        model(torch.randn(4000))
