@@ -92,12 +92,14 @@ class SelfAttention(nn.Module):
         h = len(self.heads)
         q, k, v = self.qkv(x).view(b, t, 3, h, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
 
-        slices = x.view(b, t, self.num_orig_heads, -1)
+        # WavLM's gate on the relative position bias, from each original head's slice of the input.
+        # The 8-wide projection is cheap for all slices; selecting after it moves 32x less data.
+        gate_in = self.rel_pos_gate(x.view(b, t, self.num_orig_heads, -1)).view(b, t, -1, 2, 4).sum(-1)
         if h != self.num_orig_heads:
             index = self.head_index(x.device)
-            slices = slices.index_select(2, index)
+            gate_in = gate_in.index_select(2, index)
             position_bias = position_bias.index_select(0, index)
-        gate_a, gate_b = torch.sigmoid(self.rel_pos_gate(slices).view(b, t, h, 2, 4).sum(-1)).unbind(-1)
+        gate_a, gate_b = torch.sigmoid(gate_in).unbind(-1)
         gate = gate_a * (gate_b * self.rel_pos_const - 1.0) + 2.0  # [B, T, h]
         bias = gate.transpose(1, 2)[..., None] * position_bias  # [B, h, T, T]
         if key_bias is not None:
