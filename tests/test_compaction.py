@@ -166,3 +166,16 @@ def test_structure_json_round_trip_and_validation():
                 hp.WavLMStructure(s.conv_channels, (hp.LayerStructure((4,), 5), s.layers[1]))):
         with pytest.raises(ConfigError):
             bad.validate(config)
+
+
+def test_expected_count_is_exact_at_full_size():
+    """float64 counting: at saturated gates the Base+ count (94M) is exact, not float32-rounded."""
+    with torch.device("meta"):
+        shape = hp.WavLM(hp.SHAPES["base-plus"])
+    model = hp.WavLM(hp.SHAPES["base-plus"].replace(num_hidden_layers=2), prune_units=("head", "interm"))
+    with torch.no_grad():
+        for gate in model.gates().values():
+            gate.log_alpha.fill_(40.0)
+    assert model.expected_num_params().dtype == torch.float64
+    assert model.expected_num_params().item() == model.num_params()
+    assert shape.dense_num_params == 94_381_936 - 768  # transformers: 94,381,936 with masked_spec_embed

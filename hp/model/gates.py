@@ -87,8 +87,8 @@ def unit_count(gate: HardConcrete | None, full: int, mode: str) -> tuple[torch.T
     """
     if gate is None:
         return full, 1
-    if mode == "expected":
-        return gate.expected_l0(), gate.prob_any_nonzero()
+    if mode == "expected":  # float64: counts reach 3e8, where float32 resolves only steps of 32
+        return gate.expected_l0().double(), gate.prob_any_nonzero().double()
     if mode == "deterministic":
         kept = gate.num_kept()
         return kept, int(kept > 0)

@@ -90,7 +90,7 @@ class WavLM(nn.Module):
 
     def expected_num_params(self) -> torch.Tensor:
         """Differentiable expected parameter count: each unit count replaced by its expected L0."""
-        return torch.as_tensor(self._count("expected"), dtype=torch.float32)
+        return torch.as_tensor(self._count("expected"), dtype=torch.float64)
 
     def deterministic_num_params(self) -> int:
         """The same polynomial at the deterministic eval mask: the size `hp.compact` will produce."""
