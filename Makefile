@@ -12,7 +12,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# CPU wheel first: a bare `torch` requirement would pull a multi-GB CUDA build.
+	# Torch first and pinned: on this project's machines 2.13.0 is a local CPU wheel, while a bare
+	# `torch` requirement would pull a multi-GB CUDA build from PyPI.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)

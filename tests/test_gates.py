@@ -66,3 +66,37 @@ def test_unit_count_modes():
     assert unit_count(None, 7, "expected") == (7, 1)
     with pytest.raises(ValueError):
         unit_count(gate, 6, "soft")
+
+
+def test_eval_mask_follows_log_alpha_changes_and_never_underflows():
+    gate = HardConcrete(4, min_keep=1).eval()
+    first = gate()
+    with torch.no_grad():
+        gate.log_alpha.copy_(torch.tensor([-100.0, -120, -130, -140]))  # sigmoid underflows to 0 here
+    mask = gate()
+    assert not torch.equal(mask, first)
+    assert (mask != 0).sum() == 1 == gate.num_kept() and mask[0] > 0  # the min_keep unit stays non-zero
+    gate.log_alpha = torch.nn.Parameter(torch.full((4,), 5.0))  # a replaced parameter is noticed too
+    assert (gate() > 0.99).all()
+
+
+def test_all_zero_training_mask_gives_finite_output():
+    """A sampled CNN mask can be all zero in training; the masked LayerNorm must not divide by zero."""
+    import hp
+
+    for norm in ("group", "layer"):
+        model = hp.WavLM(hp.SHAPES["tiny"].replace(feat_extract_norm=norm), prune_units=("conv",)).train()
+        with torch.no_grad():
+            for layer in model.cnn.layers:
+                layer.gate.log_alpha.fill_(-30.0)
+        states = model(torch.randn(1, 4000))
+        assert all(torch.isfinite(h).all() for h in states)
+
+
+def test_masks_keep_the_autocast_dtype():
+    import hp
+
+    model = hp.WavLM(hp.SHAPES["tiny"].replace(feat_extract_norm="layer")).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        states = model(torch.randn(2, 4000))
+    assert all(h.dtype == torch.bfloat16 for h in states[1:])

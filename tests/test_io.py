@@ -72,7 +72,7 @@ def test_hub_id_resolves_through_the_hub_cache(tiny_checkpoint, tmp_path, monkey
 
 def test_errors_name_file_and_key(tiny_checkpoint, tmp_path):
     path, _ = tiny_checkpoint
-    with pytest.raises(CheckpointError, match="not a directory"):
+    with pytest.raises(CheckpointError, match="missing-dir: no such directory"):
         hp.load_wavlm(tmp_path / "missing-dir")
 
     d = tmp_path / "c"

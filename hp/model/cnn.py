@@ -36,7 +36,7 @@ class ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, in_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         if in_mask is not None:
-            x = x * in_mask[:, None]
+            x = x * in_mask.to(x.dtype)[:, None]
         x = self.conv(x)
         mask = self.gate() if self.gate is not None else None
         if self.norm_type == "group":
@@ -76,8 +76,9 @@ class ConvLayer(nn.Module):
         self.conv = new
         if self.norm is not None:
             old = self.norm
-            self.norm = (nn.GroupNorm(len(out_keep), len(out_keep), eps=old.eps) if self.norm_type == "group"
-                         else nn.LayerNorm(len(out_keep), eps=old.eps)).to(old.weight)
+            like = dict(device=old.weight.device, dtype=old.weight.dtype)
+            self.norm = (nn.GroupNorm(len(out_keep), len(out_keep), eps=old.eps, **like) if self.norm_type == "group"
+                         else nn.LayerNorm(len(out_keep), eps=old.eps, **like))
             self.norm.weight.copy_(old.weight[out_keep])
             self.norm.bias.copy_(old.bias[out_keep])
         self.gate = None
@@ -133,7 +134,7 @@ class FeatureProjection(nn.Module):
         if channel_mask is None:
             x = n(x)
         else:
-            x = layer_norm(x, n.weight, n.bias, n.eps, channel_mask != 0) * channel_mask
+            x = layer_norm(x, n.weight, n.bias, n.eps, channel_mask != 0) * channel_mask.to(x.dtype)
         return self.dropout(self.linear(x))
 
     @staticmethod
@@ -147,10 +148,11 @@ class FeatureProjection(nn.Module):
     def prune(self, keep: torch.Tensor, scale: torch.Tensor) -> None:
         """Keep the CNN's surviving channels and fold their soft mask into the norm's affine."""
         norm, linear = self.norm, self.linear
-        self.norm = nn.LayerNorm(len(keep), eps=norm.eps).to(norm.weight)
+        like = dict(device=norm.weight.device, dtype=norm.weight.dtype)
+        self.norm = nn.LayerNorm(len(keep), eps=norm.eps, **like)
         self.norm.weight.copy_(norm.weight[keep] * scale)
         self.norm.bias.copy_(norm.bias[keep] * scale)
-        self.linear = nn.Linear(len(keep), linear.out_features).to(linear.weight)
+        self.linear = nn.Linear(len(keep), linear.out_features, **like)
         self.linear.weight.copy_(linear.weight[:, keep])
         self.linear.bias.copy_(linear.bias)
 

@@ -42,6 +42,20 @@ class WavLMConfig:
         n = len(self.conv_dim)
         if not (n == len(self.conv_kernel) == len(self.conv_stride)) or n == 0:
             raise ConfigError("conv_dim, conv_kernel and conv_stride must be non-empty and of equal length")
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "num_conv_pos_embeddings", "num_conv_pos_embedding_groups", "num_buckets", "max_bucket_distance"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if any(v < 1 for v in (*self.conv_dim, *self.conv_kernel, *self.conv_stride)):
+            raise ConfigError("conv_dim, conv_kernel and conv_stride must be positive")
+        for name in ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "layerdrop"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
+        if self.hidden_size % self.num_conv_pos_embedding_groups:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not divisible by num_conv_pos_embedding_groups "
+                              f"{self.num_conv_pos_embedding_groups}")
         if self.feat_extract_norm not in ("group", "layer"):
             raise ConfigError(f"feat_extract_norm is {self.feat_extract_norm!r}; expected 'group' or 'layer'")
         if self.hidden_size % self.num_attention_heads:
@@ -80,7 +94,7 @@ class WavLMConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         try:
             return cls(**{k: v for k, v in d.items() if k in names})
-        except (ConfigError, TypeError, ValueError) as e:
+        except (ConfigError, TypeError, ValueError) as e:  # e.g. a string where a list of ints belongs
             raise ConfigError(f"{source}: {e}") from None
 
 

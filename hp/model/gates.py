@@ -36,6 +36,7 @@ class HardConcrete(nn.Module):
         # P(z != 0) = sigmoid(log_alpha - beta * log(-l / r)); this shift is that constant.
         self.l0_shift = beta * math.log(-self.l / self.r)
         self.log_alpha = nn.Parameter(torch.empty(n))
+        self._mask_cache: tuple | None = None
         with torch.no_grad():
             self.log_alpha.normal_(math.log((1 - init_prune_prob) / init_prune_prob), 0.01)
 
@@ -69,11 +70,16 @@ class HardConcrete(nn.Module):
 
     @torch.no_grad()
     def deterministic_mask(self) -> torch.Tensor:
-        mask = torch.sigmoid(0.8 * self.log_alpha / self.beta)
-        k = self.num_pruned()
-        if k:
-            mask[torch.topk(self.log_alpha, k, largest=False).indices] = 0.0
-        return mask
+        a = self.log_alpha
+        c = self._mask_cache  # recomputed only when log_alpha changes: no .item() sync per eval forward
+        if c is None or c[0] is not a or c[1] != (a._version, a.device):
+            # a kept unit must stay non-zero even where sigmoid underflows (log_alpha < -87 in float32)
+            mask = torch.sigmoid(0.8 * a / self.beta).clamp_min(torch.finfo(a.dtype).tiny)
+            k = self.num_pruned()
+            if k:
+                mask[torch.topk(a, k, largest=False).indices] = 0.0
+            c = self._mask_cache = (a, (a._version, a.device), mask)
+        return c[2].clone()
 
     def forward(self) -> torch.Tensor:
         return self.sample() if self.training else self.deterministic_mask()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from hp.model.config import WavLMConfig
 from hp.model.gates import UNIT_TYPES
 from hp.model.structure import WavLMStructure
 from hp.model.wavlm import WavLM
-from hp.utils.files import atomic_path, read_json, write_json
+from hp.utils.files import atomic_dir, read_json, write_json
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 COMPACT_FORMAT = "hp-compact-wavlm"
@@ -61,8 +60,7 @@ def _hf_sources(config: WavLMConfig) -> dict[str, tuple[str, ...]]:
 
 # Older checkpoints (e.g. the microsoft/wavlm-* releases) store the weight norm as weight_g / weight_v.
 _LEGACY_KEYS = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
-# Keys of a WavLMModel checkpoint that hp does not use (masked_spec_embed: see WavLM.num_params).
-_UNUSED = re.compile(r"^(masked_spec_embed)$")
+# Keys outside these (masked_spec_embed, task heads) are not part of hp's front end and are ignored.
 _OWN_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.")
 
 
@@ -114,7 +112,7 @@ def state_dict_from_hf(weights: dict[str, torch.Tensor], config: WavLMConfig, so
                 raise CheckpointError(
                     f"{source}: {k!r} has shape {tuple(t.shape)} but config.json implies {tuple(parts)}")
         out[name] = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
-    unexpected = [k for k in weights if k not in used and k.startswith(_OWN_PREFIXES) and not _UNUSED.match(k)]
+    unexpected = [k for k in weights if k not in used and k.startswith(_OWN_PREFIXES)]
     if unexpected:
         raise CheckpointError(f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} in all); "
                               "does config.json describe this checkpoint?")
@@ -124,21 +122,28 @@ def state_dict_from_hf(weights: dict[str, torch.Tensor], config: WavLMConfig, so
 
 
 def _resolve(source: str | os.PathLike, revision: str | None, cache_dir: str | None) -> Path:
-    path = Path(source)
+    """A local checkpoint directory, or the hub id's snapshot (config and one weight file) in the HF cache."""
+    path = Path(source).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or os.sep in str(source) and str(source).startswith((".", "/", "~")):
-        raise CheckpointError(f"{source}: not a directory holding a transformers WavLM checkpoint")
+    # hub ids look like "org/name"; anything path-like that is not a directory is a local mistake
+    if path.exists() or str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
+        raise CheckpointError(f"{source}: no such directory holding a transformers WavLM checkpoint")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
     try:
-        return Path(snapshot_download(repo_id=str(source), revision=revision, cache_dir=cache_dir,
-                                      allow_patterns=["config.json", *WEIGHT_FILES]))
+        for weights in WEIGHT_FILES:  # fetch one weight file, the preferred one when the repo has both
+            root = Path(snapshot_download(repo_id=str(source), revision=revision, cache_dir=cache_dir,
+                                          allow_patterns=["config.json", weights]))
+            if (root / weights).is_file():
+                break
+        return root
     except HFValidationError:
         raise CheckpointError(f"{source}: neither a local directory nor a valid Hugging Face hub id") from None
     except Exception as e:  # network, authentication, missing repo: all end here with the reason
-        raise CheckpointError(f"{source}: cannot fetch from the Hugging Face hub ({type(e).__name__}: {e})") from None
+        reason = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"{source}: cannot fetch from the Hugging Face hub ({type(e).__name__}: {reason})") from None
 
 
 def load_wavlm(source: str | os.PathLike, prune_units: Iterable[str] = UNIT_TYPES, *, revision: str | None = None,
@@ -168,15 +173,14 @@ def load_wavlm(source: str | os.PathLike, prune_units: Iterable[str] = UNIT_TYPE
 
 # ---- compact models -----------------------------------------------------------------------------------
 def save(model: WavLM, directory: str | os.PathLike) -> None:
-    """Write `config.json`, `structure.json` and `model.safetensors`, each atomically."""
+    """Write `config.json`, `structure.json` and `model.safetensors`; the directory appears complete or not at all."""
     if model.gates():
         raise ValueError("save() writes compacted models; call hp.compact(model) first")
-    directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(directory / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": COMPACT_FORMAT})
-    write_json(directory / "config.json", {"format": COMPACT_FORMAT, **model.config.to_dict()})
-    write_json(directory / "structure.json", model.structure.to_dict())
+    with atomic_dir(directory) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": COMPACT_FORMAT})
+        write_json(tmp / "config.json", {"format": COMPACT_FORMAT, **model.config.to_dict()})
+        write_json(tmp / "structure.json", model.structure.to_dict())
 
 
 def load_compact(directory: str | os.PathLike, device: str | torch.device = "cpu") -> WavLM:

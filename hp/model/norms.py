@@ -14,8 +14,10 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     """
     if alive is None:
         return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
-    a = alive.to(x.dtype)
-    n = a.sum()
-    mean = (x * a).sum(-1, keepdim=True) / n
-    var = ((x - mean).square() * a).sum(-1, keepdim=True) / n
-    return (x - mean) * torch.rsqrt(var + eps) * weight + bias
+    # statistics in float32 (as F.layer_norm keeps them under autocast); a sampled training mask can be
+    # all zero, hence the clamp: the output is then multiplied by that zero mask anyway
+    xf, a = x.float(), alive.float()
+    n = a.sum().clamp_min(1.0)
+    mean = (xf * a).sum(-1, keepdim=True) / n
+    var = ((xf - mean).square() * a).sum(-1, keepdim=True) / n
+    return ((xf - mean) * torch.rsqrt(var + eps) * weight.float() + bias.float()).to(x.dtype)

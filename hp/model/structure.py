@@ -44,7 +44,8 @@ class WavLMStructure:
             if len(set(layer.heads)) != len(layer.heads) or any(not 0 <= j < h for j in layer.heads):
                 raise ConfigError(f"{source}: layers[{i}].heads = {list(layer.heads)} must be distinct, in 0..{h - 1}")
             if not 0 <= layer.ffn_dim <= config.intermediate_size:
-                raise ConfigError(f"{source}: layers[{i}].ffn_dim = {layer.ffn_dim} exceeds {config.intermediate_size}")
+                raise ConfigError(f"{source}: layers[{i}].ffn_dim = {layer.ffn_dim}, must be in "
+                                  f"0..{config.intermediate_size}")
 
     def to_dict(self) -> dict:
         return {
@@ -59,6 +60,11 @@ class WavLMStructure:
     def from_dict(cls, d: dict, source: str = "structure.json") -> WavLMStructure:
         try:
             layers = tuple(LayerStructure(tuple(int(h) for h in l["heads"]), int(l["ffn_dim"])) for l in d["layers"])
-            return cls(tuple(int(c) for c in d["conv_channels"]), layers)
+            structure = cls(tuple(int(c) for c in d["conv_channels"]), layers)
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{source}: malformed structure ({type(e).__name__}: {e})") from None
+        for i, (raw, layer) in enumerate(zip(d["layers"], layers)):  # the derived flags, if written, must agree
+            for flag in ("use_attention", "use_ffn"):
+                if flag in raw and raw[flag] != getattr(layer, flag):
+                    raise ConfigError(f"{source}: layers[{i}].{flag} = {raw[flag]} contradicts its heads/ffn_dim")
+        return structure

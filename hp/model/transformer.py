@@ -29,15 +29,16 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int, 
     return buckets + torch.where(rel < max_exact, rel, large)
 
 
-def block_scale(unit_mask: torch.Tensor | None, block_gate: HardConcrete | None) -> torch.Tensor | float:
+def block_scale(unit_mask: torch.Tensor | None, block_gate: HardConcrete | None,
+                dtype: torch.dtype) -> torch.Tensor | float:
     """Scale of a block's output: its block gate, times 0 once every unit mask is 0.
 
     A block whose units are all pruned is removed at compaction, output bias included; the gated model
     matches that (and the count's P(any unit alive) factor) by silencing the block too.
     """
-    scale = block_gate() if block_gate is not None else 1.0
+    scale = block_gate().to(dtype) if block_gate is not None else 1.0
     if unit_mask is not None:
-        scale = scale * (unit_mask != 0).any().to(unit_mask.dtype)
+        scale = scale * (unit_mask != 0).any().to(dtype)
     return scale
 
 
@@ -109,10 +110,10 @@ class SelfAttention(nn.Module):
                                              dropout_p=self.dropout if self.training else 0.0)
         head_mask = self.head_gate() if self.head_gate is not None else None
         if head_mask is not None:
-            out = out * head_mask[:, None, None]
+            out = out * head_mask.to(out.dtype)[:, None, None]
         out = self.out_proj(out.transpose(1, 2).reshape(b, t, h * self.head_dim))
         if head_mask is not None or self.block_gate is not None:
-            out = out * block_scale(head_mask, self.block_gate)
+            out = out * block_scale(head_mask, self.block_gate, out.dtype)
         return out
 
     @staticmethod
@@ -138,10 +139,10 @@ class SelfAttention(nn.Module):
         if len(keep) == 0 or block_mask.item() == 0:
             return False
         d = self.qkv.in_features
-        qkv = nn.Linear(d, 3 * len(keep) * dh).to(w)
+        qkv = nn.Linear(d, 3 * len(keep) * dh, device=w.device, dtype=w.dtype)
         qkv.weight.copy_(self.qkv.weight.view(3, h, dh, d)[:, keep].reshape(-1, d))
         qkv.bias.copy_(self.qkv.bias.view(3, h, dh)[:, keep].reshape(-1))
-        out = nn.Linear(len(keep) * dh, d).to(w)
+        out = nn.Linear(len(keep) * dh, d, device=w.device, dtype=w.dtype)
         scale = head_mask[keep].repeat_interleave(dh)
         out.weight.copy_(w.view(d, h, dh)[:, keep].reshape(d, -1) * scale * block_mask)
         out.bias.copy_(self.out_proj.bias * block_mask)
@@ -173,10 +174,10 @@ class FeedForward(nn.Module):
         x = self.activation_dropout(F.gelu(self.fc1(x)))
         unit_mask = self.unit_gate() if self.unit_gate is not None else None
         if unit_mask is not None:
-            x = x * unit_mask
+            x = x * unit_mask.to(x.dtype)
         x = self.dropout(self.fc2(x))
         if unit_mask is not None or self.block_gate is not None:
-            x = x * block_scale(unit_mask, self.block_gate)
+            x = x * block_scale(unit_mask, self.block_gate, x.dtype)
         return x
 
     @staticmethod
@@ -200,7 +201,8 @@ class FeedForward(nn.Module):
         if len(keep) == 0 or block_mask.item() == 0:
             return False
         d = self.fc1.in_features
-        fc1, fc2 = nn.Linear(d, len(keep)).to(w), nn.Linear(len(keep), d).to(w)
+        fc1 = nn.Linear(d, len(keep), device=w.device, dtype=w.dtype)
+        fc2 = nn.Linear(len(keep), d, device=w.device, dtype=w.dtype)
         fc1.weight.copy_(self.fc1.weight[keep])
         fc1.bias.copy_(self.fc1.bias[keep])
         fc2.weight.copy_(w[:, keep] * unit_mask[keep] * block_mask)
@@ -273,16 +275,17 @@ class PositionalConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d))
         with torch.no_grad():
             self.weight_g.copy_(self.weight_v.norm(dim=(0, 1), keepdim=True))
-        self._cached: tuple[tuple, torch.Tensor] | None = None
+        self._cached: tuple | None = None  # (g, v, their versions, weight)
 
     def weight(self) -> torch.Tensor:
-        """The normalised weight; without autograd it is cached until g or v change (in-place or replaced)."""
-        if torch.is_grad_enabled() and (self.weight_g.requires_grad or self.weight_v.requires_grad):
+        """The normalised weight; with autograd off it is cached until g or v change (in place or replaced)."""
+        if torch.is_grad_enabled():
             return torch._weight_norm(self.weight_v, self.weight_g, 2)  # nn.utils.weight_norm's kernel
-        key = tuple((id(p), p._version, p.device, p.dtype) for p in (self.weight_g, self.weight_v))
-        if self._cached is None or self._cached[0] != key:
-            self._cached = (key, torch._weight_norm(self.weight_v.detach(), self.weight_g.detach(), 2))
-        return self._cached[1]
+        g, v = self.weight_g, self.weight_v
+        c = self._cached
+        if c is None or c[0] is not g or c[1] is not v or c[2] != (g._version, v._version):
+            c = self._cached = (g, v, (g._version, v._version), torch._weight_norm(v, g, 2))
+        return c[3]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight()

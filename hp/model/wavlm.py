@@ -50,10 +50,12 @@ class WavLM(nn.Module):
         x = self.projection(features.transpose(1, 2), channel_mask)
         frame_mask = None
         if lengths is not None:
-            n = self.frame_lengths(lengths.to(wave.device))
-            if lengths.shape != wave.shape[:1] or (n < 1).any() or (lengths > wave.shape[1]).any():
+            n = self.frame_lengths(lengths)
+            # checked where it costs no device sync: lengths usually come from the CPU-side loader
+            if lengths.device.type == "cpu" and (
+                    lengths.shape != wave.shape[:1] or (n < 1).any() or (lengths > wave.shape[1]).any()):
                 raise ValueError(f"lengths {lengths.tolist()} do not fit a batch of shape {tuple(wave.shape)}")
-            frame_mask = torch.arange(x.shape[1], device=x.device) < n[:, None]
+            frame_mask = torch.arange(x.shape[1], device=x.device) < n.to(x.device)[:, None]
         return self.encoder(x, frame_mask)
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -71,6 +73,18 @@ class WavLM(nn.Module):
         return WavLMStructure(tuple(layer.conv.out_channels for layer in self.cnn.layers),
                               tuple(layer.structure for layer in self.encoder.layers))
 
+    @property
+    def prune_units(self) -> frozenset[str]:
+        """The unit types that still carry gates (empty once compacted)."""
+        units = {"conv"} if any(layer.gate is not None for layer in self.cnn.layers) else set()
+        for layer in self.encoder.layers:
+            a, f = layer.attention, layer.feed_forward
+            for unit, gate in (("head", a and a.head_gate), ("attlayer", a and a.block_gate),
+                               ("interm", f and f.unit_gate), ("ffnlayer", f and f.block_gate)):
+                if gate is not None:
+                    units.add(unit)
+        return frozenset(units)
+
     def gates(self) -> dict[str, HardConcrete]:
         return {name: m for name, m in self.named_modules() if isinstance(m, HardConcrete)}
 
@@ -78,8 +92,9 @@ class WavLM(nn.Module):
         """Parameters of the front end, gates excluded.
 
         For a dense model this is transformers' `WavLMModel.num_parameters()` minus `masked_spec_embed`
-        (hidden_size values): that vector only replaces masked frames in SpecAugment pre-training, takes
-        no part in inference, and is not loaded.
+        (hidden_size values, present when mask_time_prob or mask_feature_prob > 0): that vector only replaces
+        masked frames in SpecAugment, takes no part in inference, and is not loaded. hp applies no
+        SpecAugment in training (the authors' recipes do not use it).
         """
         gate_params = {id(p) for g in self.gates().values() for p in g.parameters()}
         return sum(p.numel() for p in self.parameters() if id(p) not in gate_params)
