@@ -59,11 +59,13 @@ class SparsityController(nn.Module):
 
 
 def param_groups(model: nn.Module, controller: SparsityController, lr: float, reg_lr: float,
-                 weight_decay: float = 0.0) -> tuple[list[dict], list[dict]]:
+                 weight_decay: float = 0.0, lambda_lr: float | None = None) -> tuple[list[dict], list[dict]]:
     """(groups for the model's optimiser, groups for the reg optimiser).
 
     Model groups: every trainable parameter but the gates', without weight decay on biases and norms.
     Reg groups: all log_alpha at +reg_lr (descent), the lambdas at -reg_lr (ascent); no weight decay.
+    `lambda_lr` gives the lambdas their own rate: short runs need fast gates but slow multipliers, or the
+    multipliers wind up while the gates catch up with the target and then overshoot it.
     """
     gate_params = [p for m in model.modules() if isinstance(m, HardConcrete) for p in m.parameters()]
     gate_ids = {id(p) for p in gate_params}
@@ -74,5 +76,6 @@ def param_groups(model: nn.Module, controller: SparsityController, lr: float, re
     main = [{"params": decay, "lr": lr, "weight_decay": weight_decay},
             {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
     reg = [{"params": gate_params, "lr": reg_lr, "weight_decay": 0.0},
-           {"params": [controller.lambda1, controller.lambda2], "lr": -reg_lr, "weight_decay": 0.0}]
+           {"params": [controller.lambda1, controller.lambda2], "lr": -(reg_lr if lambda_lr is None else lambda_lr),
+            "weight_decay": 0.0}]
     return [g for g in main if g["params"]], [g for g in reg if g["params"]]

@@ -44,6 +44,8 @@ def test_param_groups_split_model_gates_and_lambdas():
     assert reg[1]["params"] == [ctl.lambda1, ctl.lambda2] and reg[1]["lr"] == -0.05
     assert all(p.dim() < 2 for p in main[1]["params"]) and main[1]["weight_decay"] == 0.0
     assert main[0]["weight_decay"] == 1e-7
+    _, reg = hp.param_groups(model, ctl, lr=1e-4, reg_lr=0.2, lambda_lr=0.02)
+    assert reg[0]["lr"] == 0.2 and reg[1]["lr"] == -0.02
 
 
 @pytest.mark.parametrize("target,schedule", [(0.5, "linear"), (0.7, "cosine")])

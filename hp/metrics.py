@@ -1,0 +1,71 @@
+"""Detection metrics (brief §5). Labels: 1 = target / bona fide (positive), 0 = non-target / spoof.
+
+All functions take a threshold sweep over the distinct scores: tied scores form one threshold, so no
+order among equal scores can change a result. Results are fractions, not percentages.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if scores.size == 0 or scores.shape != labels.shape:
+        raise ValueError(f"need equally many scores and labels, got {scores.size} and {labels.size}")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"scores hold {int((~np.isfinite(scores)).sum())} NaN or infinite values")
+    if not np.isin(labels, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    labels = labels.astype(bool)
+    if labels.all() or not labels.any():
+        raise ValueError("need both classes: got only " + ("positives" if labels.all() else "negatives"))
+    return scores, labels
+
+
+def error_rates(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, P_miss, P_fa) with a decision `score >= threshold`, thresholds ascending.
+
+    The first point accepts everything (P_miss = 0, P_fa = 1) and an extra last one rejects everything.
+    """
+    scores, labels = _check(scores, labels)
+    order = np.argsort(scores, kind="stable")
+    s, l = scores[order], labels[order]
+    n_pos, n_neg = l.sum(), (~l).sum()
+    # at the k-th distinct score as threshold, everything below it is rejected
+    first = np.concatenate(([True], s[1:] != s[:-1]))
+    idx = np.flatnonzero(first)
+    pos_below = np.concatenate(([0], np.cumsum(l)))[idx]
+    neg_below = np.concatenate(([0], np.cumsum(~l)))[idx]
+    thresholds = np.append(s[idx], np.inf)
+    p_miss = np.append(pos_below, n_pos) / n_pos
+    p_fa = 1.0 - np.append(neg_below, n_neg) / n_neg
+    return thresholds, p_miss, p_fa
+
+
+def det_curve(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """(P_fa, P_miss) points of the DET curve, P_fa descending."""
+    _, p_miss, p_fa = error_rates(scores, labels)
+    return p_fa, p_miss
+
+
+def eer(scores, labels) -> float:
+    """Equal error rate: where P_miss = P_fa, interpolated linearly between neighbouring thresholds."""
+    _, p_miss, p_fa = error_rates(scores, labels)
+    diff = p_miss - p_fa  # rises from -1 to +1
+    i = int(np.flatnonzero(diff >= 0)[0])
+    if diff[i] == 0:
+        return float(p_miss[i])
+    # segment (i-1, i) crosses zero: intersect the line P_miss = P_fa
+    d0, d1 = diff[i - 1], diff[i]
+    w = d0 / (d0 - d1)
+    return float(p_miss[i - 1] + w * (p_miss[i] - p_miss[i - 1]))
+
+
+def min_dcf(scores, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """min over thresholds of c_miss P_miss p + c_fa P_fa (1 - p), over min(c_miss p, c_fa (1 - p))."""
+    if not 0 < p_target < 1:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    _, p_miss, p_fa = error_rates(scores, labels)
+    dcf = c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)
+    return float(dcf.min() / min(c_miss * p_target, c_fa * (1 - p_target)))

@@ -1,0 +1,79 @@
+"""Metrics against brute-force references written straight from the definitions (brief §5)."""
+import numpy as np
+import pytest
+
+from hp import metrics
+
+
+def brute_rates(scores, labels):
+    """P_miss, P_fa at every candidate threshold (each distinct score, and +inf), by direct counting."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    out = []
+    for t in sorted(set(scores.tolist())) + [np.inf]:
+        accept = scores >= t
+        out.append(((~accept & labels).sum() / labels.sum(), (accept & ~labels).sum() / (~labels).sum()))
+    return out
+
+
+def brute_min_dcf(scores, labels, p, c_miss=1.0, c_fa=1.0):
+    dcf = min(c_miss * m * p + c_fa * f * (1 - p) for m, f in brute_rates(scores, labels))
+    return dcf / min(c_miss * p, c_fa * (1 - p))
+
+
+def brute_eer_bounds(scores, labels):
+    """The EER lies between the best max(P_miss, P_fa) neighbours: min over thresholds of max and of min."""
+    rates = brute_rates(scores, labels)
+    return min(min(m, f) for m, f in rates if m >= f), min(max(m, f) for m, f in rates)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("tied", [False, True])
+def test_against_brute_force(seed, tied):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 300))
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]
+    scores = rng.normal(labels * rng.uniform(0, 3), 1.0)
+    if tied:
+        scores = np.round(scores * 2) / 2  # many exact ties
+    for p, cm, cf in ((0.01, 1, 1), (0.05, 1, 1), (0.95, 1, 10)):
+        assert metrics.min_dcf(scores, labels, p, cm, cf) == pytest.approx(brute_min_dcf(scores, labels, p, cm, cf))
+    lo, hi = brute_eer_bounds(scores, labels)
+    assert lo - 1e-12 <= metrics.eer(scores, labels) <= hi + 1e-12
+    # order of tied scores does not matter
+    perm = rng.permutation(n)
+    assert metrics.eer(scores[perm], labels[perm]) == pytest.approx(metrics.eer(scores, labels))
+
+
+def test_known_values():
+    assert metrics.eer([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 0.0
+    assert metrics.eer([0.5] * 4, [0, 1, 0, 1]) == 0.5  # one threshold for all ties
+    assert metrics.eer([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 1.0
+    # 1 target of 4 below the crossing and 1 non-target of 4 above it: EER 25 %
+    assert metrics.eer([1, 2, 3, 6, 4, 7, 8, 9], [0, 0, 0, 0, 1, 1, 1, 1]) == pytest.approx(0.25)
+    assert metrics.min_dcf([0.1, 0.9], [0, 1], 0.01) == 0.0
+    # all accepted: DCF = (1 - p) * P_fa = 0.99; all rejected: p = 0.01 -> normalised 1.0
+    assert metrics.min_dcf([0.9, 0.1], [0, 1], 0.01) == pytest.approx(1.0)
+
+
+def test_det_curve_monotone():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 500)
+    p_fa, p_miss = metrics.det_curve(rng.normal(labels, 1.0), labels)
+    assert p_fa[0] == 1.0 and p_miss[0] == 0.0 and p_fa[-1] == 0.0 and p_miss[-1] == 1.0
+    assert (np.diff(p_fa) <= 0).all() and (np.diff(p_miss) >= 0).all()
+
+
+@pytest.mark.parametrize("scores,labels,match", [
+    ([], [], "equally many"),
+    ([0.1, 0.2], [1, 1], "both classes"),
+    ([0.1, 0.2], [0, 0], "both classes"),
+    ([0.1, float("nan")], [0, 1], "NaN"),
+    ([0.1, 0.2], [0, 2], "0 or 1"),
+    ([0.1, 0.2, 0.3], [0, 1], "equally many"),
+])
+def test_bad_input(scores, labels, match):
+    with pytest.raises(ValueError, match=match):
+        metrics.eer(scores, labels)
+    with pytest.raises(ValueError, match=match):
+        metrics.min_dcf(scores, labels, 0.01)
