@@ -7,6 +7,9 @@ import torch
 import transformers
 
 import hp
+from pathlib import Path
+
+ROOT_DIR = Path(__file__).resolve().parents[1]
 
 # transformers configs for the layouts hp must reproduce. The tiny ones keep every code path (group/layer
 # norm CNN, conv bias on/off, post-LN/pre-LN, even pos-conv kernel) at a size that runs in milliseconds.

@@ -1,0 +1,101 @@
+"""Manifests: one Parquet table per task and split, checked against the audio on the way in.
+
+Columns: utt, path, speaker, label, duration_s, sample_rate, split (+ corpus-specific extras such as
+attack or gender). SV labels are speaker ids; CM labels are 'bonafide' / 'spoof'. Trials (SV) are a table
+of label (1 target / 0 non-target), enroll, test (utt ids).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import soundfile as sf
+
+from hp.data.audio import SAMPLE_RATE
+from hp.errors import HPError
+from hp.utils.files import atomic_path
+
+COLUMNS = ["utt", "path", "speaker", "label", "duration_s", "sample_rate", "split"]
+
+
+class DataError(HPError, ValueError):
+    """A corpus, list or protocol file does not hold what it should."""
+
+
+# ---- parsing lists and protocols as distributed --------------------------------------------------------
+TRIAL_LINE = re.compile(r"^([01]) (\S+) (\S+)$")
+ASVSPOOF5_KEYS = ("bonafide", "spoof")
+ASVSPOOF5_COLUMNS = ["speaker", "utt", "gender", "codec", "codec_q", "codec_seed", "attack_tag", "attack", "key",
+                     "tmp"]
+
+
+def read_trials(path: Path) -> pd.DataFrame:
+    """A VoxCeleb trial list (`<1|0> <enroll> <test>` per line), strictly: a bad line fails with its number."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        m = TRIAL_LINE.match(line.strip())
+        if not m:
+            raise DataError(f"{path}:{n}: expected '<1|0> <enroll> <test>', got {line.strip()!r}")
+        rows.append((int(m[1]), m[2], m[3]))
+    if not rows:
+        raise DataError(f"{path}: no trials")
+    return pd.DataFrame(rows, columns=["label", "enroll", "test"])
+
+
+def read_asvspoof5_protocol(path: Path) -> pd.DataFrame:
+    """An ASVspoof5 protocol (10 space-separated columns), strictly."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        cols = line.split()
+        if len(cols) != 10:
+            raise DataError(f"{path}:{n}: expected 10 space-separated columns, got {len(cols)}")
+        if cols[8] not in ASVSPOOF5_KEYS:
+            raise DataError(f"{path}:{n}: KEY is {cols[8]!r}, expected 'bonafide' or 'spoof'")
+        rows.append(cols)
+    if not rows:
+        raise DataError(f"{path}: empty protocol")
+    return pd.DataFrame(rows, columns=ASVSPOOF5_COLUMNS)
+
+
+# ---- validation ---------------------------------------------------------------------------------------
+@dataclass
+class Validation:
+    """What checking the audio found; `drop_invalid` decides whether it is an error or a summary."""
+
+    min_seconds: float = 0.5
+    drop_invalid: bool = False
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+
+    def check(self, table: pd.DataFrame, source: str) -> pd.DataFrame:
+        """Fill duration_s / sample_rate from the files; raise on (or drop) unreadable, wrong-rate, short audio."""
+        durations, rates, problems = [], [], []
+        for path in table["path"]:
+            try:
+                info = sf.info(path)
+                durations.append(info.frames / info.samplerate)
+                rates.append(info.samplerate)
+                if info.samplerate != SAMPLE_RATE:
+                    problems.append((path, f"sample rate {info.samplerate} Hz, expected {SAMPLE_RATE}"))
+                elif info.channels != 1:
+                    problems.append((path, f"{info.channels} channels, expected mono"))
+                elif info.frames / info.samplerate < self.min_seconds:
+                    problems.append((path, f"{info.frames / info.samplerate:.2f} s, shorter than {self.min_seconds} s"))
+            except (sf.LibsndfileError, RuntimeError, OSError) as e:
+                durations.append(float("nan"))
+                rates.append(0)
+                problems.append((path, "missing" if not Path(path).exists() else f"unreadable ({e})"))
+        table = table.assign(duration_s=durations, sample_rate=rates)
+        if problems and not self.drop_invalid:
+            shown = "; ".join(f"{p}: {why}" for p, why in problems[:5])
+            more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+            raise DataError(f"{source}: {len(problems)} bad audio file(s): {shown}{more}")
+        self.dropped.extend(problems)
+        bad = {p for p, _ in problems}
+        return table[~table["path"].isin(bad)].reset_index(drop=True)
+
+
+def write_parquet(table: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)

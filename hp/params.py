@@ -1,0 +1,56 @@
+"""Typed views of params.yaml groups; a wrong or missing key fails with its dotted name."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from hp.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    try:
+        params = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return params
+
+
+def section(params: dict, dotted: str, source: str = "params.yaml") -> Any:
+    """params['a']['b'] for 'a.b', with the missing key named."""
+    node = params
+    for i, key in enumerate(dotted.split(".")):
+        if not isinstance(node, dict) or key not in node:
+            raise ConfigError(f"{source}: missing key {'.'.join(dotted.split('.')[:i + 1])}")
+        node = node[key]
+    return node
+
+
+def typed(cls: type[T], values: dict, where: str, **extra) -> T:
+    """Build dataclass `cls` from `values`; unknown keys and wrong types are named as `where.key`."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"params.yaml: {where} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown key {where}.{unknown[0]}")
+    for name, value in values.items():
+        expected = fields[name].type
+        if expected in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
+            values = {**values, name: float(value)}
+        elif expected in ("int", int) and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigError(f"params.yaml: {where}.{name} must be an integer, got {value!r}")
+        elif expected in ("float", float) and not isinstance(value, (int, float)):
+            raise ConfigError(f"params.yaml: {where}.{name} must be a number, got {value!r}")
+    try:
+        return cls(**values, **extra)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"params.yaml: {where}: {e}") from None

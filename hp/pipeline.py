@@ -1,0 +1,134 @@
+"""The pipeline's library side: what each DVC stage does, given typed params and paths.
+
+Stage scripts in stages/ only read params.yaml, call one function here and exit.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from hp.data import corpora, synth
+from hp.data.manifest import Validation, write_parquet
+from hp.errors import ConfigError
+from hp.model import SHAPES, WavLM, load_wavlm
+from hp.params import section, typed
+from hp.score import cm_metrics, cosine_scores, det_table, embed_utterances, sv_metrics
+from hp.tasks import CM_LABELS, HeadConfig, TaskModel
+from hp.train import LiveLogger, TrainConfig, seed_everything, train
+from hp.utils.files import atomic_path, write_json
+
+TINY = "tiny"
+
+
+def prepare(task: str, params: dict, out: Path) -> dict:
+    """Write the task's raw corpus (the built-in mini corpus) under `out`."""
+    cfg = dict(section(params, f"prepare.{task}"))
+    corpus = cfg.pop("corpus")
+    if corpus != "mini":
+        raise ConfigError(f"params.yaml: prepare.{task}.corpus {corpus!r} is not available yet; use 'mini'")
+    writer = synth.write_sv_corpus if task == "sv" else synth.write_cm_corpus
+    try:
+        return writer(out, **cfg)
+    except (TypeError, ValueError) as e:  # an unknown key or an out-of-range value
+        raise ConfigError(f"params.yaml: prepare.{task}: {e}") from None
+
+
+def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
+    """Parquet manifests of every split (and SV trials), validated against the audio."""
+    cfg = section(params, "manifests")
+    validation = Validation(min_seconds=float(cfg["min_seconds"]), drop_invalid=bool(cfg["drop_invalid"]))
+    tables: dict[str, pd.DataFrame] = {}
+    if task == "sv":
+        tables["train"] = corpora.voxceleb_tree(corpus / "train" / "wav", "train", validation)
+        tables["test"] = corpora.voxceleb_tree(corpus / "test" / "wav", "test", validation)
+        tables["trials"] = corpora.trials_table(corpus / "test" / "trials.txt", tables["test"])
+    else:
+        for split, name in (("train", "train"), ("dev", "dev.track_1"), ("eval", "eval.track_1")):
+            protocol = corpus / "protocols" / f"ASVspoof5.{name}.tsv"
+            tables[split] = corpora.asvspoof5(protocol, corpus / "flac", split, validation)
+    for name, table in tables.items():
+        write_parquet(table, out / f"{name}.parquet")
+    summary = {name: len(t) for name, t in tables.items()}
+    summary["dropped"] = [{"path": p, "reason": r} for p, r in validation.dropped]
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def pretrained_frontend(params: dict) -> WavLM:
+    cfg = section(params, "model")
+    units = tuple(cfg["prune_units"])
+    if cfg["pretrained"] == TINY:
+        torch.manual_seed(int(cfg["seed"]))
+        return WavLM(SHAPES[TINY], prune_units=units)
+    return load_wavlm(cfg["pretrained"], prune_units=units)
+
+
+def finetune(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Path, metrics_path: Path) -> dict:
+    group = dict(section(params, f"finetune.{task}"))
+    head = typed(HeadConfig, group.pop("head", {}), f"finetune.{task}.head")
+    cfg = typed(TrainConfig, group, f"finetune.{task}", target_sparsity=float(params["target_sparsity"]))
+    table = pd.read_parquet(manifests_dir / "train.parquet")
+    labels = sorted(table["label"].unique()) if task == "sv" else list(CM_LABELS)
+    seed_everything(cfg.seed)
+    model = TaskModel(task, pretrained_frontend(params), labels, head)
+    logger = LiveLogger(str(live_dir))
+    start = time.time()
+    train(model, table, cfg, logger)
+    logger.close()
+    model.cpu().save(out)
+    result = {"train_seconds": round(time.time() - start, 1),
+              "expected_sparsity": model.frontend.expected_sparsity().item(),
+              "utterances": len(table), "classes": len(labels)}
+    write_json(metrics_path, result)
+    return result
+
+
+def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dict:
+    """Physically prune the fine-tuned model; record dense vs compact size and the structure."""
+    model = TaskModel.load(finetuned).eval()
+    small = model.compacted()
+    small.save(out)
+    dense = model.frontend.dense_num_params
+    result = {"target_sparsity": float(params["target_sparsity"]), "params_dense": dense,
+              "params_compact": small.frontend.num_params(),
+              "achieved_sparsity": 1 - small.frontend.num_params() / dense,
+              "structure": small.frontend.structure.to_dict()}
+    write_json(metrics_path, result)
+    return result
+
+
+def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact_metrics: Path,
+          metrics_path: Path, det_path: Path, scores_path: Path) -> dict:
+    """Scores of the compact model on the test trials (SV) or eval split (CM); metrics JSON and DET points."""
+    compact_info = json.loads(Path(compact_metrics).read_text())
+    batch_seconds = float(section(params, "score.batch_seconds"))
+    model = TaskModel.load(model_dir).eval()
+    if task == "sv":
+        test = pd.read_parquet(manifests_dir / "test.parquet")
+        trials = pd.read_parquet(manifests_dir / "trials.parquet")
+        embeddings = embed_utterances(model, test, batch_seconds)
+        scores = cosine_scores(embeddings, test["utt"].tolist(), trials)
+        labels = trials["label"].to_numpy()
+        task_metrics = sv_metrics(scores, labels)
+        table = trials.assign(score=scores)
+    else:
+        evaluation = pd.read_parquet(manifests_dir / "eval.parquet")
+        embeddings = embed_utterances(model, evaluation, batch_seconds)
+        with torch.inference_mode():
+            scores = model.cm_scores(torch.from_numpy(embeddings)).numpy()
+        labels = (evaluation["label"] == "bonafide").to_numpy().astype(int)
+        task_metrics = cm_metrics(scores, labels)
+        table = evaluation[["utt", "label", "attack"]].assign(score=scores)
+    write_parquet(table, scores_path)
+    det = det_table(scores, labels)
+    with atomic_path(det_path) as tmp:
+        det.to_csv(tmp, index=False)
+    result = {"task": task, "pretrained": section(params, "model.pretrained"),
+              **{k: v for k, v in compact_info.items() if k != "structure"}, **task_metrics,
+              "trials" if task == "sv" else "utterances": int(len(labels))}
+    write_json(metrics_path, result)
+    return result

@@ -1,0 +1,101 @@
+"""What differs between speaker verification and anti-spoofing: labels, loss head, how to score.
+
+A TaskModel is WavLM + MHFA + a loss head; everything else (training, compaction, saving) is shared.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from hp.heads import MHFA, AAMSoftmax, GradMultiply, LinearClassifier
+from hp.model.config import WavLMConfig
+from hp.model.structure import WavLMStructure
+from hp.model.wavlm import WavLM, compact
+from hp.errors import CheckpointError
+from hp.utils.files import atomic_dir, read_json, write_json
+
+TASKS = ("sv", "cm")
+CM_LABELS = ("spoof", "bonafide")  # class 1 = bona fide, the positive class of the CM metrics
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    heads: int = 32
+    compression: int = 128
+    embedding: int = 256
+    margin: float = 0.2  # AAM-softmax (SV)
+    scale: float = 32.0
+    grad_multiplier: float = 1.0  # on the gradient flowing into WavLM
+
+
+class TaskModel(nn.Module):
+    def __init__(self, task: str, frontend: WavLM, labels: list[str], head: HeadConfig):
+        super().__init__()
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        self.task, self.labels, self.head_config = task, list(labels), head
+        self.frontend = frontend
+        c = frontend.config
+        self.backend = MHFA(c.num_hidden_layers + 1, c.hidden_size, head.heads, head.compression, head.embedding)
+        self.loss = (AAMSoftmax(head.embedding, len(labels), head.margin, head.scale) if task == "sv"
+                     else LinearClassifier(head.embedding, len(labels)))
+
+    def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        states = self.frontend(wave, lengths)
+        if self.training and self.head_config.grad_multiplier != 1.0:
+            states = tuple(GradMultiply.apply(h, self.head_config.grad_multiplier) for h in states)
+        frame_mask = None
+        if lengths is not None:
+            frames = self.frontend.frame_lengths(lengths.to(wave.device))
+            frame_mask = torch.arange(states[0].shape[1], device=wave.device) < frames[:, None]
+        return self.backend(states, frame_mask)
+
+    def forward(self, wave: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(self.embed(wave), labels)
+
+    def cm_scores(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """Bona fide minus spoof logit: a log-likelihood-ratio-like score (uncalibrated)."""
+        logits = self.loss.logits(embeddings)
+        return logits[:, 1] - logits[:, 0]
+
+    def compacted(self) -> TaskModel:
+        out = TaskModel(self.task, compact(self.frontend), self.labels, self.head_config)
+        out.backend.load_state_dict(self.backend.state_dict())
+        out.loss.load_state_dict(self.loss.state_dict())
+        return out.eval()
+
+    # ---- persistence: one safetensors file for all weights (gates included) + a JSON description ---------
+    def save(self, directory: str | Path) -> None:
+        """model.safetensors + task.json; the directory appears complete or not at all."""
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_dir(directory) as tmp:
+            save_file(state, str(tmp / "model.safetensors"))
+            write_json(tmp / "task.json", {
+                "task": self.task, "labels": self.labels, "head": asdict(self.head_config),
+                "frontend": self.frontend.config.to_dict(), "structure": self.frontend.structure.to_dict(),
+                "prune_units": sorted(self.frontend.prune_units),
+            })
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TaskModel:
+        directory = Path(directory)
+        meta = read_json(directory / "task.json", CheckpointError)
+        try:
+            config = WavLMConfig.from_dict(meta["frontend"], str(directory / "task.json"))
+            structure = WavLMStructure.from_dict(meta["structure"], str(directory / "task.json"))
+            frontend = WavLM(config, structure, prune_units=meta["prune_units"])
+            model = cls(meta["task"], frontend, meta["labels"], HeadConfig(**meta["head"]))
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{directory / 'task.json'}: malformed ({type(e).__name__}: {e})") from None
+        path = directory / "model.safetensors"
+        if not path.is_file():
+            raise CheckpointError(f"{path}: file not found")
+        missing, unexpected = model.load_state_dict(load_file(path), strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: does not match task.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return model
+

@@ -1,0 +1,148 @@
+"""One training loop for both tasks: joint fine-tuning and pruning with the sparsity Lagrangian."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from hp.data.audio import SAMPLE_RATE, random_crop
+from hp.sparsity import SparsityController, param_groups
+from hp.tasks import TaskModel
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    target_sparsity: float
+    epochs: int = 10
+    batch_size: int = 32
+    crop_seconds: float = 3.0
+    lr: float = 1e-4  # peak learning rate of the model (front end and back-end)
+    final_lr: float = 1e-6  # reached by exponential decay at the last step
+    warmup_epochs: float = 1.0  # linear lr warm-up
+    weight_decay: float = 1e-7
+    reg_lr: float = 0.05  # log_alpha (+) and, unless lambda_lr is set, the lambdas (-)
+    lambda_lr: float | None = None
+    sparsity_warmup_epochs: float = 5.0  # target grows from 0 to target_sparsity over these epochs
+    sparsity_schedule: str = "linear"
+    clamp_lambda1: bool = False
+    grad_clip: float = 3.0
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    log_every: int = 10
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class CropDataset(Dataset):
+    """Random fixed-length crops of the manifest's utterances, with integer class labels."""
+
+    def __init__(self, table: pd.DataFrame, labels: list[str], seconds: float, seed: int):
+        index = {label: i for i, label in enumerate(labels)}
+        self.paths = table["path"].tolist()
+        self.frames = (table["duration_s"] * SAMPLE_RATE).round().astype(int).tolist()
+        self.targets = [index[label] for label in table["label"]]
+        self.samples, self.seed, self.epoch = int(seconds * SAMPLE_RATE), seed, 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        # one generator per (seed, epoch, item): crops do not depend on worker count or order
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        wave = random_crop(self.paths[i], self.frames[i], self.samples, rng)
+        return torch.from_numpy(wave), self.targets[i]
+
+
+def lr_factor(step: int, warmup: int, total: int, final_ratio: float) -> float:
+    """Linear warm-up to 1, then exponential decay to `final_ratio` at the last step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return math.exp(math.log(final_ratio) * progress)
+
+
+def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None) -> TaskModel:
+    """Fine-tune `model` on the manifest `table` while its gates learn the structure; returns it (trained)."""
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    model.to(device).train()
+    data = CropDataset(table, model.labels, cfg.crop_seconds, cfg.seed)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=cfg.num_workers,
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    if len(loader) == 0:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(data)} training utterances")
+    steps_per_epoch = len(loader)
+    total = cfg.epochs * steps_per_epoch
+    controller = SparsityController(cfg.target_sparsity, round(cfg.sparsity_warmup_epochs * steps_per_epoch),
+                                    cfg.sparsity_schedule, cfg.clamp_lambda1).to(device)
+    main_groups, reg_groups = param_groups(model, controller, cfg.lr, cfg.reg_lr, cfg.weight_decay, cfg.lambda_lr)
+    optimizer = torch.optim.AdamW(main_groups)
+    reg_optimizer = torch.optim.AdamW(reg_groups)
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, total, cfg.final_lr / cfg.lr))
+    main_params = [p for g in main_groups for p in g["params"]]
+
+    step = 0
+    progress = tqdm(total=total, desc=f"finetune {model.task}", unit="step", mininterval=5, disable=None)
+    for epoch in range(cfg.epochs):
+        data.epoch = epoch
+        for wave, labels in loader:
+            wave, labels = wave.to(device), labels.to(device)
+            task_loss = model(wave, labels)
+            expected_sparsity = model.frontend.expected_sparsity().to(device)
+            reg_loss, target = controller(expected_sparsity, step)
+            optimizer.zero_grad(set_to_none=True)
+            reg_optimizer.zero_grad(set_to_none=True)
+            (task_loss + reg_loss).backward()
+            torch.nn.utils.clip_grad_norm_(main_params, cfg.grad_clip)
+            optimizer.step()
+            reg_optimizer.step()
+            controller.clamp_()
+            scheduler.step()
+            if logger is not None and (step % cfg.log_every == 0 or step == total - 1):
+                logger.log(step, {
+                    "task_loss": task_loss.item(), "expected_sparsity": expected_sparsity.item(),
+                    "target_sparsity": target, "lambda1": controller.lambda1.item(),
+                    "lambda2": controller.lambda2.item(), "lr": optimizer.param_groups[0]["lr"]})
+            step += 1
+            progress.update()
+            progress.set_postfix(loss=f"{task_loss.item():.3f}", sparsity=f"{expected_sparsity.item():.3f}",
+                                 refresh=False)
+    progress.close()
+    return model.eval()
+
+
+class LiveLogger:
+    """Training curves through DVCLive; metrics and plots are declared by hand in dvc.yaml."""
+
+    def __init__(self, directory: str):
+        from dvclive import Live
+
+        self.live = Live(directory, dvcyaml=False, save_dvc_exp=False, report=None)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        self.live.step = step
+        for name, value in values.items():
+            self.live.log_metric(name, value)
+        self.live.next_step()
+
+    def close(self) -> None:
+        self.live.end()

@@ -1,0 +1,11 @@
+"""compact@<task>: physical compaction of the fine-tuned model.  Usage: python stages/compact.py {sv,cm}"""
+import sys
+from pathlib import Path
+
+from hp.params import load_params
+from hp.pipeline import compact
+
+task = sys.argv[1]
+result = compact(load_params(), Path("models") / task / "finetuned", Path("models") / task / "compact",
+                 Path("metrics") / task / "compact.json")
+print({k: v for k, v in result.items() if k != "structure"})

@@ -1,0 +1,9 @@
+"""prepare@<task>: write the task's raw corpus.  Usage: python stages/prepare.py {sv,cm}"""
+import sys
+from pathlib import Path
+
+from hp.params import load_params
+from hp.pipeline import prepare
+
+task = sys.argv[1]
+print(prepare(task, load_params(), Path("data") / task / "corpus"))

@@ -1,0 +1,136 @@
+"""Pipeline pieces without DVC: params typing, manifests and their validation, task model save/load, heads."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+import hp
+from hp.data import corpora
+from hp.data.manifest import DataError, Validation, read_asvspoof5_protocol, read_trials
+from hp.errors import ConfigError
+from hp.heads import MHFA, AAMSoftmax, GradMultiply
+from hp.params import typed
+from hp.tasks import HeadConfig, TaskModel
+from hp.train import TrainConfig, lr_factor
+
+from conftest import ROOT_DIR
+
+
+def test_params_and_recipes_build_typed_configs():
+    for path in [ROOT_DIR / "params.yaml", *sorted((ROOT_DIR / "recipes").glob("*.yaml"))]:
+        params = yaml.safe_load(path.read_text())
+        for task in ("sv", "cm"):
+            group = dict(params["finetune"][task])
+            typed(HeadConfig, group.pop("head"), f"finetune.{task}.head")
+            typed(TrainConfig, group, f"finetune.{task}", target_sparsity=params["target_sparsity"])
+
+
+def test_typed_names_bad_keys():
+    with pytest.raises(ConfigError, match="unknown key finetune.sv.epoch$"):
+        typed(TrainConfig, {"epoch": 3}, "finetune.sv", target_sparsity=0.5)
+    with pytest.raises(ConfigError, match="finetune.sv.epochs must be an integer"):
+        typed(TrainConfig, {"epochs": "3"}, "finetune.sv", target_sparsity=0.5)
+
+
+def _wav(path, seconds=1.0, sr=16000):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.random.default_rng(0).normal(0, 0.1, int(seconds * sr)).astype(np.float32), sr)
+
+
+def test_voxceleb_tree_and_trials(tmp_path):
+    wav = tmp_path / "wav"
+    for spk in ("id00001", "id00002"):
+        for utt in ("00001", "00002"):
+            _wav(wav / spk / "vid" / f"{utt}.wav")
+    table = corpora.voxceleb_tree(wav, "test", Validation(min_seconds=0.5))
+    assert list(table["utt"])[0] == "id00001/vid/00001.wav" and set(table["speaker"]) == {"id00001", "id00002"}
+    assert (table["duration_s"] == 1.0).all() and (table["sample_rate"] == 16000).all()
+    trials = tmp_path / "trials.txt"
+    trials.write_text("1 id00001/vid/00001.wav id00001/vid/00002.wav\n0 id00001/vid/00001.wav id00002/vid/00001.wav\n")
+    assert len(corpora.trials_table(trials, table)) == 2
+    trials.write_text("1 id00001/vid/00001.wav id00001/vid/00002.wav\n0 id00001/vid/00001.wav id00003/vid/00001.wav\n")
+    with pytest.raises(DataError, match=r"trials.txt:2: 'id00003/vid/00001.wav' is not an available"):
+        corpora.trials_table(trials, table)
+    trials.write_text("1 a b\nyes a b\n")
+    with pytest.raises(DataError, match=r"trials.txt:2: expected"):
+        read_trials(trials)
+
+
+def test_validation_names_bad_files_or_drops_them(tmp_path):
+    wav = tmp_path / "wav"
+    _wav(wav / "id1" / "v" / "00001.wav")
+    _wav(wav / "id1" / "v" / "00002.wav", seconds=0.2)
+    _wav(wav / "id1" / "v" / "00003.wav", sr=8000)
+    (wav / "id1" / "v" / "00004.wav").write_bytes(b"junk")
+    with pytest.raises(DataError, match="3 bad audio file") as e:
+        corpora.voxceleb_tree(wav, "train", Validation(min_seconds=0.5))
+    assert "00002.wav: 0.20 s" in str(e.value) and "00003.wav: sample rate 8000" in str(e.value)
+    assert "00004.wav: unreadable" in str(e.value)
+    v = Validation(min_seconds=0.5, drop_invalid=True)
+    table = corpora.voxceleb_tree(wav, "train", v)
+    assert list(table["utt"]) == ["id1/v/00001.wav"] and len(v.dropped) == 3
+
+
+def test_asvspoof5_protocol_strict(tmp_path):
+    p = tmp_path / "p.tsv"
+    p.write_text("T_1 T_001 F - - - AC1 A01 spoof -\nT_1 T_002 F - - - - bonafide bonafide -\n")
+    assert list(read_asvspoof5_protocol(p)["key"]) == ["spoof", "bonafide"]
+    p.write_text("T_1 T_001 F - - - AC1 A01 spoof -\nT_1 T_002 F - - - bonafide bonafide\n")
+    with pytest.raises(DataError, match=r"p.tsv:2: expected 10 space-separated columns, got 8"):
+        read_asvspoof5_protocol(p)
+    p.write_text("T_1 T_001 F - - - AC1 A01 fake -\n")
+    with pytest.raises(DataError, match=r"p.tsv:1: KEY is 'fake'"):
+        read_asvspoof5_protocol(p)
+
+
+@pytest.mark.parametrize("task", ["sv", "cm"])
+def test_task_model_save_load_and_compaction(tmp_path, task):
+    torch.manual_seed(0)
+    labels = ["a", "b", "c"] if task == "sv" else ["spoof", "bonafide"]
+    model = TaskModel(task, hp.WavLM(hp.SHAPES["tiny"]), labels, HeadConfig(heads=4, compression=16, embedding=8))
+    model.save(tmp_path / "m")
+    loaded = TaskModel.load(tmp_path / "m").eval()
+    wave, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
+    with torch.no_grad():
+        assert torch.equal(loaded.embed(wave, lengths), model.eval().embed(wave, lengths))
+        small = model.compacted()
+        assert (small.embed(wave, lengths) - model.embed(wave, lengths)).abs().max() < 1e-4
+    small.save(tmp_path / "c")
+    assert TaskModel.load(tmp_path / "c").frontend.structure == small.frontend.structure
+    meta = json.loads((tmp_path / "c" / "task.json").read_text())
+    assert meta["prune_units"] == [] and meta["labels"] == labels
+
+
+def test_mhfa_ignores_padding():
+    torch.manual_seed(0)
+    pool = MHFA(num_states=3, dim=8, heads=2, compression=4, embedding=5)
+    states = tuple(torch.randn(1, 10, 8) for _ in range(3))
+    mask = torch.arange(10) < 6
+    padded = tuple(torch.cat([s[:, :6], torch.randn(1, 4, 8) * 100], 1) for s in states)
+    a = pool(tuple(s[:, :6] for s in states))
+    b = pool(padded, mask[None])
+    torch.testing.assert_close(a, b)
+
+
+def test_aam_softmax_and_grad_multiply():
+    torch.manual_seed(0)
+    aam = AAMSoftmax(4, 3, margin=0.2, scale=10.0)
+    emb = torch.randn(5, 4, requires_grad=True)
+    labels = torch.tensor([0, 1, 2, 0, 1])
+    plain = torch.nn.functional.cross_entropy(
+        10.0 * torch.nn.functional.linear(torch.nn.functional.normalize(emb), torch.nn.functional.normalize(aam.weight)),
+        labels)
+    assert aam(emb, labels) > plain  # the margin makes the true class harder
+    x = torch.ones(3, requires_grad=True)
+    GradMultiply.apply(x, 0.1).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((3,), 0.1))
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 10, 100, 0.01) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, 0.01) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100, 0.01) == pytest.approx(1.0)
+    assert lr_factor(100, 10, 100, 0.01) == pytest.approx(0.01)

@@ -1,0 +1,239 @@
+"""The built-in mini corpus: layout, formats, determinism, atomic writing, and that both tasks carry signal."""
+import re
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from hp.data import synth
+
+SV_ARGS = dict(train_speakers=4, test_speakers=3, sessions=2, utterances_per_session=2, min_seconds=1.0,
+               max_seconds=2.0)
+CM_ARGS = dict(speakers=6, bonafide_per_speaker=4, spoofed_per_speaker=4, min_seconds=1.0, max_seconds=2.0)
+PROTOCOLS = {"train": "ASVspoof5.train.tsv", "dev": "ASVspoof5.dev.track_1.tsv", "eval": "ASVspoof5.eval.track_1.tsv"}
+TRIAL = re.compile(r"^([01]) (id\d{5})/s\d{4}/\d{5}\.wav (id\d{5})/s\d{4}/\d{5}\.wav$")
+
+
+@pytest.fixture(scope="module")
+def sv(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sv") / "corpus"
+    return root, synth.write_sv_corpus(root, seed=3, **SV_ARGS)
+
+
+@pytest.fixture(scope="module")
+def cm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cm") / "corpus"
+    return root, synth.write_cm_corpus(root, seed=4, **CM_ARGS)
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def protocol(root: Path, split: str) -> list[list[str]]:
+    return [line.split(" ") for line in (root / "protocols" / PROTOCOLS[split]).read_text().splitlines()]
+
+
+def check_audio(path: Path, min_seconds: float, max_seconds: float) -> np.ndarray:
+    info = sf.info(path)
+    assert (info.samplerate, info.channels, info.subtype) == (synth.SAMPLE_RATE, 1, "PCM_16"), path
+    assert min_seconds <= info.duration <= max_seconds + 1 / synth.SAMPLE_RATE, path
+    wave = sf.read(path, dtype="int16")[0]
+    assert 0.45 * 32767 <= np.abs(wave.astype(int)).max() <= 0.91 * 32767, path  # peak-normalised, never clipped
+    return wave / 32768.0
+
+
+def log_spectrum(wave: np.ndarray) -> np.ndarray:
+    """Mean log power spectrum over the frames within 30 dB of the loudest."""
+    frames = np.lib.stride_tricks.sliding_window_view(wave, 512)[::256] * np.hanning(512)
+    power = np.abs(np.fft.rfft(frames)) ** 2
+    energy = power.sum(axis=1)
+    return np.log(power[energy > 1e-3 * energy.max()] + 1e-10).mean(axis=0)
+
+
+def band_levels(wave: np.ndarray) -> np.ndarray:
+    """Spectral envelope: mean log energy in 22 mel bands (100 Hz - 7 kHz) over the loud frames, level removed."""
+    frames = np.lib.stride_tricks.sliding_window_view(wave, 512)[::256] * np.hanning(512)
+    power = np.abs(np.fft.rfft(frames)) ** 2
+    energy = power.sum(axis=1)
+    levels = np.log(power[energy > 1e-3 * energy.max()] @ synth.band_filters(24, 512).T).mean(axis=0)[1:-1]
+    return levels - levels.mean()
+
+
+def spoof_features(wave: np.ndarray) -> np.ndarray:
+    """Two numbers the vocoders disturb, in opposite directions. Spectral flux: how much the log magnitude below
+    5 kHz changes from one 8 ms frame to the next in voiced frames (random phase makes it fluctuate; a clean pulse
+    excitation under smooth band gains keeps it steadier than a jittery, breathy voice). Peakiness: kurtosis of
+    the differentiated waveform in 32 ms frames (random phase spreads the glottal pulses; the vocoder's are sharper)."""
+    frames = np.lib.stride_tricks.sliding_window_view(wave, 512)[::128]
+    spec = np.abs(np.fft.rfft(frames * np.hanning(512)))[:, :160]
+    energy, low = (spec ** 2).sum(axis=1), (spec[:, :32] ** 2).sum(axis=1)
+    voiced = (energy > 1e-2 * energy.max()) & (low > 0.5 * energy)
+    pairs = voiced[1:] & voiced[:-1]
+    change = np.abs(np.diff(np.log(spec + 1e-9), axis=0))[pairs]
+    weight = np.sqrt(spec[1:] * spec[:-1])[pairs]
+    flux = (change * weight).sum() / weight.sum()
+    frames = np.lib.stride_tricks.sliding_window_view(np.diff(wave), 512)[::128]
+    power = (frames ** 2).mean(axis=1)
+    loud = frames[power > 1e-2 * power.max()]
+    kurtosis = np.log((loud ** 4).mean(axis=1) / (loud ** 2).mean(axis=1) ** 2).mean()
+    return np.array([flux, kurtosis])
+
+
+def speaker_margin(features: np.ndarray, speakers: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> float:
+    """Mean cosine of same-speaker pairs minus that of different-speaker pairs (features centred on their mean),
+    over pairs (i, j), i != j, with rows[i] and columns[j]."""
+    x = features - features.mean(axis=0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    pairs = rows[:, None] & columns[None, :] & ~np.eye(len(x), dtype=bool)
+    same = speakers[:, None] == speakers[None, :]
+    cosine = x @ x.T
+    return cosine[pairs & same].mean() - cosine[pairs & ~same].mean()
+
+
+def test_sv_layout_audio_and_summary(sv):
+    root, summary = sv
+    speakers = {}
+    for split, count in (("train", SV_ARGS["train_speakers"]), ("test", SV_ARGS["test_speakers"])):
+        files = sorted((root / split / "wav").rglob("*"))
+        wavs = [f for f in files if f.is_file()]
+        assert all(re.fullmatch(r"id\d{5}/s\d{4}/\d{5}\.wav", f.relative_to(root / split / "wav").as_posix())
+                   for f in wavs)
+        speakers[split] = {f.parent.parent.name for f in wavs}
+        assert len(speakers[split]) == count
+        assert len(wavs) == count * SV_ARGS["sessions"] * SV_ARGS["utterances_per_session"]
+        seconds = sum(len(check_audio(f, 1.0, 2.0)) / synth.SAMPLE_RATE for f in wavs)
+        assert summary[split] == {"speakers": count, "utterances": len(wavs),
+                                  "seconds": pytest.approx(seconds, abs=0.01)}
+    assert not speakers["train"] & speakers["test"]
+    assert {p.name for p in root.iterdir()} == {"train", "test"}
+    assert {p.name for p in root.parent.iterdir()} == {"corpus"}  # no temporary directories left behind
+
+
+def test_trials(sv):
+    root, summary = sv
+    wav = root / "test" / "wav"
+    lines = (root / "test" / "trials.txt").read_text().splitlines()
+    utts = sorted(p.relative_to(wav).as_posix() for p in wav.rglob("*.wav"))
+    assert len(lines) == len(utts) * (len(utts) - 1) // 2  # every pair of distinct utterances once
+    pairs = set()
+    for line in lines:
+        m = TRIAL.match(line)
+        assert m, line
+        label, enroll, test = line.split(" ")
+        assert enroll != test and (wav / enroll).is_file() and (wav / test).is_file()
+        assert int(label) == (m[2] == m[3])
+        pairs.add(frozenset((enroll, test)))
+    assert pairs == {frozenset(p) for p in combinations(utts, 2)}
+    target = sum(line.startswith("1") for line in lines)
+    assert summary["trials"] == {"target": target, "nontarget": len(lines) - target} and 0 < target < len(lines)
+
+
+def test_cm_protocols_and_audio(cm):
+    root, summary = cm
+    speakers, names = {}, set()
+    for split, prefix in (("train", "T"), ("dev", "D"), ("eval", "E")):
+        rows = protocol(root, split)
+        assert all(len(r) == 10 for r in rows)
+        for spk, name, gender, codec, codec_q, codec_seed, tag, label, key, tmp in rows:
+            assert re.fullmatch(rf"{prefix}_\d{{4}}", spk) and re.fullmatch(rf"{prefix}_\d{{10}}", name)
+            assert gender in ("M", "F") and codec == codec_q == codec_seed == tmp == "-"
+            if key == "bonafide":
+                assert (tag, label) == ("-", "bonafide")
+            else:
+                assert key == "spoof" and tag != "-" and label in ("A01", "A02")
+            check_audio(root / "flac" / f"{name}.flac", 1.0, 2.0)
+        speakers[split] = {r[0] for r in rows}
+        names |= {r[1] for r in rows}
+        keys = [r[8] for r in rows]
+        assert {r[7] for r in rows} == {"bonafide", "A01", "A02"}  # both attacks in every split
+        assert keys.count("bonafide") == len(speakers[split]) * CM_ARGS["bonafide_per_speaker"]
+        assert keys.count("spoof") == len(speakers[split]) * CM_ARGS["spoofed_per_speaker"]
+        assert summary[split]["bonafide"] == keys.count("bonafide") and summary[split]["spoof"] == keys.count("spoof")
+        assert all(len({r[2] for r in rows if r[0] == spk}) == 1 for spk in speakers[split])  # one gender each
+    assert sum(len(s) for s in speakers.values()) == CM_ARGS["speakers"] and len(speakers["train"]) == 2
+    assert {p.stem for p in (root / "flac").iterdir()} == names
+
+
+@pytest.mark.parametrize("task", ["sv", "cm"])
+def test_deterministic(task, sv, cm, tmp_path):
+    """The same seed gives the same bytes; another seed changes every audio file."""
+    (root, _), write, args, seed = {"sv": (sv, synth.write_sv_corpus, SV_ARGS, 3),
+                                    "cm": (cm, synth.write_cm_corpus, CM_ARGS, 4)}[task]
+    first = tree_bytes(root)
+    write(tmp_path / "again", seed=seed, **args)
+    assert tree_bytes(tmp_path / "again") == first
+    write(tmp_path / "other", seed=seed + 1, **args)
+    other = tree_bytes(tmp_path / "other")
+    assert all(other[name] != first.get(name) for name in other if name.endswith((".wav", ".flac")))
+
+
+def test_replaces_root_only_when_complete(tmp_path, monkeypatch):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    (root / "stale.txt").write_text("old")
+    calls = []
+
+    def crash_on_third(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("crash")
+        return real(*args)
+
+    real = synth.synthesize
+    monkeypatch.setattr(synth, "synthesize", crash_on_third)
+    with pytest.raises(RuntimeError):
+        synth.write_sv_corpus(root, train_speakers=2, test_speakers=2, min_seconds=1.0, max_seconds=1.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"] and [p.name for p in root.iterdir()] == ["stale.txt"]
+    monkeypatch.undo()
+    synth.write_sv_corpus(root, train_speakers=1, test_speakers=2, sessions=1, utterances_per_session=2,
+                          min_seconds=1.0, max_seconds=1.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["corpus"] and not (root / "stale.txt").exists()
+    assert (root / "test" / "trials.txt").read_text().count("\n") == 6
+
+
+@pytest.mark.parametrize("writer, args", [
+    (synth.write_sv_corpus, dict(test_speakers=1)),
+    (synth.write_sv_corpus, dict(sessions=1, utterances_per_session=1)),
+    (synth.write_sv_corpus, dict(min_seconds=3.0, max_seconds=2.0)),
+    (synth.write_cm_corpus, dict(speakers=2)),
+    (synth.write_cm_corpus, dict(spoofed_per_speaker=1)),
+    (synth.write_cm_corpus, dict(min_seconds=0.0)),
+])
+def test_rejects_bad_sizes(tmp_path, writer, args):
+    with pytest.raises(ValueError):
+        writer(tmp_path / "corpus", **args)
+    assert not any(tmp_path.iterdir())
+
+
+def test_same_speaker_sounds_alike(sv):
+    """Mean log spectra: same-speaker pairs clearly more similar than different-speaker pairs."""
+    root, _ = sv
+    files = sorted(root.rglob("*.wav"))
+    features = np.stack([log_spectrum(sf.read(f)[0]) for f in files])
+    everyone = np.ones(len(files), dtype=bool)
+    assert speaker_margin(features, np.array([f.parent.parent.name for f in files]), everyone, everyone) > 0.15
+
+
+def test_spoofs_are_detectable_and_keep_the_voice(cm):
+    """Nearest centroid (bona fide, A01, A02) on the standardised spoof_features, leaving one speaker out at a time,
+    tells spoof from bona fide; and a spoof's spectral envelope is nearer its own speaker's bona fide ones."""
+    root, _ = cm
+    rows = [r for split in PROTOCOLS for r in protocol(root, split)]
+    waves = [sf.read(root / "flac" / f"{r[1]}.flac")[0] for r in rows]
+    x = np.stack([spoof_features(w) for w in waves])
+    speakers, labels = np.array([r[0] for r in rows]), np.array([r[7] for r in rows])
+    names = np.array(["bonafide", "A01", "A02"])
+    correct = 0
+    for speaker in set(speakers):
+        fit = speakers != speaker
+        mean, std = x[fit].mean(axis=0), x[fit].std(axis=0)
+        centroids = np.stack([((x[fit & (labels == n)] - mean) / std).mean(axis=0) for n in names])
+        distance = np.linalg.norm(((x[~fit] - mean) / std)[:, None] - centroids[None], axis=2)
+        correct += ((names[distance.argmin(axis=1)] == "bonafide") == (labels[~fit] == "bonafide")).sum()
+    assert correct / len(rows) > 0.7
+
+    spoof = labels != "bonafide"
+    assert speaker_margin(np.stack([band_levels(w) for w in waves]), speakers, spoof, ~spoof) > 0.03
