@@ -48,10 +48,7 @@ class TaskModel(nn.Module):
         states = self.frontend(wave, lengths)
         if self.training and self.head_config.grad_multiplier != 1.0:
             states = tuple(GradMultiply.apply(h, self.head_config.grad_multiplier) for h in states)
-        frame_mask = None
-        if lengths is not None:
-            frames = self.frontend.frame_lengths(lengths.to(wave.device))
-            frame_mask = torch.arange(states[0].shape[1], device=wave.device) < frames[:, None]
+        frame_mask = None if lengths is None else self.frontend.frame_mask(lengths, states[0].shape[1])
         return self.backend(states, frame_mask)
 
     def forward(self, wave: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

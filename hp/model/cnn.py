@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hp.model.config import WavLMConfig
-from hp.model.gates import HardConcrete, unit_count
+from hp.model.gates import HardConcrete, eval_mask, unit_count
 from hp.model.norms import layer_norm
 
 CNN_NORM_EPS = 1e-5  # transformers' default GroupNorm/LayerNorm eps in the CNN, not config.layer_norm_eps
@@ -61,13 +61,9 @@ class ConvLayer(nn.Module):
     def prune(self, in_keep: torch.Tensor, in_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Drop pruned input/output channels, fold the input mask into the weights; return own (keep, scale)."""
         c = self.conv
-        if self.gate is None:
-            out_keep = torch.arange(c.out_channels, device=c.weight.device)
-            out_scale = torch.ones(c.out_channels, device=c.weight.device)
-        else:
-            mask = self.gate.deterministic_mask()
-            out_keep = mask.nonzero().squeeze(1)
-            out_scale = mask[out_keep]
+        mask = eval_mask(self.gate, c.out_channels, c.weight)
+        out_keep = mask.nonzero().squeeze(1)
+        out_scale = mask[out_keep]
         new = nn.Conv1d(len(in_keep), len(out_keep), c.kernel_size[0], stride=c.stride[0], bias=c.bias is not None,
                         device=c.weight.device, dtype=c.weight.dtype)
         new.weight.copy_(c.weight[out_keep][:, in_keep] * in_scale[None, :, None])

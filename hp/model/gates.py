@@ -85,6 +85,13 @@ class HardConcrete(nn.Module):
         return self.sample() if self.training else self.deterministic_mask()
 
 
+def eval_mask(gate: HardConcrete | None, n: int, like: torch.Tensor) -> torch.Tensor:
+    """The deterministic mask of `gate`, or all ones (on `like`'s device and dtype) for an ungated group."""
+    if gate is None:
+        return torch.ones(n, device=like.device, dtype=like.dtype)
+    return gate.deterministic_mask().to(like)
+
+
 def unit_count(gate: HardConcrete | None, full: int, mode: str) -> tuple[torch.Tensor | int, torch.Tensor | int]:
     """(number of units, probability the unit group is non-empty) for one gate group.
 

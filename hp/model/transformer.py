@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hp.model.config import WavLMConfig
-from hp.model.gates import HardConcrete, unit_count
+from hp.model.gates import HardConcrete, eval_mask, unit_count
 from hp.model.structure import LayerStructure
 
 # WavLM's gate on the relative position bias maps each head's slice of the input to 8 values.
@@ -133,8 +133,7 @@ class SelfAttention(nn.Module):
     def prune(self) -> bool:
         """Drop pruned heads and fold masks into out_proj; False if the whole block is gone."""
         h, dh, w = len(self.heads), self.head_dim, self.out_proj.weight
-        head_mask = self.head_gate.deterministic_mask() if self.head_gate is not None else torch.ones(h).to(w)
-        block_mask = self.block_gate.deterministic_mask() if self.block_gate is not None else torch.ones(1).to(w)
+        head_mask, block_mask = eval_mask(self.head_gate, h, w), eval_mask(self.block_gate, 1, w)
         keep = head_mask.nonzero().squeeze(1)
         if len(keep) == 0 or block_mask.item() == 0:
             return False
@@ -195,8 +194,7 @@ class FeedForward(nn.Module):
     def prune(self) -> bool:
         w = self.fc2.weight
         dim = self.fc1.out_features
-        unit_mask = self.unit_gate.deterministic_mask() if self.unit_gate is not None else torch.ones(dim).to(w)
-        block_mask = self.block_gate.deterministic_mask() if self.block_gate is not None else torch.ones(1).to(w)
+        unit_mask, block_mask = eval_mask(self.unit_gate, dim, w), eval_mask(self.block_gate, 1, w)
         keep = unit_mask.nonzero().squeeze(1)
         if len(keep) == 0 or block_mask.item() == 0:
             return False

@@ -50,17 +50,21 @@ class WavLM(nn.Module):
         x = self.projection(features.transpose(1, 2), channel_mask)
         frame_mask = None
         if lengths is not None:
-            n = self.frame_lengths(lengths)
             # checked where it costs no device sync: lengths usually come from the CPU-side loader
-            if lengths.device.type == "cpu" and (
-                    lengths.shape != wave.shape[:1] or (n < 1).any() or (lengths > wave.shape[1]).any()):
+            if lengths.device.type == "cpu" and (lengths.shape != wave.shape[:1] or (lengths > wave.shape[1]).any()
+                                                 or (self.frame_lengths(lengths) < 1).any()):
                 raise ValueError(f"lengths {lengths.tolist()} do not fit a batch of shape {tuple(wave.shape)}")
-            frame_mask = torch.arange(x.shape[1], device=x.device) < n.to(x.device)[:, None]
+            frame_mask = self.frame_mask(lengths, x.shape[1])
         return self.encoder(x, frame_mask)
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Frames per utterance for `lengths` in samples."""
         return frame_lengths(lengths, self.config)
+
+    def frame_mask(self, lengths: torch.Tensor, frames: int) -> torch.Tensor:
+        """[B, frames], True on the frames that `lengths` (samples) cover; on the model's device."""
+        device = self.projection.linear.weight.device
+        return torch.arange(frames, device=device) < self.frame_lengths(lengths).to(device)[:, None]
 
     def last_hidden_state(self, hidden_states: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """transformers' `last_hidden_state`: the pre-LN layout normalises the last hidden state."""
