@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
 
 TASK_NAMES = {"sv": "Speaker verification", "cm": "Anti-spoofing (CM)"}
-CURVES = ("task_loss", "expected_sparsity", "target_sparsity", "lambda1", "lambda2", "lr")
+CURVES = ("task_loss", "expected_sparsity", "deterministic_sparsity", "target_sparsity", "lambda1", "lambda2", "lr")
 
 
 def _save(fig, path: Path) -> None:
@@ -58,6 +58,7 @@ def training_figure(curves: dict[str, pd.DataFrame], path: Path) -> None:
     for task, c in curves.items():
         axes[0].plot(c["step"], c["task_loss"], label=task)
         line, = axes[1].plot(c["step"], c["expected_sparsity"], label=f"{task} expected")
+        axes[1].plot(c["step"], c["deterministic_sparsity"], ":", color=line.get_color(), label=f"{task} deterministic")
         axes[1].plot(c["step"], c["target_sparsity"], "--", color=line.get_color(), label=f"{task} target")
         axes[2].plot(c["step"], c["lambda1"], label=f"{task} λ1")
         axes[2].plot(c["step"], c["lambda2"], ":", label=f"{task} λ2")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from hp.data.audio import SAMPLE_RATE, random_crop
-from hp.sparsity import SparsityController, param_groups
+from hp.sparsity import CONSTRAINED, SparsityController, param_groups
 from hp.tasks import TaskModel
 
 
@@ -31,11 +31,17 @@ class TrainConfig:
     sparsity_warmup_epochs: float = 5.0  # target grows from 0 to target_sparsity over these epochs
     sparsity_schedule: str = "linear"
     clamp_lambda1: bool = False
+    lambda2_init: float = 0.0  # > 0: a quadratic penalty from the start (see SparsityController)
+    constrain: str = "expected"  # "deterministic": hold the sparsity compaction will realise to the target
     grad_clip: float = 3.0
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
     log_every: int = 10
+
+    def __post_init__(self):
+        if self.constrain not in CONSTRAINED:
+            raise ValueError(f"constrain must be one of {list(CONSTRAINED)}, got {self.constrain!r}")
 
 
 def pick_device(name: str) -> torch.device:
@@ -91,7 +97,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None) 
     steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch
     controller = SparsityController(cfg.target_sparsity, round(cfg.sparsity_warmup_epochs * steps_per_epoch),
-                                    cfg.sparsity_schedule, cfg.clamp_lambda1).to(device)
+                                    cfg.sparsity_schedule, cfg.clamp_lambda1, cfg.lambda2_init, cfg.constrain).to(device)
     main_groups, reg_groups = param_groups(model, controller, cfg.lr, cfg.reg_lr, cfg.weight_decay, cfg.lambda_lr)
     optimizer = torch.optim.AdamW(main_groups)
     reg_optimizer = torch.optim.AdamW(reg_groups)
@@ -108,7 +114,10 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None) 
             wave, labels = wave.to(device), labels.to(device)
             task_loss = model(wave, labels)
             expected_sparsity = model.frontend.expected_sparsity().to(device)
-            reg_loss, target = controller(expected_sparsity, step)
+            logging = logger is not None and (step % cfg.log_every == 0 or step == total - 1)
+            # the deterministic count syncs with the device (per-group rounding): only when it is used
+            achieved = model.frontend.deterministic_sparsity() if cfg.constrain == "deterministic" or logging else None
+            reg_loss, target = controller(expected_sparsity, step, achieved)
             optimizer.zero_grad(set_to_none=True)
             reg_optimizer.zero_grad(set_to_none=True)
             (task_loss + reg_loss).backward()
@@ -117,9 +126,10 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None) 
             reg_optimizer.step()
             controller.clamp_()
             scheduler.step()
-            if logger is not None and (step % cfg.log_every == 0 or step == total - 1):
+            if logging:
                 logger.log(step, {
                     "task_loss": task_loss.item(), "expected_sparsity": expected_sparsity.item(),
+                    "deterministic_sparsity": achieved,
                     "target_sparsity": target, "lambda1": controller.lambda1.item(),
                     "lambda2": controller.lambda2.item(), "lr": optimizer.param_groups[0]["lr"]})
             step += 1

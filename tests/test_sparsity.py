@@ -77,3 +77,31 @@ def test_clamp_keeps_lambda1_non_negative():
         ctl.lambda1.fill_(-1.0)
     ctl.clamp_()
     assert ctl.lambda1.item() == 0.0
+
+
+def test_lambda2_init_gives_a_restoring_force_from_the_first_step():
+    c = hp.SparsityController(0.5, warmup_steps=0, lambda2_init=10.0)
+    assert c.lambda2.item() == 10.0 and c.lambda1.item() == 0.0
+    s = torch.tensor(0.4, requires_grad=True)
+    loss, _ = c(s, step=0)
+    loss.backward()
+    assert s.grad.item() == pytest.approx(2 * 10.0 * -0.1)  # pushes s up while it is below t
+    with pytest.raises(ValueError, match="lambda2_init"):
+        hp.SparsityController(0.5, 0, lambda2_init=-1.0)
+
+
+def test_deterministic_constraint_uses_the_realised_gap_with_the_expected_gradient():
+    c = hp.SparsityController(0.5, warmup_steps=0, constrain="deterministic")
+    with torch.no_grad():
+        c.lambda1.fill_(2.0)
+        c.lambda2.fill_(3.0)
+    s = torch.tensor(0.45, requires_grad=True)
+    loss, _ = c(s, step=0, deterministic_sparsity=0.6)  # rounding removed more than expected
+    assert loss.item() == pytest.approx(2 * 0.1 + 3 * 0.01)
+    loss.backward()
+    assert s.grad.item() == pytest.approx(2 + 2 * 3 * 0.1)  # d/ds at the deterministic gap
+    assert c.lambda1.grad.item() == pytest.approx(0.1) and c.lambda2.grad.item() == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="deterministic sparsity"):
+        c(s, step=0)
+    with pytest.raises(ValueError, match="constrain"):
+        hp.SparsityController(0.5, 0, constrain="exact")

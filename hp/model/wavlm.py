@@ -123,6 +123,10 @@ class WavLM(nn.Module):
     def expected_sparsity(self) -> torch.Tensor:
         return 1.0 - self.expected_num_params() / self.dense_num_params
 
+    def deterministic_sparsity(self) -> float:
+        """The sparsity `hp.compact` would realise now."""
+        return 1.0 - self.deterministic_num_params() / self.dense_num_params
+
     # ---- pruning ------------------------------------------------------------------------------------
     def prune(self) -> WavLMStructure:
         """Physically remove what the deterministic masks prune, in place; returns the new structure."""
