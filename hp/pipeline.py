@@ -77,12 +77,13 @@ def finetune(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: 
     model = TaskModel(task, pretrained_frontend(params), labels, head)
     logger = LiveLogger(str(live_dir))
     start = time.time()
-    train(model, table, cfg, logger)
+    run = train(model, table, cfg, logger)
     logger.close()
     model.cpu().save(out)
     result = {"train_seconds": round(time.time() - start, 1),
               "expected_sparsity": model.frontend.expected_sparsity().item(),
-              "utterances": len(table), "classes": len(labels)}
+              "deterministic_sparsity": model.frontend.deterministic_sparsity(),
+              **run, "utterances": len(table), "classes": len(labels)}
     write_json(metrics_path, result)
     return result
 

@@ -33,6 +33,9 @@ class TrainConfig:
     clamp_lambda1: bool = False
     lambda2_init: float = 0.0  # > 0: a quadratic penalty from the start (see SparsityController)
     constrain: str = "expected"  # "deterministic": hold the sparsity compaction will realise to the target
+    # after the target warm-up, freeze the gates at the first step whose deterministic sparsity is this close
+    # to the target; the rest of the run fine-tunes that fixed structure (None: the gates learn to the end)
+    freeze_tolerance: float | None = None
     grad_clip: float = 3.0
     seed: int = 0
     device: str = "auto"
@@ -42,6 +45,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.constrain not in CONSTRAINED:
             raise ValueError(f"constrain must be one of {list(CONSTRAINED)}, got {self.constrain!r}")
+        if self.freeze_tolerance is not None and self.freeze_tolerance < 0:
+            raise ValueError(f"freeze_tolerance must be >= 0 or null, got {self.freeze_tolerance}")
 
 
 def pick_device(name: str) -> torch.device:
@@ -84,8 +89,11 @@ def lr_factor(step: int, warmup: int, total: int, final_ratio: float) -> float:
     return math.exp(math.log(final_ratio) * progress)
 
 
-def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None) -> TaskModel:
-    """Fine-tune `model` on the manifest `table` while its gates learn the structure; returns it (trained)."""
+def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None) -> dict:
+    """Fine-tune `model` (in place) on the manifest `table` while its gates learn the structure.
+
+    Returns what the run did: steps, and the step at which the gates were frozen (None if they were not).
+    """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     model.to(device).train()
@@ -106,25 +114,36 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None) 
         optimizer, lambda s: lr_factor(s, warmup, total, cfg.final_lr / cfg.lr))
     main_params = [p for g in main_groups for p in g["params"]]
 
-    step = 0
+    frontend = model.frontend
+    step, frozen_at = 0, None
     progress = tqdm(total=total, desc=f"finetune {model.task}", unit="step", mininterval=5, disable=None)
     for epoch in range(cfg.epochs):
         data.epoch = epoch
         for wave, labels in loader:
             wave, labels = wave.to(device), labels.to(device)
-            task_loss = model(wave, labels)
-            expected_sparsity = model.frontend.expected_sparsity().to(device)
+            target = controller.target_at(step)
             logging = logger is not None and (step % cfg.log_every == 0 or step == total - 1)
+            may_freeze = frozen_at is None and cfg.freeze_tolerance is not None and step >= controller.warmup_steps
             # the deterministic count syncs with the device (per-group rounding): only when it is used
-            achieved = model.frontend.deterministic_sparsity() if cfg.constrain == "deterministic" or logging else None
-            reg_loss, target = controller(expected_sparsity, step, achieved)
+            achieved = (frontend.deterministic_sparsity()
+                        if cfg.constrain == "deterministic" or logging or may_freeze else None)
+            if may_freeze and abs(achieved - target) <= cfg.freeze_tolerance:
+                frontend.freeze_gates()
+                frozen_at = step
+            task_loss = model(wave, labels)
+            expected_sparsity = frontend.expected_sparsity().to(device)
             optimizer.zero_grad(set_to_none=True)
             reg_optimizer.zero_grad(set_to_none=True)
-            (task_loss + reg_loss).backward()
+            if frozen_at is None:
+                reg_loss, _ = controller(expected_sparsity, step, achieved)
+                (task_loss + reg_loss).backward()
+            else:  # the structure is fixed: no constraint left to hold
+                task_loss.backward()
             torch.nn.utils.clip_grad_norm_(main_params, cfg.grad_clip)
             optimizer.step()
-            reg_optimizer.step()
-            controller.clamp_()
+            if frozen_at is None:
+                reg_optimizer.step()
+                controller.clamp_()
             scheduler.step()
             if logging:
                 logger.log(step, {
@@ -137,7 +156,8 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None) 
             progress.set_postfix(loss=f"{task_loss.item():.3f}", sparsity=f"{expected_sparsity.item():.3f}",
                                  refresh=False)
     progress.close()
-    return model.eval()
+    model.eval()
+    return {"steps": step, "gates_frozen_at_step": frozen_at}
 
 
 class LiveLogger:

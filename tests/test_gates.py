@@ -100,3 +100,13 @@ def test_masks_keep_the_autocast_dtype():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         states = model(torch.randn(2, 4000))
     assert all(h.dtype == torch.bfloat16 for h in states[1:])
+
+
+def test_a_frozen_gate_keeps_its_deterministic_mask_in_training():
+    torch.manual_seed(0)
+    gate = HardConcrete(6, init_prune_prob=0.5).train()
+    assert not torch.equal(gate(), gate())  # sampling while it learns
+    gate.freeze()
+    assert gate.frozen and not gate.log_alpha.requires_grad
+    torch.testing.assert_close(gate(), gate.deterministic_mask())
+    torch.testing.assert_close(gate(), gate())

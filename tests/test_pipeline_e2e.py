@@ -56,9 +56,8 @@ def test_dvc_repro_and_exp_run(tmp_path):
         m = json.loads((repo / "metrics" / f"{task}.json").read_text())
         assert m["target_sparsity"] == 0.7
         assert m["params_compact"] < m["params_dense"]
-        # ~160 steps of training: the Lagrangian over- or undershoots by several points on so short a
-        # schedule (the default run lands within about 0.01); this checks that pruning followed the target
-        assert abs(m["achieved_sparsity"] - 0.7) < 0.1
+        # the mini defaults freeze the structure once it is within 0.005 of the target (params.yaml)
+        assert abs(m["achieved_sparsity"] - 0.7) <= 0.01
         assert 0 <= m["eer"] <= 1
         assert (repo / "plots" / task / "det.csv").is_file()
     report = (repo / "reports" / "report.md").read_text()
@@ -71,7 +70,7 @@ def test_dvc_repro_and_exp_run(tmp_path):
     run(["dvc", "exp", "run", "-S", "target_sparsity=0.5"], repo)
     for task in ("sv", "cm"):
         m = json.loads((repo / "metrics" / f"{task}.json").read_text())
-        assert m["target_sparsity"] == 0.5 and abs(m["achieved_sparsity"] - 0.5) < 0.1
+        assert m["target_sparsity"] == 0.5 and abs(m["achieved_sparsity"] - 0.5) <= 0.01
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
     text = json.dumps(shown)
     assert '"target_sparsity": 0.5' in text and '"target_sparsity": 0.7' in text

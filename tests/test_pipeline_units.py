@@ -134,3 +134,44 @@ def test_lr_schedule():
     assert lr_factor(9, 10, 100, 0.01) == pytest.approx(1.0)
     assert lr_factor(10, 10, 100, 0.01) == pytest.approx(1.0)
     assert lr_factor(100, 10, 100, 0.01) == pytest.approx(0.01)
+
+
+class _Curves:
+    """Records the deterministic sparsity and every log_alpha after each step."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, []
+
+    def log(self, step, values):
+        alphas = torch.cat([g.log_alpha.detach().clone() for g in self.model.frontend.gates().values()])
+        self.rows.append((step, values["deterministic_sparsity"], alphas))
+
+
+@pytest.mark.parametrize("tolerance", [None, 1.0])
+def test_train_freezes_the_structure_once_close_to_the_target(tmp_path, tolerance):
+    import pandas as pd
+
+    from hp.train import train
+
+    rows = []
+    for i in range(8):
+        path = tmp_path / f"{i}.wav"
+        _wav(path, seconds=0.5)
+        rows.append({"path": str(path), "duration_s": 0.5, "label": "ab"[i % 2]})
+    torch.manual_seed(0)
+    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), ["a", "b"], HeadConfig(heads=2, compression=8, embedding=8))
+    cfg = TrainConfig(target_sparsity=0.3, epochs=3, batch_size=4, crop_seconds=0.5, lr=1e-3, reg_lr=0.2,
+                      sparsity_warmup_epochs=1, freeze_tolerance=tolerance, log_every=1)
+    curves = _Curves(model)
+    run = train(model, pd.DataFrame(rows), cfg, curves)
+    assert run["steps"] == 6
+    gates = model.frontend.gates().values()
+    if tolerance is None:
+        assert run["gates_frozen_at_step"] is None and all(g.log_alpha.requires_grad for g in gates)
+    else:  # any sparsity is within 1.0: frozen on the first step after the 2-step warm-up
+        assert run["gates_frozen_at_step"] == 2 and all(g.frozen for g in gates)
+        after = [(s, alphas) for step, s, alphas in curves.rows if step >= 2]
+        assert len({s for s, _ in after}) == 1 and all(torch.equal(a, after[0][1]) for _, a in after)
+    assert not torch.equal(curves.rows[0][2], curves.rows[1][2])  # the gates did learn before
+    with pytest.raises(ConfigError, match="freeze_tolerance"):
+        typed(TrainConfig, {"freeze_tolerance": -0.1}, "finetune.sv", target_sparsity=0.5)

@@ -17,6 +17,8 @@ class HardConcrete(nn.Module):
     Training mode samples one mask per forward call (shared by the batch); eval mode returns the
     deterministic mask: the round(n - E[L0]) gates with the smallest log_alpha are 0, the rest keep the soft
     value sigmoid(0.8 * log_alpha / beta), which compaction folds into the following weights.
+    A frozen gate (`freeze()`) stops learning and gives its deterministic mask in training mode too, so the
+    rest of the model trains on the structure compaction will keep.
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class HardConcrete(nn.Module):
         self.l0_shift = beta * math.log(-self.l / self.r)
         self.log_alpha = nn.Parameter(torch.empty(n))
         self._mask_cache: tuple | None = None
+        self.frozen = False
         with torch.no_grad():
             self.log_alpha.normal_(math.log((1 - init_prune_prob) / init_prune_prob), 0.01)
 
@@ -81,8 +84,12 @@ class HardConcrete(nn.Module):
             c = self._mask_cache = (a, (a._version, a.device), mask)
         return c[2].clone()
 
+    def freeze(self) -> None:
+        self.frozen = True
+        self.log_alpha.requires_grad_(False)
+
     def forward(self) -> torch.Tensor:
-        return self.sample() if self.training else self.deterministic_mask()
+        return self.sample() if self.training and not self.frozen else self.deterministic_mask()
 
 
 def eval_mask(gate: HardConcrete | None, n: int, like: torch.Tensor) -> torch.Tensor:

@@ -92,6 +92,11 @@ class WavLM(nn.Module):
     def gates(self) -> dict[str, HardConcrete]:
         return {name: m for name, m in self.named_modules() if isinstance(m, HardConcrete)}
 
+    def freeze_gates(self) -> None:
+        """Fix the structure: every gate keeps its deterministic mask from now on, in training too."""
+        for gate in self.gates().values():
+            gate.freeze()
+
     def num_params(self) -> int:
         """Parameters of the front end, gates excluded.
 
