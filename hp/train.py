@@ -105,7 +105,8 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None) 
     steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch
     controller = SparsityController(cfg.target_sparsity, round(cfg.sparsity_warmup_epochs * steps_per_epoch),
-                                    cfg.sparsity_schedule, cfg.clamp_lambda1, cfg.lambda2_init, cfg.constrain).to(device)
+                                    cfg.sparsity_schedule, cfg.clamp_lambda1, cfg.lambda2_init,
+                                    cfg.constrain).to(device)
     main_groups, reg_groups = param_groups(model, controller, cfg.lr, cfg.reg_lr, cfg.weight_decay, cfg.lambda_lr)
     optimizer = torch.optim.AdamW(main_groups)
     reg_optimizer = torch.optim.AdamW(reg_groups)
