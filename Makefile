@@ -26,6 +26,7 @@ repro: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m hp.bench compaction --shape base-plus --sparsity 0.7 --seconds 4 --threads 2 --json
+	$(BIN)/python -m hp.bench scoring --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache

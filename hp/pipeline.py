@@ -16,7 +16,8 @@ from hp.data.manifest import Validation, write_parquet
 from hp.errors import ConfigError
 from hp.model import SHAPES, WavLM, load_wavlm
 from hp.params import section, typed
-from hp.score import cm_metrics, cosine_scores, det_table, embed_utterances, sv_metrics
+from hp.score import cm_metrics, det_table, embed_utterances, sv_metrics, trial_indices
+from hp.score_norm import score_trials
 from hp.tasks import CM_LABELS, HeadConfig, TaskModel
 from hp.train import LiveLogger, TrainConfig, seed_everything, train
 from hp.utils.files import atomic_path, write_json
@@ -104,18 +105,34 @@ def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dic
 
 def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact_metrics: Path,
           metrics_path: Path, det_path: Path, scores_path: Path) -> dict:
-    """Scores of the compact model on the test trials (SV) or eval split (CM); metrics JSON and DET points."""
+    """Scores of the compact model on the test trials (SV) or eval split (CM); metrics JSON and DET points.
+
+    SV: cosine scores (after subtracting the training set's mean embedding, if asked) and, with
+    `score.sv.asnorm_top_n` set, AS-normed scores against the training speakers; the top-level metrics and the
+    DET points are the raw scores', the AS-normed ones sit under "asnorm".
+    """
     compact_info = json.loads(Path(compact_metrics).read_text())
     batch_seconds = float(section(params, "score.batch_seconds"))
     model = TaskModel.load(model_dir).eval()
     if task == "sv":
         test = pd.read_parquet(manifests_dir / "test.parquet")
         trials = pd.read_parquet(manifests_dir / "trials.parquet")
-        embeddings = embed_utterances(model, test, batch_seconds)
-        scores = cosine_scores(embeddings, test["utt"].tolist(), trials)
-        labels = trials["label"].to_numpy()
+        train = pd.read_parquet(manifests_dir / "train.parquet")
+        cfg = section(params, "score.sv")
+        top_n = cfg["asnorm_top_n"]
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int)):
+            raise ConfigError(f"params.yaml: score.sv.asnorm_top_n must be an integer or null, got {top_n!r}")
+        enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
+        scored = score_trials(embed_utterances(model, test, batch_seconds), enroll, test_idx,
+                              embed_utterances(model, train, batch_seconds), train["speaker"].to_numpy(),
+                              bool(cfg["mean_subtraction"]), top_n)
+        scores, labels = scored["raw"], trials["label"].to_numpy()
         task_metrics = sv_metrics(scores, labels)
         table = trials.assign(score=scores)
+        if "asnorm" in scored:
+            task_metrics["asnorm"] = sv_metrics(scored["asnorm"], labels)
+            task_metrics["asnorm_top_n"] = min(top_n, train["speaker"].nunique())
+            table = table.assign(score_asnorm=scored["asnorm"])
     else:
         evaluation = pd.read_parquet(manifests_dir / "eval.parquet")
         embeddings = embed_utterances(model, evaluation, batch_seconds)

@@ -119,9 +119,11 @@ def write_report(tasks: list[str], metrics_dir: Path, plots_dir: Path, live_dir:
                      f"{r['params_dense']:,} | {r['params_compact']:,} |")
     if "sv" in results:
         r = results["sv"]
-        lines += ["", "## Speaker verification (cosine scoring)", "",
-                  "| trials | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) |", "|---|---|---|---|",
-                  f"| {r['trials']:,} | {_pct(r['eer'])} | {r['min_dcf_0.01']:.4f} | {r['min_dcf_0.05']:.4f} |"]
+        rows = [("cosine", r)] + ([(f"AS-norm (top {r['asnorm_top_n']})", r["asnorm"])] if "asnorm" in r else [])
+        lines += ["", "## Speaker verification", "",
+                  "| scoring | trials | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) |", "|---|---|---|---|---|"]
+        lines += [f"| {name} | {r['trials']:,} | {_pct(m['eer'])} | {m['min_dcf_0.01']:.4f} | {m['min_dcf_0.05']:.4f} |"
+                  for name, m in rows]
     if "cm" in results:
         r = results["cm"]
         lines += ["", "## Anti-spoofing (eval split; bona fide = positive)", "",

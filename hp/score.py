@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from hp import metrics
 from hp.data.audio import pad_batch, read_audio
@@ -38,12 +37,11 @@ def embed_utterances(model: TaskModel, table: pd.DataFrame, batch_seconds: float
     return out
 
 
-def cosine_scores(embeddings: np.ndarray, utts: list[str], trials: pd.DataFrame) -> np.ndarray:
+def trial_indices(utts: list[str], trials: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of each trial's enrollment and test utterance in `utts`."""
     index = {u: i for i, u in enumerate(utts)}
-    e = F.normalize(torch.from_numpy(embeddings), dim=1)
-    a = e[[index[u] for u in trials["enroll"]]]
-    b = e[[index[u] for u in trials["test"]]]
-    return (a * b).sum(1).numpy()
+    return (np.array([index[u] for u in trials["enroll"]], dtype=np.int64),
+            np.array([index[u] for u in trials["test"]], dtype=np.int64))
 
 
 def sv_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:

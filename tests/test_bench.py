@@ -47,3 +47,11 @@ def test_mac_count_includes_attention():
         model(wave)
     attention_macs = 2 * c.num_hidden_layers * frames * frames * c.hidden_size
     assert bench.count_macs(model, wave) == plain.get_total_flops() // 2 + attention_macs
+
+
+def test_scoring_benchmark_prints_json(capsys):
+    bench.main(["scoring", "--utterances", "200", "--trials", "3000", "--cohort", "50", "--top-n", "10",
+                "--dim", "16", "--threads", "1", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert r["trials"] == 3000 and r["seconds"] > 0
+    assert 0 < r["target_trials"] < 3000 and 0 <= r["eer_asnorm"] < 0.5
