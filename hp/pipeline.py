@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from hp.data import corpora, synth
+from hp.data.interop import write_cm_scores, write_kaldi_dir, write_trial_scores
 from hp.data.manifest import Validation, write_parquet
 from hp.errors import ConfigError
 from hp.model import SHAPES, WavLM, load_wavlm
@@ -53,6 +54,8 @@ def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
             tables[split] = corpora.asvspoof5(protocol, corpus / "flac", split, validation)
     for name, table in tables.items():
         write_parquet(table, out / f"{name}.parquet")
+        if task == "sv" and name != "trials":  # the same lists for Kaldi/WeSpeaker SV recipes
+            write_kaldi_dir(table, out / "kaldi" / name)
     summary = {name: len(t) for name, t in tables.items()}
     summary["dropped"] = [{"path": p, "reason": r} for p, r in validation.dropped]
     write_json(out / "summary.json", summary)
@@ -104,12 +107,15 @@ def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dic
 
 
 def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact_metrics: Path,
-          metrics_path: Path, det_path: Path, scores_path: Path) -> dict:
+          metrics_path: Path, det_path: Path, scores_path: Path, export_path: Path) -> dict:
     """Scores of the compact model on the test trials (SV) or eval split (CM); metrics JSON and DET points.
 
     SV: cosine scores (after subtracting the training set's mean embedding, if asked) and, with
     `score.sv.asnorm_top_n` set, AS-normed scores against the training speakers; the top-level metrics and the
     DET points are the raw scores', the AS-normed ones sit under "asnorm".
+    `scores_path` (Parquet) holds every score; `export_path` the final ones in another toolkit's format:
+    SV in WeSpeaker's score-file format (AS-normed when AS-norm is on), CM in the ASVspoof5 evaluation
+    package's (uncalibrated bona fide - spoof logit differences).
     """
     compact_info = json.loads(Path(compact_metrics).read_text())
     batch_seconds = float(section(params, "score.batch_seconds"))
@@ -133,6 +139,7 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
             task_metrics["asnorm"] = sv_metrics(scored["asnorm"], labels)
             task_metrics["asnorm_top_n"] = min(top_n, train["speaker"].nunique())
             table = table.assign(score_asnorm=scored["asnorm"])
+        write_trial_scores(trials, scored.get("asnorm", scores), export_path)
     else:
         evaluation = pd.read_parquet(manifests_dir / "eval.parquet")
         embeddings = embed_utterances(model, evaluation, batch_seconds)
@@ -141,6 +148,7 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
         labels = (evaluation["label"] == "bonafide").to_numpy().astype(int)
         task_metrics = cm_metrics(scores, labels)
         table = evaluation[["utt", "label", "attack"]].assign(score=scores)
+        write_cm_scores(evaluation["utt"], scores, export_path)
     write_parquet(table, scores_path)
     det = det_table(scores, labels)
     with atomic_path(det_path) as tmp:

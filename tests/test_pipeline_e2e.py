@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hp.data.interop import read_trial_scores
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -60,6 +62,14 @@ def test_dvc_repro_and_exp_run(tmp_path):
         assert abs(m["achieved_sparsity"] - 0.7) <= 0.01
         assert 0 <= m["eer"] <= 1
         assert (repo / "plots" / task / "det.csv").is_file()
+    assert (repo / "data" / "sv" / "manifests" / "kaldi" / "train" / "wav.scp").is_file()
+    sv = json.loads((repo / "metrics" / "sv.json").read_text())
+    assert 0 <= sv["asnorm"]["eer"] <= 1 and sv["asnorm_top_n"] == 8  # all 8 training speakers
+    exported = read_trial_scores(repo / "scores" / "sv.txt")
+    assert len(exported) == sv["trials"]
+    cm_lines = (repo / "scores" / "cm.txt").read_text().splitlines()
+    assert cm_lines[0] == "filename\tcm-score" and len(cm_lines) == 1 + json.loads(
+        (repo / "metrics" / "cm.json").read_text())["utterances"]
     report = (repo / "reports" / "report.md").read_text()
     for figure in ("det.png", "training.png", "structure.png"):
         assert f"figures/{figure}" in report and (repo / "reports" / "figures" / figure).stat().st_size > 0
