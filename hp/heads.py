@@ -57,22 +57,43 @@ class MHFA(nn.Module):
 
 
 class AAMSoftmax(nn.Module):
-    """Additive angular margin softmax (ArcFace): cos(theta + m) for the true class, scaled by s."""
+    """Additive angular margin softmax (ArcFace): cos(theta + m) for the true class, scaled by s.
 
-    def __init__(self, embedding: int, classes: int, margin: float = 0.2, scale: float = 32.0):
+    Options from the authors' SV recipe (as in WeSpeaker): `subcenters` K > 1 gives each class K weight
+    vectors and scores the class by the closest one (noisy utterances can sit at a minor sub-centre);
+    `topk` > 0 adds an angular *penalty* `topk_penalty` to the k hardest non-target classes, cos(theta - m'),
+    so that the closest impostor speakers are pushed away harder (inter-top-k).
+    """
+
+    def __init__(self, embedding: int, classes: int, margin: float = 0.2, scale: float = 32.0,
+                 subcenters: int = 1, topk: int = 0, topk_penalty: float = 0.06):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(classes, embedding))
+        if subcenters < 1 or not 0 <= topk < classes:
+            raise ValueError(f"need subcenters >= 1 and 0 <= topk < classes ({classes}), "
+                             f"got subcenters={subcenters}, topk={topk}")
+        self.weight = nn.Parameter(torch.empty(classes * subcenters, embedding))
         nn.init.xavier_uniform_(self.weight)
-        self.margin, self.scale = margin, scale
+        self.margin, self.scale, self.subcenters = margin, scale, subcenters
+        self.topk, self.topk_penalty = topk, topk_penalty
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """[B, classes] cosine to each class (its closest sub-centre)."""
+        cosine = F.linear(F.normalize(embeddings), F.normalize(self.weight))
+        return cosine.view(len(embeddings), -1, self.subcenters).amax(2)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cosine = F.linear(F.normalize(embeddings), F.normalize(self.weight)).clamp(-1 + 1e-7, 1 - 1e-7)
+        cosine = self.cosine(embeddings).clamp(-1 + 1e-7, 1 - 1e-7)
         theta = torch.acos(cosine)
         # past theta = pi - m the margin would make the logit grow again; keep it monotonic there
         target = torch.where(theta + self.margin < math.pi, torch.cos(theta + self.margin),
                              cosine - self.margin * math.sin(self.margin))
         onehot = F.one_hot(labels, cosine.shape[1]).bool()
-        return F.cross_entropy(self.scale * torch.where(onehot, target, cosine), labels)
+        logits = torch.where(onehot, target, cosine)
+        if self.topk:
+            hardest = torch.topk(cosine.masked_fill(onehot, -2.0), self.topk, dim=1).indices
+            penalised = torch.zeros_like(onehot).scatter_(1, hardest, True)
+            logits = torch.where(penalised, torch.cos(theta - self.topk_penalty), logits)
+        return F.cross_entropy(self.scale * logits, labels)
 
 
 class LinearClassifier(nn.Module):

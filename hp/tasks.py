@@ -29,6 +29,9 @@ class HeadConfig:
     embedding: int = 256
     margin: float = 0.2  # AAM-softmax (SV)
     scale: float = 32.0
+    subcenters: int = 1  # AAM sub-centres per speaker (SV)
+    topk: int = 0  # inter-top-k: hardest non-target speakers given an angular penalty (SV)
+    topk_penalty: float = 0.06
     grad_multiplier: float = 1.0  # on the gradient flowing into WavLM
 
 
@@ -41,7 +44,8 @@ class TaskModel(nn.Module):
         self.frontend = frontend
         c = frontend.config
         self.backend = MHFA(c.num_hidden_layers + 1, c.hidden_size, head.heads, head.compression, head.embedding)
-        self.loss = (AAMSoftmax(head.embedding, len(labels), head.margin, head.scale) if task == "sv"
+        self.loss = (AAMSoftmax(head.embedding, len(labels), head.margin, head.scale, head.subcenters, head.topk,
+                                head.topk_penalty) if task == "sv"
                      else LinearClassifier(head.embedding, len(labels)))
 
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

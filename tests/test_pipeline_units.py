@@ -90,7 +90,8 @@ def test_asvspoof5_protocol_strict(tmp_path):
 def test_task_model_save_load_and_compaction(tmp_path, task):
     torch.manual_seed(0)
     labels = ["a", "b", "c"] if task == "sv" else ["spoof", "bonafide"]
-    model = TaskModel(task, hp.WavLM(hp.SHAPES["tiny"]), labels, HeadConfig(heads=4, compression=16, embedding=8))
+    head = HeadConfig(heads=4, compression=16, embedding=8, subcenters=2, topk=1)  # sub-centre weights round-trip
+    model = TaskModel(task, hp.WavLM(hp.SHAPES["tiny"]), labels, head)
     model.save(tmp_path / "m")
     loaded = TaskModel.load(tmp_path / "m").eval()
     wave, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
@@ -102,6 +103,7 @@ def test_task_model_save_load_and_compaction(tmp_path, task):
     assert TaskModel.load(tmp_path / "c").frontend.structure == small.frontend.structure
     meta = json.loads((tmp_path / "c" / "task.json").read_text())
     assert meta["prune_units"] == [] and meta["labels"] == labels
+    assert TaskModel.load(tmp_path / "c").head_config == head
 
 
 def test_mhfa_ignores_padding():
@@ -175,3 +177,24 @@ def test_train_freezes_the_structure_once_close_to_the_target(tmp_path, toleranc
     assert not torch.equal(curves.rows[0][2], curves.rows[1][2])  # the gates did learn before
     with pytest.raises(ConfigError, match="freeze_tolerance"):
         typed(TrainConfig, {"freeze_tolerance": -0.1}, "finetune.sv", target_sparsity=0.5)
+
+
+def test_aam_subcentres_and_inter_topk():
+    import math
+
+    torch.manual_seed(0)
+    aam = AAMSoftmax(4, 3, margin=0.2, scale=10.0, subcenters=2, topk=1, topk_penalty=0.1)
+    emb, labels = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    cos = (torch.nn.functional.normalize(emb) @ torch.nn.functional.normalize(aam.weight).T).detach()  # [5, 6]
+    per_class = torch.stack([cos[:, 2 * c:2 * c + 2].max(1).values for c in range(3)], 1)  # closest sub-centre
+    torch.testing.assert_close(aam.cosine(emb).detach(), per_class)
+    theta = torch.acos(per_class)
+    expected = per_class.clone()
+    for i, y in enumerate(labels.tolist()):
+        expected[i, y] = math.cos(theta[i, y] + 0.2)
+        hardest = max((c for c in range(3) if c != y), key=lambda c: per_class[i, c])
+        expected[i, hardest] = math.cos(theta[i, hardest] - 0.1)  # the impostor's logit goes *up*
+    torch.testing.assert_close(aam(emb, labels), torch.nn.functional.cross_entropy(10.0 * expected, labels),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="topk"):
+        AAMSoftmax(4, 3, topk=3)
