@@ -117,17 +117,18 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     SV in WeSpeaker's score-file format (AS-normed when AS-norm is on), CM in the ASVspoof5 evaluation
     package's (uncalibrated bona fide - spoof logit differences).
     """
-    compact_info = json.loads(Path(compact_metrics).read_text())
     batch_seconds = float(section(params, "score.batch_seconds"))
+    if task == "sv":  # check the params before any work
+        cfg = section(params, "score.sv")
+        top_n = cfg["asnorm_top_n"]
+        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+            raise ConfigError(f"params.yaml: score.sv.asnorm_top_n must be a positive integer or null, got {top_n!r}")
+    compact_info = json.loads(Path(compact_metrics).read_text())
     model = TaskModel.load(model_dir).eval()
     if task == "sv":
         test = pd.read_parquet(manifests_dir / "test.parquet")
         trials = pd.read_parquet(manifests_dir / "trials.parquet")
         train = pd.read_parquet(manifests_dir / "train.parquet")
-        cfg = section(params, "score.sv")
-        top_n = cfg["asnorm_top_n"]
-        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int)):
-            raise ConfigError(f"params.yaml: score.sv.asnorm_top_n must be an integer or null, got {top_n!r}")
         enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
         scored = score_trials(embed_utterances(model, test, batch_seconds), enroll, test_idx,
                               embed_utterances(model, train, batch_seconds), train["speaker"].to_numpy(),

@@ -198,3 +198,12 @@ def test_aam_subcentres_and_inter_topk():
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="topk"):
         AAMSoftmax(4, 3, topk=3)
+
+
+@pytest.mark.parametrize("bad", [0, 2.5, True, "300"])
+def test_score_names_a_bad_asnorm_top_n_before_any_work(tmp_path, bad):
+    from hp.pipeline import score
+
+    params = {"score": {"batch_seconds": 60, "sv": {"mean_subtraction": True, "asnorm_top_n": bad}}}
+    with pytest.raises(ConfigError, match="score.sv.asnorm_top_n must be a positive integer or null"):
+        score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s.pq", "s.txt")))
