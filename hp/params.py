@@ -34,6 +34,13 @@ def section(params: dict, dotted: str, source: str = "params.yaml") -> Any:
     return node
 
 
+def flag(value: Any, where: str) -> bool:
+    """A true/false param; anything else (e.g. the string 'false', which bool() would take as True) fails."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"params.yaml: {where} must be true or false, got {value!r}")
+    return value
+
+
 def typed(cls: type[T], values: dict, where: str, **extra) -> T:
     """Build dataclass `cls` from `values`; unknown keys and wrong types are named as `where.key`."""
     if not isinstance(values, dict):
@@ -50,6 +57,8 @@ def typed(cls: type[T], values: dict, where: str, **extra) -> T:
             raise ConfigError(f"params.yaml: {where}.{name} must be an integer, got {value!r}")
         elif expected in ("float", float) and not isinstance(value, (int, float)):
             raise ConfigError(f"params.yaml: {where}.{name} must be a number, got {value!r}")
+        elif expected in ("bool", bool):
+            flag(value, f"{where}.{name}")
     try:
         return cls(**values, **extra)
     except (TypeError, ValueError) as e:

@@ -16,7 +16,7 @@ from hp.data.interop import write_cm_scores, write_kaldi_dir, write_trial_scores
 from hp.data.manifest import Validation, write_parquet
 from hp.errors import ConfigError
 from hp.model import SHAPES, WavLM, load_wavlm
-from hp.params import section, typed
+from hp.params import flag, section, typed
 from hp.score import cm_metrics, det_table, embed_utterances, sv_metrics, trial_indices
 from hp.score_norm import score_trials
 from hp.tasks import CM_LABELS, HeadConfig, TaskModel
@@ -42,7 +42,7 @@ def prepare(task: str, params: dict, out: Path) -> dict:
 def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     """Parquet manifests of every split (and SV trials), validated against the audio."""
     cfg = section(params, "manifests")
-    validation = Validation(min_seconds=float(cfg["min_seconds"]), drop_invalid=bool(cfg["drop_invalid"]))
+    validation = Validation(min_seconds=float(cfg["min_seconds"]), drop_invalid=flag(cfg["drop_invalid"], "manifests.drop_invalid"))
     tables: dict[str, pd.DataFrame] = {}
     if task == "sv":
         tables["train"] = corpora.voxceleb_tree(corpus / "train" / "wav", "train", validation)
@@ -123,6 +123,7 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
         top_n = cfg["asnorm_top_n"]
         if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
             raise ConfigError(f"params.yaml: score.sv.asnorm_top_n must be a positive integer or null, got {top_n!r}")
+        mean_subtraction = flag(cfg["mean_subtraction"], "score.sv.mean_subtraction")
     compact_info = json.loads(Path(compact_metrics).read_text())
     model = TaskModel.load(model_dir).eval()
     if task == "sv":
@@ -132,7 +133,7 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
         enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
         scored = score_trials(embed_utterances(model, test, batch_seconds), enroll, test_idx,
                               embed_utterances(model, train, batch_seconds), train["speaker"].to_numpy(),
-                              bool(cfg["mean_subtraction"]), top_n)
+                              mean_subtraction, top_n)
         scores, labels = scored["raw"], trials["label"].to_numpy()
         task_metrics = sv_metrics(scores, labels)
         table = trials.assign(score=scores)

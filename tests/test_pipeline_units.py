@@ -33,6 +33,8 @@ def test_typed_names_bad_keys():
         typed(TrainConfig, {"epoch": 3}, "finetune.sv", target_sparsity=0.5)
     with pytest.raises(ConfigError, match="finetune.sv.epochs must be an integer"):
         typed(TrainConfig, {"epochs": "3"}, "finetune.sv", target_sparsity=0.5)
+    with pytest.raises(ConfigError, match="finetune.sv.clamp_lambda1 must be true or false, got 'false'"):
+        typed(TrainConfig, {"clamp_lambda1": "false"}, "finetune.sv", target_sparsity=0.5)
 
 
 def _wav(path, seconds=1.0, sr=16000):
@@ -206,4 +208,12 @@ def test_score_names_a_bad_asnorm_top_n_before_any_work(tmp_path, bad):
 
     params = {"score": {"batch_seconds": 60, "sv": {"mean_subtraction": True, "asnorm_top_n": bad}}}
     with pytest.raises(ConfigError, match="score.sv.asnorm_top_n must be a positive integer or null"):
+        score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s.pq", "s.txt")))
+
+
+def test_score_names_a_non_boolean_mean_subtraction(tmp_path):
+    from hp.pipeline import score
+
+    params = {"score": {"batch_seconds": 60, "sv": {"mean_subtraction": "no", "asnorm_top_n": 300}}}
+    with pytest.raises(ConfigError, match="score.sv.mean_subtraction must be true or false, got 'no'"):
         score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s.pq", "s.txt")))
