@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hp.heads import MHFA, AAMSoftmax, GradMultiply, LinearClassifier
+from hp.backends import MHFA, GradMultiply
+from hp.losses import AAMSoftmax, LinearClassifier
 from hp.model.config import WavLMConfig
 from hp.model.structure import WavLMStructure
 from hp.model.wavlm import WavLM, compact

@@ -11,7 +11,8 @@ import hp
 from hp.data import corpora
 from hp.data.manifest import DataError, Validation, read_asvspoof5_protocol, read_trials
 from hp.errors import ConfigError
-from hp.heads import MHFA, AAMSoftmax, GradMultiply
+from hp.backends import MHFA, GradMultiply
+from hp.losses import AAMSoftmax
 from hp.params import typed
 from hp.tasks import HeadConfig, TaskModel
 from hp.train import TrainConfig, lr_factor
