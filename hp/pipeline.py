@@ -6,88 +6,192 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from hp.data import corpora, synth
+from hp.data import augment, corpora, synth, voxceleb
+from hp.data.augment import AugmentConfig, Augmenter
 from hp.data.interop import write_cm_scores, write_kaldi_dir, write_trial_scores
 from hp.data.manifest import Validation, write_parquet
 from hp.errors import ConfigError
 from hp.model import SHAPES, WavLM, load_wavlm
 from hp.params import flag, section, typed
-from hp.score import cm_metrics, det_table, embed_utterances, sv_metrics, trial_indices
-from hp.score_norm import score_trials
+from hp.score import cm_metrics, det_table, embed_utterances, score_sv
 from hp.tasks import CM_LABELS, HeadConfig, TaskModel
 from hp.train import LiveLogger, TrainConfig, seed_everything, train
-from hp.utils.files import atomic_path, write_json
+from hp.utils.files import atomic_dir, atomic_path, write_json
 
 TINY = "tiny"
 
 
 def prepare(task: str, params: dict, out: Path) -> dict:
-    """Write the task's raw corpus (the built-in mini corpus) under `out`."""
+    """Write the task's raw corpus (the built-in mini corpus) under `out`, or for SV on VoxCeleb, where it is."""
     cfg = dict(section(params, f"prepare.{task}"))
+    if task == "sv":
+        return _prepare_sv(cfg, out)
     corpus = cfg.pop("corpus")
     if corpus != "mini":
         raise ConfigError(f"params.yaml: prepare.{task}.corpus {corpus!r} is not available yet; use 'mini'")
-    writer = synth.write_sv_corpus if task == "sv" else synth.write_cm_corpus
     try:
-        return writer(out, **cfg)
+        return synth.write_cm_corpus(out, **cfg)
     except (TypeError, ValueError) as e:  # an unknown key or an out-of-range value
         raise ConfigError(f"params.yaml: prepare.{task}: {e}") from None
 
 
+def _prepare_sv(cfg: dict, out: Path) -> dict:
+    """mini: synthesise the corpus in VoxCeleb's layout; voxceleb: check the trees. Either way corpus.json
+    says where the data is, and the manifests stage reads only that."""
+    corpus, mini = cfg.pop("corpus"), cfg.pop("mini")
+    for key in ("trials", "train_on"):
+        if not isinstance(cfg.get(key), list):
+            raise ConfigError(f"params.yaml: prepare.sv.{key} must be a list, got {cfg.get(key)!r}")
+        cfg[key] = tuple(cfg[key])
+    source = typed(voxceleb.SVSource, cfg, "prepare.sv")
+    source.check("prepare.sv")
+    here = Path.cwd()
+    if corpus == "voxceleb":
+        if source.voxceleb1_dir is None:
+            raise ConfigError("params.yaml: prepare.sv.voxceleb1_dir is null; corpus voxceleb needs it")
+        if "voxceleb2" in source.train_on and source.voxceleb2_dir is None:
+            raise ConfigError("params.yaml: prepare.sv.voxceleb2_dir is null but train_on includes voxceleb2")
+        source = source.resolved(here)
+        source.check_paths()
+        with atomic_dir(out) as tmp:
+            source.write(tmp / "corpus.json")
+        return {"corpus": corpus, **asdict(source)}
+    if corpus != "mini":
+        raise ConfigError(f"params.yaml: prepare.sv.corpus must be 'mini' or 'voxceleb', got {corpus!r}")
+    for key in ("voxceleb1_dir", "voxceleb2_dir"):  # a set path would be ignored: say so instead
+        if getattr(source, key) is not None:
+            raise ConfigError(f"params.yaml: prepare.sv.{key} is set but corpus is 'mini'; set corpus: voxceleb")
+    if source.trials != ("O",) or source.train_on != ("voxceleb2",):
+        raise ConfigError("params.yaml: the mini corpus has one trial list (O) and one training set (voxceleb2); "
+                          "set prepare.sv.trials: [O] and train_on: [voxceleb2]")
+    try:
+        summary = synth.write_sv_corpus(out, **mini)
+    except (TypeError, ValueError) as e:  # an unknown key or an out-of-range value
+        raise ConfigError(f"params.yaml: prepare.sv.mini: {e}") from None
+    source = replace(source, voxceleb1_dir=synth.SV_DIRS["test"], voxceleb2_dir=synth.SV_DIRS["train"])
+    source = replace(source, musan_dir=_absolute(source.musan_dir, here), rirs_dir=_absolute(source.rirs_dir, here))
+    source.write(out / "corpus.json")
+    return summary
+
+
+def _absolute(path: str | None, base: Path) -> str | None:
+    return None if path is None else str((base / path).resolve())
+
+
 def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
-    """Parquet manifests of every split (and SV trials), validated against the audio."""
+    """Parquet manifests of every split (SV: and the trial lists, MUSAN/RIR lists), validated against the audio."""
     cfg = section(params, "manifests")
-    validation = Validation(min_seconds=float(cfg["min_seconds"]), drop_invalid=flag(cfg["drop_invalid"], "manifests.drop_invalid"))
-    tables: dict[str, pd.DataFrame] = {}
+    validation = Validation(min_seconds=float(cfg["min_seconds"]),
+                            drop_invalid=flag(cfg["drop_invalid"], "manifests.drop_invalid"))
     if task == "sv":
-        tables["train"] = corpora.voxceleb_tree(corpus / "train" / "wav", "train", validation)
-        tables["test"] = corpora.voxceleb_tree(corpus / "test" / "wav", "test", validation)
-        tables["trials"] = corpora.trials_table(corpus / "test" / "trials.txt", tables["test"])
+        source = voxceleb.SVSource.read(corpus / "corpus.json")
+        tables = voxceleb.sv_tables(source, validation)
+        if source.musan_dir is not None:
+            tables["musan"] = augment.musan_table(source.musan_dir)
+        if source.rirs_dir is not None:
+            tables["rirs"] = augment.rir_table(source.rirs_dir)
     else:
+        tables = {}
         for split, name in (("train", "train"), ("dev", "dev.track_1"), ("eval", "eval.track_1")):
             protocol = corpus / "protocols" / f"ASVspoof5.{name}.tsv"
             tables[split] = corpora.asvspoof5(protocol, corpus / "flac", split, validation)
     for name, table in tables.items():
         write_parquet(table, out / f"{name}.parquet")
-        if task == "sv" and name != "trials":  # the same lists for Kaldi/WeSpeaker SV recipes
+        if task == "sv" and name in ("train", "test"):  # the same lists for Kaldi/WeSpeaker SV recipes
             write_kaldi_dir(table, out / "kaldi" / name)
     summary = {name: len(t) for name, t in tables.items()}
+    if task == "sv":
+        summary["trials_per_list"] = tables["trials"]["list"].value_counts(sort=False).to_dict()
     summary["dropped"] = [{"path": p, "reason": r} for p, r in validation.dropped]
     write_json(out / "summary.json", summary)
     return summary
 
 
-def pretrained_frontend(params: dict) -> WavLM:
+def pretrained_frontend(params: dict, prune: bool = True) -> WavLM:
+    """The pretrained WavLM of `model.pretrained`, with gates on `model.prune_units` (none if not `prune`)."""
     cfg = section(params, "model")
     units = tuple(cfg["prune_units"])
-    if cfg["pretrained"] == TINY:
-        torch.manual_seed(int(cfg["seed"]))
-        return WavLM(SHAPES[TINY], prune_units=units)
-    return load_wavlm(cfg["pretrained"], prune_units=units)
+    if cfg["pretrained"] != TINY:
+        return load_wavlm(cfg["pretrained"], prune_units=units if prune else ())
+    torch.manual_seed(int(cfg["seed"]))
+    model = WavLM(SHAPES[TINY], prune_units=units)  # the gates' initialisation draws from the same generator
+    if prune:
+        return model
+    dense = WavLM(SHAPES[TINY], prune_units=())  # so copy the weights: both phases must see the same random front end
+    missing, _ = dense.load_state_dict(model.state_dict(), strict=False)
+    assert not missing, missing
+    return dense
 
 
-def finetune(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Path, metrics_path: Path) -> dict:
-    group = dict(section(params, f"finetune.{task}"))
-    head = typed(HeadConfig, group.pop("head", {}), f"finetune.{task}.head")
-    cfg = typed(TrainConfig, group, f"finetune.{task}", target_sparsity=float(params["target_sparsity"]))
+def _training_setup(task: str, params: dict, stage: str, manifests_dir: Path, **extra):
+    """The typed config, head config, training table, labels and augmentation of `stage` (warmup/finetune)."""
+    group = dict(section(params, f"{stage}.{task}"))
+    head_group = section(params, f"finetune.{task}.head")  # one head for both phases
+    group.pop("head", None)
+    head = typed(HeadConfig, head_group, f"finetune.{task}.head")
+    cfg = typed(TrainConfig, group, f"{stage}.{task}", **extra)
     table = pd.read_parquet(manifests_dir / "train.parquet")
     labels = sorted(table["label"].unique()) if task == "sv" else list(CM_LABELS)
+    augment = None
+    tables = {name: manifests_dir / f"{name}.parquet" for name in ("musan", "rirs")}
+    if cfg.aug_prob > 0 and any(path.is_file() for path in tables.values()):
+        noise, rirs = (pd.read_parquet(path) if path.is_file() else None for path in tables.values())
+        augment = Augmenter(noise, rirs, AugmentConfig(prob=cfg.aug_prob))
+    return cfg, head, table, labels, augment
+
+
+def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Path, metrics_path: Path) -> dict:
+    """Phase 1 (optional): train the back-end and loss on the frozen, unpruned front end.
+
+    `out` receives the head weights the finetune stage starts from; with `epochs: 0` only head.json, saying
+    that the phase was skipped (the finetune stage then starts from a fresh head).
+    """
+    group = section(params, f"warmup.{task}")
+    if group.get("epochs") == 0:
+        with atomic_dir(out) as tmp:
+            write_json(tmp / "head.json", {"epochs": 0})
+        live_dir.mkdir(parents=True, exist_ok=True)  # no curves, but the stage's output exists
+        result = {"epochs": 0}
+    else:
+        cfg, head, table, labels, augment = _training_setup(task, params, "warmup", manifests_dir)
+        seed_everything(cfg.seed)
+        model = TaskModel(task, pretrained_frontend(params, prune=False), labels, head).freeze_frontend()
+        logger = LiveLogger(str(live_dir))
+        start = time.time()
+        run = train(model, table, cfg, logger, augment)
+        logger.close()
+        model.cpu().save_head(out, {"epochs": cfg.epochs})
+        result = {"train_seconds": round(time.time() - start, 1), "epochs": cfg.epochs, **run,
+                  "augmentation": augment is not None, "utterances": len(table), "classes": len(labels)}
+    write_json(metrics_path, result)
+    return result
+
+
+def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out: Path, live_dir: Path,
+             metrics_path: Path) -> dict:
+    """Phase 2: joint pruning + fine-tuning, from the warm-up's head when there was a warm-up."""
+    cfg, head, table, labels, augment = _training_setup(task, params, "finetune", manifests_dir,
+                                                        target_sparsity=float(params["target_sparsity"]))
     seed_everything(cfg.seed)
     model = TaskModel(task, pretrained_frontend(params), labels, head)
+    if (warmup_dir / "head.safetensors").is_file():
+        model.load_head(warmup_dir)
     logger = LiveLogger(str(live_dir))
     start = time.time()
-    run = train(model, table, cfg, logger)
+    run = train(model, table, cfg, logger, augment)
     logger.close()
     model.cpu().save(out)
     result = {"train_seconds": round(time.time() - start, 1),
               "expected_sparsity": model.frontend.expected_sparsity().item(),
               "deterministic_sparsity": model.frontend.deterministic_sparsity(),
-              **run, "utterances": len(table), "classes": len(labels)}
+              **run, "augmentation": augment is not None, "utterances": len(table), "classes": len(labels)}
     write_json(metrics_path, result)
     return result
 
@@ -107,56 +211,58 @@ def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dic
 
 
 def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact_metrics: Path,
-          metrics_path: Path, det_path: Path, scores_path: Path, export_path: Path) -> dict:
-    """Scores of the compact model on the test trials (SV) or eval split (CM); metrics JSON and DET points.
+          metrics_path: Path, det_path: Path, scores_dir: Path) -> dict:
+    """Scores of the compact model on each SV trial list, or on the CM eval split; metrics JSON and DET points.
 
-    SV: cosine scores (after subtracting the training set's mean embedding, if asked) and, with
-    `score.sv.asnorm_top_n` set, AS-normed scores against the training speakers; the top-level metrics and the
-    DET points are the raw scores', the AS-normed ones sit under "asnorm".
-    `scores_path` (Parquet) holds every score; `export_path` the final ones in another toolkit's format:
-    SV in WeSpeaker's score-file format (AS-normed when AS-norm is on), CM in the ASVspoof5 evaluation
-    package's (uncalibrated bona fide - spoof logit differences).
+    SV (hp.score.score_sv): cosine, AS-norm and QMF scores as `score.sv` asks, metrics per trial list; the
+    DET points are the first list's final scores (the last kind computed). `scores_dir` receives every score
+    (scores.parquet) and the final ones in another toolkit's format: per SV list `<list>.txt` in WeSpeaker's
+    score-file format, for CM `eval.txt` as the ASVspoof5 evaluation package reads it (uncalibrated bona fide
+    - spoof logit differences).
     """
     batch_seconds = float(section(params, "score.batch_seconds"))
     if task == "sv":  # check the params before any work
         cfg = section(params, "score.sv")
-        top_n = cfg["asnorm_top_n"]
-        if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-            raise ConfigError(f"params.yaml: score.sv.asnorm_top_n must be a positive integer or null, got {top_n!r}")
+        counts = {key: cfg[key] for key in ("asnorm_top_n", "qmf_trials")}
+        for key, value in counts.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"params.yaml: score.sv.{key} must be a positive integer or null, got {value!r}")
         mean_subtraction = flag(cfg["mean_subtraction"], "score.sv.mean_subtraction")
     compact_info = json.loads(Path(compact_metrics).read_text())
     model = TaskModel.load(model_dir).eval()
+    exports = {}
     if task == "sv":
-        test = pd.read_parquet(manifests_dir / "test.parquet")
         trials = pd.read_parquet(manifests_dir / "trials.parquet")
         train = pd.read_parquet(manifests_dir / "train.parquet")
-        enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
-        scored = score_trials(embed_utterances(model, test, batch_seconds), enroll, test_idx,
-                              embed_utterances(model, train, batch_seconds), train["speaker"].to_numpy(),
-                              mean_subtraction, top_n)
-        scores, labels = scored["raw"], trials["label"].to_numpy()
-        task_metrics = sv_metrics(scores, labels)
-        table = trials.assign(score=scores)
-        if "asnorm" in scored:
-            task_metrics["asnorm"] = sv_metrics(scored["asnorm"], labels)
-            task_metrics["asnorm_top_n"] = min(top_n, train["speaker"].nunique())
-            table = table.assign(score_asnorm=scored["asnorm"])
-        write_trial_scores(trials, scored.get("asnorm", scores), export_path)
+        table, task_metrics = score_sv(model, pd.read_parquet(manifests_dir / "test.parquet"), trials, train,
+                                       batch_seconds, mean_subtraction, counts["asnorm_top_n"],
+                                       counts["qmf_trials"], int(section(params, "model.seed")))
+        final = [c for c in table.columns if c.startswith("score_")][-1]  # cosine < asnorm < qmf
+        for name, rows in table.groupby("list", sort=False):
+            exports[f"{name}.txt"] = partial(write_trial_scores, rows, rows[final].to_numpy())
+        first = table[table["list"] == table["list"].iat[0]]
+        scores, labels = first[final].to_numpy(), first["label"].to_numpy()
+        if counts["asnorm_top_n"] is not None:
+            task_metrics["asnorm_top_n"] = min(counts["asnorm_top_n"], train["speaker"].nunique())
+        task_metrics.update(qmf_trials=counts["qmf_trials"], det=f"{table['list'].iat[0]} {final}",
+                            trials=int(len(table)))
     else:
         evaluation = pd.read_parquet(manifests_dir / "eval.parquet")
         embeddings = embed_utterances(model, evaluation, batch_seconds)
         with torch.inference_mode():
             scores = model.cm_scores(torch.from_numpy(embeddings)).numpy()
         labels = (evaluation["label"] == "bonafide").to_numpy().astype(int)
-        task_metrics = cm_metrics(scores, labels)
+        task_metrics = {**cm_metrics(scores, labels), "utterances": int(len(labels))}
         table = evaluation[["utt", "label", "attack"]].assign(score=scores)
-        write_cm_scores(evaluation["utt"], scores, export_path)
-    write_parquet(table, scores_path)
+        exports["eval.txt"] = partial(write_cm_scores, evaluation["utt"], scores)
+    with atomic_dir(scores_dir) as tmp:
+        write_parquet(table, tmp / "scores.parquet")
+        for name, write in exports.items():
+            write(tmp / name)
     det = det_table(scores, labels)
     with atomic_path(det_path) as tmp:
         det.to_csv(tmp, index=False)
     result = {"task": task, "pretrained": section(params, "model.pretrained"),
-              **{k: v for k, v in compact_info.items() if k != "structure"}, **task_metrics,
-              "trials" if task == "sv" else "utterances": int(len(labels))}
+              **{k: v for k, v in compact_info.items() if k != "structure"}, **task_metrics}
     write_json(metrics_path, result)
     return result

@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
 
 TASK_NAMES = {"sv": "Speaker verification", "cm": "Anti-spoofing (CM)"}
+TRIAL_NAMES = {"O": "Vox1-O", "E": "Vox1-E", "H": "Vox1-H"}
 CURVES = ("task_loss", "expected_sparsity", "deterministic_sparsity", "target_sparsity", "lambda1", "lambda2", "lr")
 
 
@@ -99,7 +100,7 @@ def _pct(x: float) -> str:
 
 
 def write_report(tasks: list[str], metrics_dir: Path, plots_dir: Path, live_dir: Path, models_dir: Path,
-                 out: Path, pretrained: str) -> None:
+                 out: Path, pretrained: str, sv_corpus: str) -> None:
     figures = out / "figures"
     results = {t: json.loads((metrics_dir / f"{t}.json").read_text()) for t in tasks}
     metas = {t: json.loads((models_dir / t / "compact" / "task.json").read_text()) for t in tasks}
@@ -119,11 +120,15 @@ def write_report(tasks: list[str], metrics_dir: Path, plots_dir: Path, live_dir:
                      f"{r['params_dense']:,} | {r['params_compact']:,} |")
     if "sv" in results:
         r = results["sv"]
-        rows = [("cosine", r)] + ([(f"AS-norm (top {r['asnorm_top_n']})", r["asnorm"])] if "asnorm" in r else [])
+        names = {"cosine": "cosine", "asnorm": f"AS-norm (top {r.get('asnorm_top_n')})",
+                 "qmf": f"QMF ({r.get('qmf_trials')} training trials)"}
         lines += ["", "## Speaker verification", "",
-                  "| scoring | trials | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) |", "|---|---|---|---|---|"]
-        lines += [f"| {name} | {r['trials']:,} | {_pct(m['eer'])} | {m['min_dcf_0.01']:.4f} | {m['min_dcf_0.05']:.4f} |"
-                  for name, m in rows]
+                  "| trial list | scoring | trials | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) |",
+                  "|---|---|---|---|---|---|"]
+        for name, m in r["lists"].items():
+            shown = TRIAL_NAMES[name] if sv_corpus == "voxceleb" else f"{name} ({sv_corpus} corpus)"
+            lines += [f"| {shown} | {names[kind]} | {m['trials']:,} | {_pct(m[kind]['eer'])} | "
+                      f"{m[kind]['min_dcf_0.01']:.4f} | {m[kind]['min_dcf_0.05']:.4f} |" for kind in names if kind in m]
     if "cm" in results:
         r = results["cm"]
         lines += ["", "## Anti-spoofing (eval split; bona fide = positive)", "",

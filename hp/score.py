@@ -1,4 +1,4 @@
-"""Scoring a (compacted) task model: SV embeddings + cosine trials, CM bona fide scores."""
+"""Scoring a (compacted) task model: SV embeddings + cosine trials per list, CM bona fide scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,9 @@ import pandas as pd
 import torch
 
 from hp import metrics
+from hp.calibration import fit_logistic, qmf_features, sample_trials
 from hp.data.audio import pad_batch, read_audio
+from hp.score_norm import score_trials
 from hp.tasks import TaskModel
 
 # ASVspoof5 CM costs (brief §5): bona fide is the positive class, P(spoof) = 0.05, C_fa = 10.
@@ -54,6 +56,39 @@ def sv_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
 def cm_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
     return {"eer": metrics.eer(scores, labels),
             "min_dcf": metrics.min_dcf(scores, labels, CM_P_TARGET, CM_C_MISS, CM_C_FA)}
+
+
+def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame,
+             batch_seconds: float = 60.0, mean_subtraction: bool = True, top_n: int | None = 300,
+             qmf_trials: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Score every trial (of all lists at once: each utterance is embedded once) and evaluate each list.
+
+    Scores: cosine after the training mean is subtracted (`mean_subtraction`), AS-norm with the training
+    speakers as cohort (`top_n`; None: off), and QMF (`qmf_trials` trials drawn from the training set train
+    a logistic regression on the final score, the trial's durations and embedding norms; None: off).
+    Returns the trials with a column `score_<kind>` per kind and {"lists": {list: {"trials": n, kind: metrics}}}.
+    """
+    test_emb, train_emb = (embed_utterances(model, t, batch_seconds) for t in (test, train))
+    speakers = train["speaker"].to_numpy()
+    enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
+    scored = score_trials(test_emb, enroll, test_idx, train_emb, speakers, mean_subtraction, top_n)
+    columns = {"cosine": scored["raw"], **({"asnorm": scored["asnorm"]} if "asnorm" in scored else {})}
+    if qmf_trials is not None:
+        # quality measures: the score the system would output, durations and norms of both sides
+        def features(emb, table, e, t, s):
+            seconds, norms = table["duration_s"].to_numpy(), np.linalg.norm(emb, axis=1)
+            return qmf_features(s, seconds[e], seconds[t], norms[e], norms[t])
+        e, t, y = sample_trials(speakers, qmf_trials, seed)
+        held = score_trials(train_emb, e, t, train_emb, speakers, mean_subtraction, top_n)
+        last = "asnorm" if "asnorm" in held else "raw"
+        calibration = fit_logistic(features(train_emb, train, e, t, held[last]), y)
+        columns["qmf"] = calibration.llr(features(test_emb, test, enroll, test_idx, scored[last]))
+    labels = trials["label"].to_numpy()
+    results = {}
+    for name, rows in trials.groupby("list", sort=False).indices.items():
+        results[name] = {"trials": len(rows), **{kind: sv_metrics(score[rows], labels[rows])
+                                                   for kind, score in columns.items()}}
+    return trials.assign(**{f"score_{kind}": score for kind, score in columns.items()}), {"lists": results}
 
 
 def det_table(scores: np.ndarray, labels: np.ndarray, max_points: int = 400) -> pd.DataFrame:

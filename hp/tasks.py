@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hp.backends import MHFA, GradMultiply
+from hp.backends import ECAPATDNN, MHFA, GradMultiply
 from hp.losses import AAMSoftmax, LinearClassifier
 from hp.model.config import WavLMConfig
 from hp.model.structure import WavLMStructure
@@ -23,10 +23,15 @@ TASKS = ("sv", "cm")
 CM_LABELS = ("spoof", "bonafide")  # class 1 = bona fide, the positive class of the CM metrics
 
 
+BACKENDS = ("mhfa", "ecapa")
+
+
 @dataclass(frozen=True)
 class HeadConfig:
-    heads: int = 32
-    compression: int = 128
+    backend: str = "mhfa"  # "mhfa" (the authors') or "ecapa" (ECAPA-TDNN over a weighted layer sum)
+    heads: int = 32  # MHFA
+    compression: int = 128  # MHFA
+    ecapa_channels: int = 512  # ECAPA-TDNN (1024 in its large variant)
     embedding: int = 256
     margin: float = 0.2  # AAM-softmax (SV)
     scale: float = 32.0
@@ -34,6 +39,10 @@ class HeadConfig:
     topk: int = 0  # inter-top-k: hardest non-target speakers given an angular penalty (SV)
     topk_penalty: float = 0.06
     grad_multiplier: float = 1.0  # on the gradient flowing into WavLM
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
 
 
 class TaskModel(nn.Module):
@@ -43,14 +52,30 @@ class TaskModel(nn.Module):
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.task, self.labels, self.head_config = task, list(labels), head
         self.frontend = frontend
-        c = frontend.config
-        self.backend = MHFA(c.num_hidden_layers + 1, c.hidden_size, head.heads, head.compression, head.embedding)
+        self.frontend_frozen = False
+        c, states = frontend.config, frontend.config.num_hidden_layers + 1
+        self.backend = (MHFA(states, c.hidden_size, head.heads, head.compression, head.embedding)
+                        if head.backend == "mhfa" else
+                        ECAPATDNN(states, c.hidden_size, head.ecapa_channels, head.embedding))
         self.loss = (AAMSoftmax(head.embedding, len(labels), head.margin, head.scale, head.subcenters, head.topk,
                                 head.topk_penalty) if task == "sv"
                      else LinearClassifier(head.embedding, len(labels)))
 
+    def freeze_frontend(self) -> TaskModel:
+        """Train only the back-end and loss: WavLM runs in eval mode without gradients (the authors' phase 1)."""
+        self.frontend.requires_grad_(False)
+        self.frontend_frozen = True
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> TaskModel:
+        super().train(mode)
+        if self.frontend_frozen:
+            self.frontend.eval()  # no dropout in a front end that does not learn
+        return self
+
     def embed(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        states = self.frontend(wave, lengths)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frontend_frozen):
+            states = self.frontend(wave, lengths)
         if self.training and self.head_config.grad_multiplier != 1.0:
             states = tuple(GradMultiply.apply(h, self.head_config.grad_multiplier) for h in states)
         frame_mask = None if lengths is None else self.frontend.frame_mask(lengths, states[0].shape[1])
@@ -71,6 +96,34 @@ class TaskModel(nn.Module):
         return out.eval()
 
     # ---- persistence: one safetensors file for all weights (gates included) + a JSON description ---------
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """Back-end and loss weights: what the frozen-front-end phase trains."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("frontend.")}
+
+    def save_head(self, directory: str | Path, info: dict) -> None:
+        """head.safetensors (back-end + loss) and head.json (task, labels, head config, `info`)."""
+        with atomic_dir(directory) as tmp:
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.head_state().items()},
+                      str(tmp / "head.safetensors"))
+            write_json(tmp / "head.json", {"task": self.task, "labels": self.labels,
+                                           "head": asdict(self.head_config), **info})
+
+    def load_head(self, directory: str | Path) -> None:
+        """Back-end and loss weights saved by `save_head`, for the same task, labels and head config."""
+        directory = Path(directory)
+        meta = read_json(directory / "head.json", CheckpointError)
+        mine = {"task": self.task, "labels": self.labels, "head": asdict(self.head_config)}
+        for key, value in mine.items():
+            if meta.get(key) != value:
+                raise CheckpointError(f"{directory / 'head.json'}: {key} differs from this model's; "
+                                      "rerun the warm-up with the same data and head params")
+        state = load_file(directory / "head.safetensors")
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("frontend.")]
+        if missing or unexpected:
+            raise CheckpointError(f"{directory / 'head.safetensors'}: does not match "
+                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
     def save(self, directory: str | Path) -> None:
         """model.safetensors + task.json; the directory appears complete or not at all."""
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}

@@ -6,5 +6,5 @@ from hp.report import write_report
 
 params = load_params()
 write_report(["sv", "cm"], Path("metrics"), Path("plots"), Path("dvclive"), Path("models"), Path("reports"),
-             pretrained=section(params, "model.pretrained"))
+             pretrained=section(params, "model.pretrained"), sv_corpus=section(params, "prepare.sv.corpus"))
 print("wrote reports/report.md")

@@ -8,5 +8,4 @@ from hp.pipeline import score
 task = sys.argv[1]
 print(score(task, load_params(), Path("models") / task / "compact", Path("data") / task / "manifests",
             Path("metrics") / task / "compact.json", Path("metrics") / f"{task}.json",
-            Path("plots") / task / "det.csv", Path("scores") / f"{task}.parquet",
-            Path("scores") / f"{task}.txt"))
+            Path("plots") / task / "det.csv", Path("scores") / task))

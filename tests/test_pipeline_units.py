@@ -8,7 +8,7 @@ import torch
 import yaml
 
 import hp
-from hp.data import corpora
+from hp.data import voxceleb
 from hp.data.manifest import DataError, Validation, read_asvspoof5_protocol, read_trials
 from hp.errors import ConfigError
 from hp.backends import MHFA, GradMultiply
@@ -27,6 +27,9 @@ def test_params_and_recipes_build_typed_configs():
             group = dict(params["finetune"][task])
             typed(HeadConfig, group.pop("head"), f"finetune.{task}.head")
             typed(TrainConfig, group, f"finetune.{task}", target_sparsity=params["target_sparsity"])
+            typed(TrainConfig, params["warmup"][task], f"warmup.{task}")
+        sv = {k: v for k, v in params["prepare"]["sv"].items() if k not in ("corpus", "mini")}
+        typed(voxceleb.SVSource, sv, "prepare.sv").check("prepare.sv")
 
 
 def test_typed_names_bad_keys():
@@ -43,20 +46,15 @@ def _wav(path, seconds=1.0, sr=16000):
     sf.write(path, np.random.default_rng(0).normal(0, 0.1, int(seconds * sr)).astype(np.float32), sr)
 
 
-def test_voxceleb_tree_and_trials(tmp_path):
+def test_voxceleb_tree_and_trial_syntax(tmp_path):
     wav = tmp_path / "wav"
     for spk in ("id00001", "id00002"):
         for utt in ("00001", "00002"):
             _wav(wav / spk / "vid" / f"{utt}.wav")
-    table = corpora.voxceleb_tree(wav, "test", Validation(min_seconds=0.5))
+    table = voxceleb.voxceleb_tree(wav, "test", Validation(min_seconds=0.5))
     assert list(table["utt"])[0] == "id00001/vid/00001.wav" and set(table["speaker"]) == {"id00001", "id00002"}
     assert (table["duration_s"] == 1.0).all() and (table["sample_rate"] == 16000).all()
-    trials = tmp_path / "trials.txt"
-    trials.write_text("1 id00001/vid/00001.wav id00001/vid/00002.wav\n0 id00001/vid/00001.wav id00002/vid/00001.wav\n")
-    assert len(corpora.trials_table(trials, table)) == 2
-    trials.write_text("1 id00001/vid/00001.wav id00001/vid/00002.wav\n0 id00001/vid/00001.wav id00003/vid/00001.wav\n")
-    with pytest.raises(DataError, match=r"trials.txt:2: 'id00003/vid/00001.wav' is not an available"):
-        corpora.trials_table(trials, table)
+    trials = tmp_path / "trials.txt"  # lists naming missing files: tests/test_voxceleb.py
     trials.write_text("1 a b\nyes a b\n")
     with pytest.raises(DataError, match=r"trials.txt:2: expected"):
         read_trials(trials)
@@ -69,11 +67,11 @@ def test_validation_names_bad_files_or_drops_them(tmp_path):
     _wav(wav / "id1" / "v" / "00003.wav", sr=8000)
     (wav / "id1" / "v" / "00004.wav").write_bytes(b"junk")
     with pytest.raises(DataError, match="3 bad audio file") as e:
-        corpora.voxceleb_tree(wav, "train", Validation(min_seconds=0.5))
+        voxceleb.voxceleb_tree(wav, "train", Validation(min_seconds=0.5))
     assert "00002.wav: 0.20 s" in str(e.value) and "00003.wav: sample rate 8000" in str(e.value)
     assert "00004.wav: unreadable" in str(e.value)
     v = Validation(min_seconds=0.5, drop_invalid=True)
-    table = corpora.voxceleb_tree(wav, "train", v)
+    table = voxceleb.voxceleb_tree(wav, "train", v)
     assert list(table["utt"]) == ["id1/v/00001.wav"] and len(v.dropped) == 3
 
 
@@ -203,18 +201,20 @@ def test_aam_subcentres_and_inter_topk():
         AAMSoftmax(4, 3, topk=3)
 
 
+@pytest.mark.parametrize("key", ["asnorm_top_n", "qmf_trials"])
 @pytest.mark.parametrize("bad", [0, 2.5, True, "300"])
-def test_score_names_a_bad_asnorm_top_n_before_any_work(tmp_path, bad):
+def test_score_names_a_bad_count_before_any_work(tmp_path, key, bad):
     from hp.pipeline import score
 
-    params = {"score": {"batch_seconds": 60, "sv": {"mean_subtraction": True, "asnorm_top_n": bad}}}
-    with pytest.raises(ConfigError, match="score.sv.asnorm_top_n must be a positive integer or null"):
-        score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s.pq", "s.txt")))
+    params = {"score": {"batch_seconds": 60,
+                        "sv": {"mean_subtraction": True, "asnorm_top_n": 300, "qmf_trials": None, key: bad}}}
+    with pytest.raises(ConfigError, match=f"score.sv.{key} must be a positive integer or null"):
+        score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
 
 
 def test_score_names_a_non_boolean_mean_subtraction(tmp_path):
     from hp.pipeline import score
 
-    params = {"score": {"batch_seconds": 60, "sv": {"mean_subtraction": "no", "asnorm_top_n": 300}}}
+    params = {"score": {"batch_seconds": 60, "sv": {"mean_subtraction": "no", "asnorm_top_n": 300, "qmf_trials": None}}}
     with pytest.raises(ConfigError, match="score.sv.mean_subtraction must be true or false, got 'no'"):
-        score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s.pq", "s.txt")))
+        score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))

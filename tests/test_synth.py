@@ -97,9 +97,10 @@ def test_sv_layout_audio_and_summary(sv):
     root, summary = sv
     speakers = {}
     for split, count in (("train", SV_ARGS["train_speakers"]), ("test", SV_ARGS["test_speakers"])):
-        files = sorted((root / split / "wav").rglob("*"))
+        wav_dir = root / synth.SV_DIRS[split] / "wav"
+        files = sorted(wav_dir.rglob("*"))
         wavs = [f for f in files if f.is_file()]
-        assert all(re.fullmatch(r"id\d{5}/s\d{4}/\d{5}\.wav", f.relative_to(root / split / "wav").as_posix())
+        assert all(re.fullmatch(r"id\d{5}/s\d{4}/\d{5}\.wav", f.relative_to(wav_dir).as_posix())
                    for f in wavs)
         speakers[split] = {f.parent.parent.name for f in wavs}
         assert len(speakers[split]) == count
@@ -108,14 +109,14 @@ def test_sv_layout_audio_and_summary(sv):
         assert summary[split] == {"speakers": count, "utterances": len(wavs),
                                   "seconds": pytest.approx(seconds, abs=0.01)}
     assert not speakers["train"] & speakers["test"]
-    assert {p.name for p in root.iterdir()} == {"train", "test"}
+    assert {p.name for p in root.iterdir()} == {"voxceleb1", "voxceleb2"}
     assert {p.name for p in root.parent.iterdir()} == {"corpus"}  # no temporary directories left behind
 
 
 def test_trials(sv):
     root, summary = sv
-    wav = root / "test" / "wav"
-    lines = (root / "test" / "trials.txt").read_text().splitlines()
+    wav = root / "voxceleb1" / "wav"
+    lines = (root / "voxceleb1" / "veri_test2.txt").read_text().splitlines()
     utts = sorted(p.relative_to(wav).as_posix() for p in wav.rglob("*.wav"))
     assert len(lines) == len(utts) * (len(utts) - 1) // 2  # every pair of distinct utterances once
     pairs = set()
@@ -191,7 +192,7 @@ def test_replaces_root_only_when_complete(tmp_path, monkeypatch):
     synth.write_sv_corpus(root, train_speakers=1, test_speakers=2, sessions=1, utterances_per_session=2,
                           min_seconds=1.0, max_seconds=1.0)
     assert [p.name for p in tmp_path.iterdir()] == ["corpus"] and not (root / "stale.txt").exists()
-    assert (root / "test" / "trials.txt").read_text().count("\n") == 6
+    assert (root / "voxceleb1" / "veri_test2.txt").read_text().count("\n") == 6
 
 
 @pytest.mark.parametrize("writer, args", [

@@ -32,6 +32,7 @@ BASE_BANDWIDTHS_HZ = np.array([60.0, 90.0, 140.0, 200.0, 280.0])
 F5_HZ = 4500.0
 EQ_HZ = np.geomspace(100, 8000, 6)  # control points of a session's channel EQ
 CM_ATTACKS = {"A01": "AC1", "A02": "AC2"}  # ATTACK_LABEL -> ATTACK_TAG in the protocols
+SV_DIRS = {"train": "voxceleb2", "test": "voxceleb1"}
 CM_SPLITS = (("train", "T", "train"), ("dev", "D", "dev.track_1"), ("eval", "E", "eval.track_1"))
 SV, CM = 1, 2  # corpus codes in random-stream keys
 SPEAKER, SESSION, UTTERANCE, SPOOF, ORDER = range(5)  # roles in random-stream keys
@@ -364,12 +365,13 @@ def _write_sv_split(wav_dir: Path, seed: int, split_code: int, first_id: int, sp
 def write_sv_corpus(root: Path, seed: int = 0, train_speakers: int = 24, test_speakers: int = 8,
                     sessions: int = 2, utterances_per_session: int = 3,
                     min_seconds: float = 2.0, max_seconds: float = 4.0) -> dict:
-    """VoxCeleb-shaped SV corpus.
+    """SV corpus in VoxCeleb's layout, so that it goes through the same adapters as the real one.
 
-    root/train/wav/<spk>/<session>/<NNNNN>.wav  training speakers (id00001...; VoxCeleb2-dev converted to wav)
-    root/test/wav/<spk>/<session>/<NNNNN>.wav   disjoint test speakers (id10001...; VoxCeleb1)
-    root/test/trials.txt  every pair of distinct test utterances, "<1|0> <enroll> <test>", paths relative to
-                          root/test/wav. Sessions are s0001..., utterances 00001... within a session.
+    root/voxceleb2/wav/<spk>/<session>/<NNNNN>.wav  training speakers (id00001...; as VoxCeleb2-dev in wav)
+    root/voxceleb1/wav/<spk>/<session>/<NNNNN>.wav  disjoint test speakers (id10001...; as VoxCeleb1)
+    root/voxceleb1/veri_test2.txt  every pair of distinct test utterances, "<1|0> <enroll> <test>", paths
+                                   relative to voxceleb1/wav (the Vox1-O list's format).
+    Sessions are s0001..., utterances 00001... within a session.
     Returns counts of speakers, utterances and seconds per split, and of target / non-target trials."""
     _check_counts(train_speakers=(train_speakers, 1), test_speakers=(test_speakers, 2), sessions=(sessions, 1),
                   utterances_per_session=(utterances_per_session, 1),
@@ -379,13 +381,13 @@ def write_sv_corpus(root: Path, seed: int = 0, train_speakers: int = 24, test_sp
     with atomic_dir(root) as tree:
         for split_code, (split, first_id, speakers) in enumerate((("train", 1, train_speakers),
                                                                   ("test", 10001, test_speakers))):
-            written[split] = _write_sv_split(tree / split / "wav", seed, split_code, first_id, speakers, sessions,
-                                             utterances_per_session, min_seconds, max_seconds)
+            written[split] = _write_sv_split(tree / SV_DIRS[split] / "wav", seed, split_code, first_id, speakers,
+                                             sessions, utterances_per_session, min_seconds, max_seconds)
             summary[split] = {"speakers": speakers, "utterances": len(written[split]),
                               "seconds": round(sum(seconds for _, seconds in written[split]), 2)}
         test = [utt for utt, _ in written["test"]]
         trials = [(int(a.split("/")[0] == b.split("/")[0]), a, b) for a, b in combinations(test, 2)]
-        (tree / "test" / "trials.txt").write_text("".join(f"{label} {a} {b}\n" for label, a, b in trials))
+        (tree / "voxceleb1" / "veri_test2.txt").write_text("".join(f"{label} {a} {b}\n" for label, a, b in trials))
     target = sum(label for label, _, _ in trials)
     summary["trials"] = {"target": target, "nontarget": len(trials) - target}
     return summary

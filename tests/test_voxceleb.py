@@ -1,0 +1,172 @@
+"""VoxCeleb as distributed: a small tree in the real layout (wav trees, the three trial lists, MUSAN and
+RIRS_NOISES) through prepare and manifests, their strict errors, then the SV stages under DVC."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+
+from hp.data import synth
+from hp.data.interop import read_trial_scores
+from hp.data.manifest import DataError
+from hp.errors import ConfigError
+from hp.pipeline import manifests, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+
+
+def _noise_wav(path: Path, seconds: float, seed: int, decay: float | None = None) -> None:
+    rng = np.random.default_rng(seed)
+    wave = rng.normal(0, 0.1, int(seconds * SR))
+    if decay is not None:  # an RIR: a direct path, then an exponentially decaying tail
+        wave *= np.exp(-np.arange(len(wave)) / (decay * SR))
+        wave[0] = 1.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave.astype(np.float32), SR)
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory) -> dict[str, Path]:
+    """voxceleb1/{wav,<3 trial lists>}, voxceleb2/wav, musan/{noise,music,speech}, RIRS_NOISES/simulated_rirs."""
+    root = tmp_path_factory.mktemp("trees")
+    synth.write_sv_corpus(root / "vox", seed=5, train_speakers=6, test_speakers=4, sessions=2,
+                          utterances_per_session=2, min_seconds=1.5, max_seconds=2.0)
+    vox1 = root / "vox" / "voxceleb1"
+    pairs = (vox1 / "veri_test2.txt").read_text().splitlines()  # every pair of the 16 test utterances
+    (vox1 / "list_test_all2.txt").write_text("\n".join(pairs) + "\n")
+    (vox1 / "veri_test2.txt").write_text("\n".join(pairs[:40]) + "\n")
+    (vox1 / "list_test_hard2.txt").write_text("\n".join(pairs[1::3]) + "\n")
+    for k, kind in enumerate(("noise", "music", "speech")):
+        for i in range(3):
+            _noise_wav(root / "musan" / kind / "sub" / f"{kind}-{i}.wav", 1.0 + i, seed=10 * k + i)
+    for i in range(2):
+        _noise_wav(root / "RIRS_NOISES" / "simulated_rirs" / "smallroom" / "Room001" / f"Room001-0000{i}.wav",
+                   0.3, seed=100 + i, decay=0.05)
+    return {"voxceleb1": vox1, "voxceleb2": root / "vox" / "voxceleb2", "musan": root / "musan",
+            "rirs": root / "RIRS_NOISES"}
+
+
+def vox_params(trees: dict[str, Path], **changes) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"]["sv"].update({"corpus": "voxceleb", "trials": ["O", "E", "H"],
+                                    "voxceleb1_dir": str(trees["voxceleb1"]), "voxceleb2_dir": str(trees["voxceleb2"]),
+                                    "musan_dir": str(trees["musan"]), "rirs_dir": str(trees["rirs"]), **changes})
+    return params
+
+
+def build(params: dict, out: Path) -> dict:
+    prepare("sv", params, out / "corpus")
+    return manifests("sv", params, out / "corpus", out / "manifests")
+
+
+def test_manifests_from_voxceleb_trees(trees, tmp_path):
+    summary = build(vox_params(trees), tmp_path)
+    trials = pd.read_parquet(tmp_path / "manifests" / "trials.parquet")
+    lines = {name: (trees["voxceleb1"] / f).read_text().splitlines()
+             for name, f in (("O", "veri_test2.txt"), ("E", "list_test_all2.txt"), ("H", "list_test_hard2.txt"))}
+    assert summary["trials_per_list"] == {name: len(v) for name, v in lines.items()}
+    first_h = lines["H"][0].split()
+    assert trials[trials["list"] == "H"].iloc[0][["label", "enroll", "test"]].tolist() == [int(first_h[0]), *first_h[1:]]
+    test = pd.read_parquet(tmp_path / "manifests" / "test.parquet")
+    assert set(test["utt"]) == set(trials["enroll"]) | set(trials["test"])
+    assert test["path"].map(lambda p: Path(p).is_file()).all()
+    train = pd.read_parquet(tmp_path / "manifests" / "train.parquet")
+    assert train["speaker"].nunique() == 6 and not set(train["speaker"]) & set(test["speaker"])
+    musan = pd.read_parquet(tmp_path / "manifests" / "musan.parquet")
+    assert sorted(musan["kind"].unique()) == ["music", "noise", "speech"] and len(musan) == 9
+    assert len(pd.read_parquet(tmp_path / "manifests" / "rirs.parquet")) == 2
+    source = json.loads((tmp_path / "corpus" / "corpus.json").read_text())
+    assert source["voxceleb1_dir"] == str(trees["voxceleb1"]) and source["trials"] == ["O", "E", "H"]
+
+
+def test_trial_naming_a_missing_file_fails_with_file_and_line(trees, tmp_path):
+    vox1 = tmp_path / "vox1"
+    shutil.copytree(trees["voxceleb1"], vox1)
+    lines = (vox1 / "list_test_hard2.txt").read_text().splitlines()
+    lines[2] = "0 id10001/s0001/00001.wav id10004/nosuch/00009.wav"
+    (vox1 / "list_test_hard2.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"list_test_hard2.txt:3: id10004/nosuch/00009.wav not found under"):
+        build(vox_params(trees, voxceleb1_dir=str(vox1)), tmp_path / "out")
+    lines[2] = "1 id10001/s0001/00001.wav"
+    (vox1 / "list_test_hard2.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"list_test_hard2.txt:3: expected '<1\|0> <enroll> <test>'"):
+        build(vox_params(trees, voxceleb1_dir=str(vox1)), tmp_path / "out")
+    (vox1 / "list_test_hard2.txt").unlink()
+    with pytest.raises(DataError, match=r"list_test_hard2.txt: trial list H not found"):
+        build(vox_params(trees, voxceleb1_dir=str(vox1)), tmp_path / "out")
+    assert not (tmp_path / "out" / "manifests").exists()  # nothing half-written
+
+
+def test_setup_errors_name_the_key_or_directory(trees, tmp_path):
+    with pytest.raises(ConfigError, match=r"prepare.sv.train_on includes voxceleb1, which the E and H"):
+        build(vox_params(trees, train_on=["voxceleb1", "voxceleb2"]), tmp_path)
+    with pytest.raises(ConfigError, match=r"prepare.sv.trials must be a non-empty subset"):
+        build(vox_params(trees, trials=["O", "X"]), tmp_path)
+    with pytest.raises(ConfigError, match=r"prepare.sv.trials must be a list"):
+        build(vox_params(trees, trials="OE"), tmp_path)
+    aac_only = tmp_path / "vox2"
+    (aac_only / "aac" / "id00001" / "v").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"no wav/ directory .*python -m hp.data.convert .*/aac .*/wav"):
+        build(vox_params(trees, voxceleb2_dir=str(aac_only)), tmp_path)
+    mini = yaml.safe_load((ROOT / "params.yaml").read_text())
+    mini["prepare"]["sv"]["voxceleb1_dir"] = str(trees["voxceleb1"])
+    with pytest.raises(ConfigError, match=r"prepare.sv.voxceleb1_dir is set but corpus is 'mini'"):
+        build(mini, tmp_path)
+
+
+def test_training_speakers_must_not_be_tested(trees, tmp_path):
+    vox2 = tmp_path / "vox2"
+    shutil.copytree(trees["voxceleb2"], vox2)
+    shutil.copytree(trees["voxceleb1"] / "wav" / "id10002", vox2 / "wav" / "id10002")
+    with pytest.raises(DataError, match=r"1 speaker\(s\) both in training and in the trial lists, e.g. id10002"):
+        build(vox_params(trees, voxceleb2_dir=str(vox2)), tmp_path)
+
+
+def test_voxceleb1_dev_speakers_train_with_o_only(trees, tmp_path):
+    vox1 = tmp_path / "vox1"
+    shutil.copytree(trees["voxceleb1"], vox1)
+    o = [line for line in (vox1 / "list_test_all2.txt").read_text().splitlines()
+         if all(u.split("/")[0] in ("id10001", "id10002") for u in line.split()[1:])]
+    (vox1 / "veri_test2.txt").write_text("\n".join(o) + "\n")
+    build(vox_params(trees, voxceleb1_dir=str(vox1), trials=["O"], train_on=["voxceleb1", "voxceleb2"]), tmp_path)
+    train = pd.read_parquet(tmp_path / "manifests" / "train.parquet")
+    # VoxCeleb1's speakers outside the O list (its "dev" part) join VoxCeleb2's six
+    assert set(train["speaker"]) == {f"id0000{i}" for i in range(1, 7)} | {"id10003", "id10004"}
+
+
+def test_sv_stages_on_voxceleb_under_dvc(trees, tmp_path):
+    """prepare -> manifests -> warmup -> finetune -> compact -> score on the VoxCeleb-shaped tree, with MUSAN/RIR
+    augmentation, the frozen-front-end phase, ECAPA-TDNN, checkpoint averaging and QMF."""
+    from test_pipeline_e2e import make_repo, run
+
+    params = vox_params(trees)
+    params["warmup"]["sv"].update(epochs=2, batch_size=4, crop_seconds=1.0, log_every=2)
+    params["finetune"]["sv"].update(epochs=6, batch_size=4, crop_seconds=1.0, warmup_epochs=1,
+                                    sparsity_warmup_epochs=3, average_last=2, lr_reference_batch=8,
+                                    margin_start_epoch=0, margin_full_epoch=2, log_every=2)
+    params["finetune"]["sv"]["head"].update(backend="ecapa", ecapa_channels=16, embedding=16)
+    params["score"]["sv"].update(qmf_trials=100)
+    repo = make_repo(tmp_path, params)
+    run(["dvc", "repro", "score@sv"], repo)
+
+    warm = json.loads((repo / "metrics" / "sv" / "warmup.json").read_text())
+    assert warm["epochs"] == 2 and warm["augmentation"] and (repo / "models/sv/warmup/head.safetensors").is_file()
+    fine = json.loads((repo / "metrics" / "sv" / "finetune.json").read_text())
+    assert fine["augmentation"] and fine["lr"] == pytest.approx(params["finetune"]["sv"]["lr"] * 4 / 8)
+    margins = pd.read_csv(repo / "dvclive" / "sv" / "plots" / "metrics" / "margin.tsv", sep="\t")["margin"]
+    assert margins.iloc[0] == 0.0 and margins.iloc[-1] == pytest.approx(0.2)
+    sv = json.loads((repo / "metrics" / "sv.json").read_text())
+    assert set(sv["lists"]) == {"O", "E", "H"} and sv["qmf_trials"] == 100 and sv["asnorm_top_n"] == 6
+    for name, counts in sv["lists"].items():
+        assert {"cosine", "asnorm", "qmf"} <= set(counts)
+        assert all(0 <= counts[kind]["eer"] <= 1 for kind in ("cosine", "asnorm", "qmf"))
+        exported = read_trial_scores(repo / "scores" / "sv" / f"{name}.txt")
+        assert len(exported) == counts["trials"]
+    scores = pd.read_parquet(repo / "scores" / "sv" / "scores.parquet")
+    o = scores[scores["list"] == "O"]
+    assert np.allclose(read_trial_scores(repo / "scores" / "sv" / "O.txt")["score"], o["score_qmf"], atol=1e-6)
