@@ -189,21 +189,24 @@ class ECAPATDNN(nn.Module):
     """ECAPA-TDNN (Desplanques et al., 2020) over a softmax-weighted sum of all hidden states.
 
     weighted sum [B, T, D] -> TDNN layer (kernel 5) to `channels` C -> three SE-Res2Blocks (kernel 3,
-    dilations 2, 3, 4) -> multi-layer feature aggregation (the three block outputs concatenated, 1x1 conv to 3C,
-    ReLU) -> attentive statistics pooling (6C) -> BatchNorm -> Linear -> BatchNorm to `embedding`.
+    dilations 2, 3, 4) -> multi-layer feature aggregation (the three block outputs concatenated, 1x1 conv to
+    `mfa_channels` M, ReLU; None: 3C) -> attentive statistics pooling (2M) -> BatchNorm -> Linear -> BatchNorm
+    to `embedding`. The paper, WeSpeaker and ESPnet-SPK keep M = 1536 for C = 512 and C = 1024 alike.
     Padded frames are kept at zero throughout (see the note above `zero_padding`).
     """
 
     def __init__(self, num_states: int, dim: int, channels: int = 512, embedding: int = 192,
-                 attention_channels: int = 128, se_channels: int = 128, scale: int = 8):
+                 attention_channels: int = 128, se_channels: int = 128, scale: int = 8,
+                 mfa_channels: int | None = None):
         super().__init__()
+        mfa = 3 * channels if mfa_channels is None else mfa_channels
         self.layer_weights = nn.Parameter(torch.zeros(num_states))
         self.stem = TDNNLayer(dim, channels, kernel_size=5)
         self.blocks = nn.ModuleList(SERes2Block(channels, 3, dilation, scale, se_channels) for dilation in (2, 3, 4))
-        self.aggregate = nn.Conv1d(3 * channels, 3 * channels, 1)
-        self.pool = AttentiveStatsPool(3 * channels, attention_channels)
-        self.pool_norm = nn.BatchNorm1d(6 * channels)
-        self.out = nn.Linear(6 * channels, embedding)
+        self.aggregate = nn.Conv1d(3 * channels, mfa, 1)
+        self.pool = AttentiveStatsPool(mfa, attention_channels)
+        self.pool_norm = nn.BatchNorm1d(2 * mfa)
+        self.out = nn.Linear(2 * mfa, embedding)
         self.out_norm = nn.BatchNorm1d(embedding)
 
     def forward(self, states: tuple[torch.Tensor, ...], frame_mask: torch.Tensor | None = None) -> torch.Tensor:

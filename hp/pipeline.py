@@ -45,7 +45,7 @@ def prepare(task: str, params: dict, out: Path) -> dict:
 def _prepare_sv(cfg: dict, out: Path) -> dict:
     """mini: synthesise the corpus in VoxCeleb's layout; voxceleb: check the trees. Either way corpus.json
     says where the data is, and the manifests stage reads only that."""
-    corpus, mini = cfg.pop("corpus"), cfg.pop("mini")
+    corpus, mini = cfg.pop("corpus"), cfg.pop("mini", None)
     for key in ("trials", "train_on"):
         if not isinstance(cfg.get(key), list):
             raise ConfigError(f"params.yaml: prepare.sv.{key} must be a list, got {cfg.get(key)!r}")
@@ -71,6 +71,8 @@ def _prepare_sv(cfg: dict, out: Path) -> dict:
     if source.trials != ("O",) or source.train_on != ("voxceleb2",):
         raise ConfigError("params.yaml: the mini corpus has one trial list (O) and one training set (voxceleb2); "
                           "set prepare.sv.trials: [O] and train_on: [voxceleb2]")
+    if not isinstance(mini, dict):
+        raise ConfigError("params.yaml: prepare.sv.mini must be a mapping of the mini corpus's settings")
     try:
         summary = synth.write_sv_corpus(out, **mini)
     except (TypeError, ValueError) as e:  # an unknown key or an out-of-range value
@@ -157,7 +159,7 @@ def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Pa
     if group.get("epochs") == 0:
         with atomic_dir(out) as tmp:
             write_json(tmp / "head.json", {"epochs": 0})
-        live_dir.mkdir(parents=True, exist_ok=True)  # no curves, but the stage's output exists
+        write_json(live_dir / "metrics.json", {"epochs": 0})  # no curves; git keeps the (uncached) output
         result = {"epochs": 0}
     else:
         cfg, head, table, labels, augment = _training_setup(task, params, "warmup", manifests_dir)
@@ -222,12 +224,14 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     """
     batch_seconds = float(section(params, "score.batch_seconds"))
     if task == "sv":  # check the params before any work
-        cfg = section(params, "score.sv")
-        counts = {key: cfg[key] for key in ("asnorm_top_n", "qmf_trials")}
+        counts = {key: section(params, f"score.sv.{key}") for key in ("asnorm_top_n", "qmf_trials")}
         for key, value in counts.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"params.yaml: score.sv.{key} must be a positive integer or null, got {value!r}")
-        mean_subtraction = flag(cfg["mean_subtraction"], "score.sv.mean_subtraction")
+        qmf_seed = section(params, "score.sv.qmf_seed")
+        if isinstance(qmf_seed, bool) or not isinstance(qmf_seed, int):
+            raise ConfigError(f"params.yaml: score.sv.qmf_seed must be an integer, got {qmf_seed!r}")
+        mean_subtraction = flag(section(params, "score.sv.mean_subtraction"), "score.sv.mean_subtraction")
     compact_info = json.loads(Path(compact_metrics).read_text())
     model = TaskModel.load(model_dir).eval()
     exports = {}
@@ -236,16 +240,15 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
         train = pd.read_parquet(manifests_dir / "train.parquet")
         table, task_metrics = score_sv(model, pd.read_parquet(manifests_dir / "test.parquet"), trials, train,
                                        batch_seconds, mean_subtraction, counts["asnorm_top_n"],
-                                       counts["qmf_trials"], int(section(params, "model.seed")))
-        final = [c for c in table.columns if c.startswith("score_")][-1]  # cosine < asnorm < qmf
+                                       counts["qmf_trials"], qmf_seed)
+        final = next(f"score_{kind}" for kind in ("qmf", "asnorm", "cosine") if f"score_{kind}" in table)
         for name, rows in table.groupby("list", sort=False):
             exports[f"{name}.txt"] = partial(write_trial_scores, rows, rows[final].to_numpy())
         first = table[table["list"] == table["list"].iat[0]]
         scores, labels = first[final].to_numpy(), first["label"].to_numpy()
         if counts["asnorm_top_n"] is not None:
             task_metrics["asnorm_top_n"] = min(counts["asnorm_top_n"], train["speaker"].nunique())
-        task_metrics.update(qmf_trials=counts["qmf_trials"], det=f"{table['list'].iat[0]} {final}",
-                            trials=int(len(table)))
+        task_metrics.update(qmf_trials=counts["qmf_trials"], det=f"{table['list'].iat[0]} {final}")
     else:
         evaluation = pd.read_parquet(manifests_dir / "eval.parquet")
         embeddings = embed_utterances(model, evaluation, batch_seconds)

@@ -60,13 +60,14 @@ def cm_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
 
 def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame,
              batch_seconds: float = 60.0, mean_subtraction: bool = True, top_n: int | None = 300,
-             qmf_trials: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+             qmf_trials: int | None = None, qmf_seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """Score every trial (of all lists at once: each utterance is embedded once) and evaluate each list.
 
     Scores: cosine after the training mean is subtracted (`mean_subtraction`), AS-norm with the training
     speakers as cohort (`top_n`; None: off), and QMF (`qmf_trials` trials drawn from the training set train
-    a logistic regression on the final score, the trial's durations and embedding norms; None: off).
-    Returns the trials with a column `score_<kind>` per kind and {"lists": {list: {"trials": n, kind: metrics}}}.
+    a logistic regression on the AS-normed (else cosine) score, the trial's durations and embedding norms;
+    None: off). Returns the trials with a column `score_<kind>` per kind (cosine, asnorm, qmf: the last is
+    the system's final score) and {"lists": {list: {"trials": n, kind: metrics}}}.
     """
     test_emb, train_emb = (embed_utterances(model, t, batch_seconds) for t in (test, train))
     speakers = train["speaker"].to_numpy()
@@ -78,8 +79,10 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
         def features(emb, table, e, t, s):
             seconds, norms = table["duration_s"].to_numpy(), np.linalg.norm(emb, axis=1)
             return qmf_features(s, seconds[e], seconds[t], norms[e], norms[t])
-        e, t, y = sample_trials(speakers, qmf_trials, seed)
-        held = score_trials(train_emb, e, t, train_emb, speakers, mean_subtraction, top_n)
+        e, t, y = sample_trials(speakers, qmf_trials, qmf_seed)
+        used, inverse = np.unique(np.concatenate([e, t]), return_inverse=True)  # only these need statistics
+        held = score_trials(train_emb[used], inverse[:len(e)], inverse[len(e):], train_emb, speakers,
+                            mean_subtraction, top_n, speakers=speakers[used])
         last = "asnorm" if "asnorm" in held else "raw"
         calibration = fit_logistic(features(train_emb, train, e, t, held[last]), y)
         columns["qmf"] = calibration.llr(features(test_emb, test, enroll, test_idx, scored[last]))

@@ -28,17 +28,24 @@ def speaker_cohort(embeddings: np.ndarray, speakers: list[str] | np.ndarray) -> 
     return (sums / torch.bincount(torch.from_numpy(inverse)).unsqueeze(1)).numpy()
 
 
-def cohort_statistics(embeddings: np.ndarray, cohort: np.ndarray, top_n: int,
-                      chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) of each embedding's `top_n` highest cosine scores against the cohort."""
+def cohort_statistics(embeddings: np.ndarray, cohort: np.ndarray, top_n: int, chunk: int = 2048,
+                      exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of each embedding's `top_n` highest cosine scores against the cohort.
+
+    `exclude[i]`, if given, is a cohort row left out for embedding i (its own speaker, when training
+    utterances are normalised against a cohort of the training speakers)."""
     if top_n < 1:
         raise ValueError(f"AS-norm top_n must be >= 1, got {top_n}")
-    if top_n > len(cohort):
+    if top_n > len(cohort) - (exclude is not None):
         raise ValueError(f"AS-norm top_n {top_n} exceeds the cohort's {len(cohort)} entries")
     e, c = _normalised(embeddings), _normalised(cohort)
+    skip = None if exclude is None else torch.as_tensor(exclude, dtype=torch.long)
     means, stds = [], []
-    for part in e.split(chunk):  # bounds memory at chunk x cohort scores
-        top = torch.topk(part @ c.T, top_n, dim=1).values.double()
+    for start, part in zip(range(0, len(e), chunk), e.split(chunk)):  # bounds memory at chunk x cohort scores
+        scores = part @ c.T
+        if skip is not None:
+            scores[torch.arange(len(part)), skip[start:start + len(part)]] = -torch.inf
+        top = torch.topk(scores, top_n, dim=1).values.double()
         means.append(top.mean(1))
         stds.append(top.std(1, correction=0))
     return torch.cat(means).numpy(), torch.cat(stds).numpy()
@@ -59,18 +66,23 @@ def trial_scores(embeddings: np.ndarray, enroll: np.ndarray, test: np.ndarray) -
 
 def score_trials(embeddings: np.ndarray, enroll: np.ndarray, test: np.ndarray, train_embeddings: np.ndarray,
                  train_speakers: list[str] | np.ndarray, mean_subtraction: bool = True,
-                 top_n: int | None = 300) -> dict[str, np.ndarray]:
+                 top_n: int | None = 300, speakers: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Raw cosine scores and, when `top_n` is set, AS-normed ones with a training-speaker cohort.
 
     `mean_subtraction` removes the training set's mean embedding from every embedding first (the authors'
-    recipe). `top_n` larger than the number of training speakers uses all of them.
+    recipe). `top_n` larger than the number of training speakers uses all of them. `speakers` (one id per
+    row of `embeddings`) is for trials among training utterances: each utterance's own speaker, whose cohort
+    entry holds that very utterance, is left out of its statistics, as a test speaker is never in the cohort.
     """
     if mean_subtraction:
         mean = train_embeddings.mean(0, keepdims=True)
         embeddings, train_embeddings = embeddings - mean, train_embeddings - mean
     out = {"raw": trial_scores(embeddings, enroll, test)}
     if top_n is not None:
+        codes = np.unique(np.asarray(train_speakers))
         cohort = speaker_cohort(train_embeddings, train_speakers)
-        mu, sd = cohort_statistics(embeddings, cohort, min(top_n, len(cohort)))
+        exclude = None if speakers is None else np.searchsorted(codes, np.asarray(speakers))
+        n = min(top_n, len(cohort) - (exclude is not None))
+        mu, sd = cohort_statistics(embeddings, cohort, n, exclude=exclude)
         out["asnorm"] = as_norm(out["raw"], (mu[enroll], sd[enroll]), (mu[test], sd[test]))
     return out

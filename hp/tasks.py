@@ -31,7 +31,8 @@ class HeadConfig:
     backend: str = "mhfa"  # "mhfa" (the authors') or "ecapa" (ECAPA-TDNN over a weighted layer sum)
     heads: int = 32  # MHFA
     compression: int = 128  # MHFA
-    ecapa_channels: int = 512  # ECAPA-TDNN (1024 in its large variant)
+    ecapa_channels: int = 512  # ECAPA-TDNN C (1024 in its large variant) ...
+    ecapa_mfa_channels: int = 1536  # ... and its aggregation width (1536 for both, as in the paper)
     embedding: int = 256
     margin: float = 0.2  # AAM-softmax (SV)
     scale: float = 32.0
@@ -56,7 +57,8 @@ class TaskModel(nn.Module):
         c, states = frontend.config, frontend.config.num_hidden_layers + 1
         self.backend = (MHFA(states, c.hidden_size, head.heads, head.compression, head.embedding)
                         if head.backend == "mhfa" else
-                        ECAPATDNN(states, c.hidden_size, head.ecapa_channels, head.embedding))
+                        ECAPATDNN(states, c.hidden_size, head.ecapa_channels, head.embedding,
+                                  mfa_channels=head.ecapa_mfa_channels))
         self.loss = (AAMSoftmax(head.embedding, len(labels), head.margin, head.scale, head.subcenters, head.topk,
                                 head.topk_penalty) if task == "sv"
                      else LinearClassifier(head.embedding, len(labels)))

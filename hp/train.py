@@ -193,6 +193,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
         optimizer, lambda s: lr_factor(s, warmup, total, cfg.final_lr / cfg.lr))
     main_params = [p for g in main_groups for p in g["params"]]
     full_margin = getattr(model.loss, "margin", None)  # AAM-softmax (SV) only
+    full_penalty = getattr(model.loss, "topk_penalty", None)
     average = ParameterAverage(model, cfg.average_last)
 
     frontend = model.frontend
@@ -202,9 +203,9 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
         data.epoch = epoch
         for wave, labels in loader:
             wave, labels = wave.to(device), labels.to(device)
-            if full_margin is not None:
-                model.loss.margin = full_margin * margin_factor(step / steps_per_epoch, cfg.margin_start_epoch,
-                                                                cfg.margin_full_epoch)
+            if full_margin is not None:  # the inter-top-k penalty follows the margin's ramp (as in WeSpeaker)
+                ramp = margin_factor(step / steps_per_epoch, cfg.margin_start_epoch, cfg.margin_full_epoch)
+                model.loss.margin, model.loss.topk_penalty = full_margin * ramp, full_penalty * ramp
             target = controller.target_at(step) if pruning else 0.0
             logging = logger is not None and (step % cfg.log_every == 0 or step == total - 1)
             may_freeze = (pruning and frozen_at is None and cfg.freeze_tolerance is not None
@@ -246,7 +247,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
             average.add(model)
     progress.close()
     if full_margin is not None:
-        model.loss.margin = full_margin
+        model.loss.margin, model.loss.topk_penalty = full_margin, full_penalty
     average.apply(model)
     model.eval()
     return {"steps": step, "lr": lr, "gates_frozen_at_step": frozen_at}

@@ -151,10 +151,13 @@ def test_res2net_groups_are_chained():
         assert used.tolist() == [j != 0 and j <= i for j in range(4)], i
 
 
-def test_ecapa_size_matches_paper():
-    """On 80 filterbanks with C = 512, ECAPA-TDNN has the paper's 6.2M parameters."""
-    count = sum(p.numel() for p in ECAPATDNN(1, 80, channels=512, embedding=192).parameters())
-    assert abs(count - 6.2e6) < 0.01 * 6.2e6, count
+@pytest.mark.parametrize("channels, paper", [(512, 6.2e6), (1024, 14.7e6)])
+def test_ecapa_size_matches_paper(channels, paper):
+    """On 80 filterbanks ECAPA-TDNN has the paper's 6.2M (C = 512) and 14.7M (C = 1024) parameters, with the
+    aggregation at 1536 channels for both."""
+    model = ECAPATDNN(1, 80, channels=channels, embedding=192, mfa_channels=1536)
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count - paper) < 0.01 * paper, count
 
 
 def test_ecapa_gradients_reach_every_parameter():

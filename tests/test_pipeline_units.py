@@ -207,7 +207,8 @@ def test_score_names_a_bad_count_before_any_work(tmp_path, key, bad):
     from hp.pipeline import score
 
     params = {"score": {"batch_seconds": 60,
-                        "sv": {"mean_subtraction": True, "asnorm_top_n": 300, "qmf_trials": None, key: bad}}}
+                        "sv": {"mean_subtraction": True, "asnorm_top_n": 300, "qmf_trials": None, "qmf_seed": 0,
+                               key: bad}}}
     with pytest.raises(ConfigError, match=f"score.sv.{key} must be a positive integer or null"):
         score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
 
@@ -215,6 +216,7 @@ def test_score_names_a_bad_count_before_any_work(tmp_path, key, bad):
 def test_score_names_a_non_boolean_mean_subtraction(tmp_path):
     from hp.pipeline import score
 
-    params = {"score": {"batch_seconds": 60, "sv": {"mean_subtraction": "no", "asnorm_top_n": 300, "qmf_trials": None}}}
+    params = {"score": {"batch_seconds": 60,
+                        "sv": {"mean_subtraction": "no", "asnorm_top_n": 300, "qmf_trials": None, "qmf_seed": 0}}}
     with pytest.raises(ConfigError, match="score.sv.mean_subtraction must be true or false, got 'no'"):
         score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))

@@ -61,3 +61,24 @@ def test_score_trials_mean_subtraction_and_small_cohorts():
     cohort = speaker_cohort(train_emb - mean, speakers)
     np.testing.assert_allclose(centred["asnorm"], _naive_asnorm(test_emb - mean, enroll, test, cohort, 3),
                                atol=1e-5)
+
+
+def test_training_trials_leave_their_own_speaker_out_of_the_cohort():
+    """QMF calibrates on trials among training utterances: each side's statistics must skip its own speaker."""
+    rng = np.random.default_rng(2)
+    speakers = np.repeat(["s0", "s1", "s2", "s3", "s4"], 4)
+    train = rng.normal(size=(20, 8)) + np.repeat(rng.normal(size=(5, 8)) * 2, 4, axis=0)
+    enroll, test = rng.integers(0, 20, 60), rng.integers(0, 20, 60)
+    got = score_trials(train, enroll, test, train, speakers, mean_subtraction=False, top_n=3, speakers=speakers)
+    cohort = speaker_cohort(train, speakers)  # rows in sorted speaker order s0..s4
+    expected = []
+    for e, t in zip(enroll, test):
+        s, sides = _cos(train[e], train[t]), []
+        for u in (e, t):
+            others = [c for k, c in enumerate(cohort) if k != int(speakers[u][1])]
+            top = np.sort([_cos(train[u], c) for c in others])[::-1][:3]
+            sides.append((s - top.mean()) / top.std())
+        expected.append(0.5 * sum(sides))
+    np.testing.assert_allclose(got["asnorm"], expected, atol=1e-5)
+    plain = score_trials(train, enroll, test, train, speakers, mean_subtraction=False, top_n=3)
+    assert np.abs(plain["asnorm"] - got["asnorm"]).max() > 0.1  # the own speaker does sit in the top 3

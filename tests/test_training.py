@@ -72,7 +72,7 @@ def test_frozen_frontend_phase_trains_only_the_head_and_hands_it_over(corpus, tm
     assert run["steps"] == 6 and run["gates_frozen_at_step"] is None
     assert all(torch.equal(v, frontend_before[k]) for k, v in model.frontend.state_dict().items())
     assert any(not torch.equal(v, head_before[k]) for k, v in model.head_state().items())
-    assert model.loss.margin == HEAD.margin  # restored after the ramp
+    assert model.loss.margin == HEAD.margin and model.loss.topk_penalty == HEAD.topk_penalty  # restored
     model.save_head(tmp_path / "warm", {"epochs": 2})
 
     gated = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, HEAD)

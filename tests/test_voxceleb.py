@@ -113,10 +113,26 @@ def test_setup_errors_name_the_key_or_directory(trees, tmp_path):
     (aac_only / "aac" / "id00001" / "v").mkdir(parents=True)
     with pytest.raises(DataError, match=r"no wav/ directory .*python -m hp.data.convert .*/aac .*/wav"):
         build(vox_params(trees, voxceleb2_dir=str(aac_only)), tmp_path)
+    shutil.copytree(trees["voxceleb2"] / "wav", aac_only / "wav")  # a conversion stopped one file short
+    for wav in (aac_only / "wav").glob("*/*/*.wav"):
+        m4a = aac_only / "aac" / wav.relative_to(aac_only / "wav").with_suffix(".m4a")
+        m4a.parent.mkdir(parents=True, exist_ok=True)
+        m4a.write_bytes(b"")
+    (aac_only / "aac" / "id00001" / "v" / "00009.m4a").write_bytes(b"")
+    with pytest.raises(DataError, match=r"1 of the 25 files under .*/aac are not converted \(e.g. "
+                                        r"id00001/v/00009.wav\); finish with: python -m hp.data.convert"):
+        build(vox_params(trees, voxceleb2_dir=str(aac_only)), tmp_path)
     mini = yaml.safe_load((ROOT / "params.yaml").read_text())
     mini["prepare"]["sv"]["voxceleb1_dir"] = str(trees["voxceleb1"])
     with pytest.raises(ConfigError, match=r"prepare.sv.voxceleb1_dir is set but corpus is 'mini'"):
         build(mini, tmp_path)
+    del mini["prepare"]["sv"]["mini"]
+    mini["prepare"]["sv"]["voxceleb1_dir"] = None
+    with pytest.raises(ConfigError, match=r"prepare.sv.mini must be a mapping"):
+        build(mini, tmp_path)
+    without_mini = vox_params(trees, trials=["O"])
+    del without_mini["prepare"]["sv"]["mini"]  # a VoxCeleb params file need not carry the mini corpus's group
+    assert build(without_mini, tmp_path / "ok")["trials_per_list"] == {"O": 40}
 
 
 def test_training_speakers_must_not_be_tested(trees, tmp_path):
@@ -149,7 +165,7 @@ def test_sv_stages_on_voxceleb_under_dvc(trees, tmp_path):
     params["finetune"]["sv"].update(epochs=6, batch_size=4, crop_seconds=1.0, warmup_epochs=1,
                                     sparsity_warmup_epochs=3, average_last=2, lr_reference_batch=8,
                                     margin_start_epoch=0, margin_full_epoch=2, log_every=2)
-    params["finetune"]["sv"]["head"].update(backend="ecapa", ecapa_channels=16, embedding=16)
+    params["finetune"]["sv"]["head"].update(backend="ecapa", ecapa_channels=16, ecapa_mfa_channels=40, embedding=16)
     params["score"]["sv"].update(qmf_trials=100)
     repo = make_repo(tmp_path, params)
     run(["dvc", "repro", "score@sv"], repo)

@@ -103,6 +103,18 @@ def _table(utts: list[str], paths: list[str], split: str) -> pd.DataFrame:
                          "duration_s": 0.0, "sample_rate": 0, "split": split})[COLUMNS]
 
 
+def check_converted(root: Path) -> None:
+    """Beside aac/, wav/ must hold every file converted: a stopped conversion leaves a silent subset."""
+    aac, wav = root / "aac", root / "wav"
+    if not aac.is_dir():
+        return
+    expected = {f.relative_to(aac).with_suffix(".wav").as_posix() for f in aac.glob("*/*/*.m4a")}
+    missing = expected - {f.relative_to(wav).as_posix() for f in wav.glob("*/*/*.wav")}
+    if missing:
+        raise DataError(f"{wav}: {len(missing)} of the {len(expected)} files under {aac} are not converted "
+                        f"(e.g. {min(missing)}); finish with: python -m hp.data.convert {aac} {wav}")
+
+
 def trial_lists(source: SVSource) -> dict[str, pd.DataFrame]:
     """The chosen trial lists, strictly parsed; a trial naming a missing file fails with file and line."""
     wav_dir = Path(source.voxceleb1_dir) / "wav"
@@ -136,6 +148,7 @@ def sv_tables(source: SVSource, validation: Validation) -> dict[str, pd.DataFram
     tested = set(test["speaker"])
     parts = []
     if "voxceleb2" in source.train_on:
+        check_converted(Path(source.voxceleb2_dir))
         parts.append(voxceleb_tree(Path(source.voxceleb2_dir) / "wav", "train", validation))
     if "voxceleb1" in source.train_on:  # its dev part: every speaker the trial lists do not test
         vox1 = voxceleb_tree(vox1_wav, "train", validation)
