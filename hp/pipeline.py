@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from hp.data import augment, corpora, synth, voxceleb
-from hp.data.augment import AugmentConfig, Augmenter
+from hp.data import corpora, synth, voxceleb
+from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
 from hp.data.interop import write_cm_scores, write_kaldi_dir, write_trial_scores
 from hp.data.manifest import Validation, write_parquet
 from hp.errors import ConfigError
@@ -96,9 +96,9 @@ def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
         source = voxceleb.SVSource.read(corpus / "corpus.json")
         tables = voxceleb.sv_tables(source, validation)
         if source.musan_dir is not None:
-            tables["musan"] = augment.musan_table(source.musan_dir)
+            tables["musan"] = musan_table(source.musan_dir)
         if source.rirs_dir is not None:
-            tables["rirs"] = augment.rir_table(source.rirs_dir)
+            tables["rirs"] = rir_table(source.rirs_dir)
     else:
         tables = {}
         for split, name in (("train", "train"), ("dev", "dev.track_1"), ("eval", "eval.track_1")):
@@ -141,12 +141,12 @@ def _training_setup(task: str, params: dict, stage: str, manifests_dir: Path, **
     cfg = typed(TrainConfig, group, f"{stage}.{task}", **extra)
     table = pd.read_parquet(manifests_dir / "train.parquet")
     labels = sorted(table["label"].unique()) if task == "sv" else list(CM_LABELS)
-    augment = None
+    augmenter = None
     tables = {name: manifests_dir / f"{name}.parquet" for name in ("musan", "rirs")}
     if cfg.aug_prob > 0 and any(path.is_file() for path in tables.values()):
         noise, rirs = (pd.read_parquet(path) if path.is_file() else None for path in tables.values())
-        augment = Augmenter(noise, rirs, AugmentConfig(prob=cfg.aug_prob))
-    return cfg, head, table, labels, augment
+        augmenter = Augmenter(noise, rirs, AugmentConfig(prob=cfg.aug_prob))
+    return cfg, head, table, labels, augmenter
 
 
 def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Path, metrics_path: Path) -> dict:
@@ -162,16 +162,16 @@ def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Pa
         write_json(live_dir / "metrics.json", {"epochs": 0})  # no curves; git keeps the (uncached) output
         result = {"epochs": 0}
     else:
-        cfg, head, table, labels, augment = _training_setup(task, params, "warmup", manifests_dir)
+        cfg, head, table, labels, augmenter = _training_setup(task, params, "warmup", manifests_dir)
         seed_everything(cfg.seed)
         model = TaskModel(task, pretrained_frontend(params, prune=False), labels, head).freeze_frontend()
         logger = LiveLogger(str(live_dir))
         start = time.time()
-        run = train(model, table, cfg, logger, augment)
+        run = train(model, table, cfg, logger, augmenter)
         logger.close()
         model.cpu().save_head(out, {"epochs": cfg.epochs})
         result = {"train_seconds": round(time.time() - start, 1), "epochs": cfg.epochs, **run,
-                  "augmentation": augment is not None, "utterances": len(table), "classes": len(labels)}
+                  "augmentation": augmenter is not None, "utterances": len(table), "classes": len(labels)}
     write_json(metrics_path, result)
     return result
 
@@ -179,7 +179,7 @@ def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Pa
 def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out: Path, live_dir: Path,
              metrics_path: Path) -> dict:
     """Phase 2: joint pruning + fine-tuning, from the warm-up's head when there was a warm-up."""
-    cfg, head, table, labels, augment = _training_setup(task, params, "finetune", manifests_dir,
+    cfg, head, table, labels, augmenter = _training_setup(task, params, "finetune", manifests_dir,
                                                         target_sparsity=float(params["target_sparsity"]))
     seed_everything(cfg.seed)
     model = TaskModel(task, pretrained_frontend(params), labels, head)
@@ -187,13 +187,13 @@ def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out
         model.load_head(warmup_dir)
     logger = LiveLogger(str(live_dir))
     start = time.time()
-    run = train(model, table, cfg, logger, augment)
+    run = train(model, table, cfg, logger, augmenter)
     logger.close()
     model.cpu().save(out)
     result = {"train_seconds": round(time.time() - start, 1),
               "expected_sparsity": model.frontend.expected_sparsity().item(),
               "deterministic_sparsity": model.frontend.deterministic_sparsity(),
-              **run, "augmentation": augment is not None, "utterances": len(table), "classes": len(labels)}
+              **run, "augmentation": augmenter is not None, "utterances": len(table), "classes": len(labels)}
     write_json(metrics_path, result)
     return result
 
