@@ -1,7 +1,7 @@
 """Score calibration: prior-weighted linear logistic regression (as in BOSARIS/FoCal) mapping scores, or a few
-quality features (QMF, for SV), to natural-log likelihood ratios, and the Cllr loss that judges the result.
+quality features (QMF, for SV), to natural-log likelihood ratios; hp.metrics.cllr judges the result.
 
-Labels as in hp.metrics: 1 = target / bona fide, 0 = non-target / spoof.
+Labels as in hp.metrics (whose input checks apply): 1 = target / bona fide, 0 = non-target / spoof.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hp.errors import ConfigError
+from hp.metrics import check_finite, check_labels
 
 # Column order of qmf_features(); a QMF calibration's weights follow it.
 QMF_COLUMNS = ("score", "log_min_seconds", "log_max_seconds", "min_norm", "max_norm")
@@ -20,24 +21,6 @@ QMF_COLUMNS = ("score", "log_min_seconds", "log_max_seconds", "min_norm", "max_n
 # objective is O(1) (about ln 2 at the start), so this is near float64 resolution; Newton converges
 # quadratically, so reaching it costs one or two steps more than a loose tolerance.
 _TOL = 1e-14
-
-
-def _check_labels(labels, n: int, what: str) -> np.ndarray:
-    # Kept here rather than imported from hp.metrics so that hp.metrics can re-export cllr without a cycle.
-    labels = np.asarray(labels).ravel()
-    if n == 0 or labels.size != n:
-        raise ValueError(f"need equally many {what} and labels, got {n} and {labels.size}")
-    if not np.isin(labels, (0, 1)).all():
-        raise ValueError("labels must be 0 or 1")
-    labels = labels.astype(bool)
-    if labels.all() or not labels.any():
-        raise ValueError("need both classes: got only " + ("positives" if labels.all() else "negatives"))
-    return labels
-
-
-def _check_finite(x: np.ndarray, what: str) -> None:
-    if not np.isfinite(x).all():
-        raise ValueError(f"{what} hold {int((~np.isfinite(x)).sum())} NaN or infinite values")
 
 
 def _as_matrix(features, what: str = "features") -> np.ndarray:
@@ -55,18 +38,6 @@ def _softplus(x: np.ndarray) -> np.ndarray:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
-
-
-def cllr(llrs, labels) -> float:
-    """Cllr in bits: 0.5 * (mean_targets log2(1 + e^-llr) + mean_nontargets log2(1 + e^llr)).
-
-    The calibration loss of natural-log LLRs (brief §5): 1 bit for llr = 0 everywhere, 0 for perfect, confident
-    LLRs. Lives here for now; hp.metrics is meant to re-export it.
-    """
-    llrs = np.asarray(llrs, dtype=np.float64).ravel()
-    labels = _check_labels(labels, llrs.size, "llrs")
-    _check_finite(llrs, "llrs")
-    return float(0.5 * (_softplus(-llrs[labels]).mean() + _softplus(llrs[~labels]).mean()) / math.log(2))
 
 
 @dataclass(frozen=True)
@@ -135,8 +106,8 @@ def fit_logistic(features, labels, prior: float = 0.5, l2: float = 1e-6, max_ite
     has not converged after `max_iter` steps.
     """
     x = _as_matrix(features)
-    y = _check_labels(labels, x.shape[0], "feature rows")
-    _check_finite(x, "features")
+    y = check_labels(labels, x.shape[0], "feature rows")
+    check_finite(x, "features")
     if not 0 < prior < 1:
         raise ValueError(f"prior must be in (0, 1), got {prior}")
     if not (l2 >= 0 and math.isfinite(l2)):
@@ -205,7 +176,7 @@ def qmf_features(scores, enroll_seconds, test_seconds, enroll_norms, test_norms)
         raise ValueError("qmf_features needs equally many values of each input, got "
                          + ", ".join(f"{n} {v.size}" for n, v in zip(names, cols)))
     for n, v in zip(names, cols):
-        _check_finite(v, n)
+        check_finite(v, n)
     score, e_sec, t_sec, e_norm, t_norm = cols
     if (e_sec <= 0).any() or (t_sec <= 0).any():
         raise ValueError("durations must be positive seconds")

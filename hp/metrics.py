@@ -5,22 +5,38 @@ order among equal scores can change a result. Results are fractions, not percent
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
-def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+def check_sizes(n: int, labels: np.ndarray, what: str) -> None:
+    if n == 0 or labels.size != n:
+        raise ValueError(f"need equally many {what} and labels, got {n} and {labels.size}")
+
+
+def check_finite(values: np.ndarray, what: str) -> None:
+    if not np.isfinite(values).all():
+        raise ValueError(f"{what} hold {int((~np.isfinite(values)).sum())} NaN or infinite values")
+
+
+def check_labels(labels, n: int, what: str) -> np.ndarray:
+    """`n` labels, each 0 or 1, both classes present, as a boolean array (True = positive)."""
     labels = np.asarray(labels).ravel()
-    if scores.size == 0 or scores.shape != labels.shape:
-        raise ValueError(f"need equally many scores and labels, got {scores.size} and {labels.size}")
-    if not np.isfinite(scores).all():
-        raise ValueError(f"scores hold {int((~np.isfinite(scores)).sum())} NaN or infinite values")
+    check_sizes(n, labels, what)
     if not np.isin(labels, (0, 1)).all():
         raise ValueError("labels must be 0 or 1")
     labels = labels.astype(bool)
     if labels.all() or not labels.any():
         raise ValueError("need both classes: got only " + ("positives" if labels.all() else "negatives"))
-    return scores, labels
+    return labels
+
+
+def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    check_sizes(scores.size, np.asarray(labels).ravel(), "scores")  # sizes, then values, then labels
+    check_finite(scores, "scores")
+    return scores, check_labels(labels, scores.size, "scores")
 
 
 def error_rates(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,3 +85,16 @@ def min_dcf(scores, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 
     _, p_miss, p_fa = error_rates(scores, labels)
     dcf = c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)
     return float(dcf.min() / min(c_miss * p_target, c_fa * (1 - p_target)))
+
+
+def cllr(llrs, labels) -> float:
+    """Cllr in bits: 0.5 * (mean_targets log2(1 + e^-llr) + mean_nontargets log2(1 + e^llr)).
+
+    The calibration loss of natural-log LLRs (brief §5): 1 bit for llr = 0 everywhere, 0 for perfect, confident
+    LLRs (log(1 + e^x) as logaddexp, so no overflow).
+    """
+    llrs = np.asarray(llrs, dtype=np.float64).ravel()
+    labels = check_labels(labels, llrs.size, "llrs")
+    check_finite(llrs, "llrs")
+    return float(0.5 * (np.logaddexp(0.0, -llrs[labels]).mean() + np.logaddexp(0.0, llrs[~labels]).mean())
+                 / math.log(2))
