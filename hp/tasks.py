@@ -102,39 +102,43 @@ class TaskModel(nn.Module):
         """Back-end and loss weights: what the frozen-front-end phase trains."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("frontend.")}
 
+    def _description(self) -> dict:
+        """What saved weights must match to load into this model: task, labels, head config."""
+        return {"task": self.task, "labels": self.labels, "head": asdict(self.head_config)}
+
+    def _load_weights(self, path: Path, against: str, skip: str | None = None) -> None:
+        """Load a safetensors file strictly (but for missing keys under `skip`); errors name the file."""
+        if not path.is_file():
+            raise CheckpointError(f"{path}: file not found")
+        missing, unexpected = self.load_state_dict(load_file(path), strict=False)
+        missing = [k for k in missing if skip is None or not k.startswith(skip)]
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: does not match {against} (missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]})")
+
     def save_head(self, directory: str | Path, info: dict) -> None:
         """head.safetensors (back-end + loss) and head.json (task, labels, head config, `info`)."""
         with atomic_dir(directory) as tmp:
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.head_state().items()},
-                      str(tmp / "head.safetensors"))
-            write_json(tmp / "head.json", {"task": self.task, "labels": self.labels,
-                                           "head": asdict(self.head_config), **info})
+            _save_weights(self.head_state(), tmp / "head.safetensors")
+            write_json(tmp / "head.json", {**self._description(), **info})
 
     def load_head(self, directory: str | Path) -> None:
         """Back-end and loss weights saved by `save_head`, for the same task, labels and head config."""
         directory = Path(directory)
         meta = read_json(directory / "head.json", CheckpointError)
-        mine = {"task": self.task, "labels": self.labels, "head": asdict(self.head_config)}
-        for key, value in mine.items():
+        for key, value in self._description().items():
             if meta.get(key) != value:
                 raise CheckpointError(f"{directory / 'head.json'}: {key} differs from this model's; "
                                       "rerun the warm-up with the same data and head params")
-        state = load_file(directory / "head.safetensors")
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("frontend.")]
-        if missing or unexpected:
-            raise CheckpointError(f"{directory / 'head.safetensors'}: does not match "
-                                  f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self._load_weights(directory / "head.safetensors", "head.json", skip="frontend.")
 
     def save(self, directory: str | Path) -> None:
         """model.safetensors + task.json; the directory appears complete or not at all."""
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         with atomic_dir(directory) as tmp:
-            save_file(state, str(tmp / "model.safetensors"))
+            _save_weights(self.state_dict(), tmp / "model.safetensors")
             write_json(tmp / "task.json", {
-                "task": self.task, "labels": self.labels, "head": asdict(self.head_config),
-                "frontend": self.frontend.config.to_dict(), "structure": self.frontend.structure.to_dict(),
-                "prune_units": sorted(self.frontend.prune_units),
+                **self._description(), "frontend": self.frontend.config.to_dict(),
+                "structure": self.frontend.structure.to_dict(), "prune_units": sorted(self.frontend.prune_units),
             })
 
     @classmethod
@@ -148,11 +152,10 @@ class TaskModel(nn.Module):
             model = cls(meta["task"], frontend, meta["labels"], HeadConfig(**meta["head"]))
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{directory / 'task.json'}: malformed ({type(e).__name__}: {e})") from None
-        path = directory / "model.safetensors"
-        if not path.is_file():
-            raise CheckpointError(f"{path}: file not found")
-        missing, unexpected = model.load_state_dict(load_file(path), strict=False)
-        if missing or unexpected:
-            raise CheckpointError(f"{path}: does not match task.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        model._load_weights(directory / "model.safetensors", "task.json")
         return model
+
+
+def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path))
 
