@@ -36,10 +36,15 @@ def prepare(task: str, params: dict, out: Path) -> dict:
     corpus = cfg.pop("corpus")
     if corpus != "mini":
         raise ConfigError(f"params.yaml: prepare.{task}.corpus {corpus!r} is not available yet; use 'mini'")
+    return _synthesise(synth.write_cm_corpus, out, cfg, f"prepare.{task}")
+
+
+def _synthesise(writer, out: Path, cfg: dict, where: str) -> dict:
+    """Write a mini corpus; an unknown key or an out-of-range value is named by its params.yaml group."""
     try:
-        return synth.write_cm_corpus(out, **cfg)
-    except (TypeError, ValueError) as e:  # an unknown key or an out-of-range value
-        raise ConfigError(f"params.yaml: prepare.{task}: {e}") from None
+        return writer(out, **cfg)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"params.yaml: {where}: {e}") from None
 
 
 def _prepare_sv(cfg: dict, out: Path) -> dict:
@@ -73,18 +78,11 @@ def _prepare_sv(cfg: dict, out: Path) -> dict:
                           "set prepare.sv.trials: [O] and train_on: [voxceleb2]")
     if not isinstance(mini, dict):
         raise ConfigError("params.yaml: prepare.sv.mini must be a mapping of the mini corpus's settings")
-    try:
-        summary = synth.write_sv_corpus(out, **mini)
-    except (TypeError, ValueError) as e:  # an unknown key or an out-of-range value
-        raise ConfigError(f"params.yaml: prepare.sv.mini: {e}") from None
-    source = replace(source, voxceleb1_dir=synth.SV_DIRS["test"], voxceleb2_dir=synth.SV_DIRS["train"])
-    source = replace(source, musan_dir=_absolute(source.musan_dir, here), rirs_dir=_absolute(source.rirs_dir, here))
+    summary = _synthesise(synth.write_sv_corpus, out, mini, "prepare.sv.mini")
+    # MUSAN / RIRS_NOISES as given (made absolute); the corpus itself relative to corpus.json
+    source = replace(source.resolved(here), voxceleb1_dir=synth.SV_DIRS["test"], voxceleb2_dir=synth.SV_DIRS["train"])
     source.write(out / "corpus.json")
     return summary
-
-
-def _absolute(path: str | None, base: Path) -> str | None:
-    return None if path is None else str((base / path).resolve())
 
 
 def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
