@@ -32,6 +32,11 @@ def check_labels(labels, n: int, what: str) -> np.ndarray:
     return labels
 
 
+def check_prior(p_target: float) -> None:
+    if not 0 < p_target < 1:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+
+
 def _check(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64).ravel()
     check_sizes(scores.size, np.asarray(labels).ravel(), "scores")  # sizes, then values, then labels
@@ -80,11 +85,36 @@ def eer(scores, labels) -> float:
 
 def min_dcf(scores, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
     """min over thresholds of c_miss P_miss p + c_fa P_fa (1 - p), over min(c_miss p, c_fa (1 - p))."""
-    if not 0 < p_target < 1:
-        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    check_prior(p_target)
     _, p_miss, p_fa = error_rates(scores, labels)
     dcf = c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)
     return float(dcf.min() / min(c_miss * p_target, c_fa * (1 - p_target)))
+
+
+def bayes_threshold(p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """The LLR threshold of the Bayes decision for these costs and prior: ln(c_fa (1 - p) / (c_miss p))."""
+    check_prior(p_target)
+    return math.log(c_fa * (1 - p_target) / (c_miss * p_target))
+
+
+def effective_prior(p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """The prior at which equal costs give the same Bayes decisions: c_miss p / (c_miss p + c_fa (1 - p))."""
+    check_prior(p_target)
+    return c_miss * p_target / (c_miss * p_target + c_fa * (1 - p_target))
+
+
+def act_dcf(llrs, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:
+    """The normalised DCF of the decision `llr >= bayes_threshold(...)`: what calibrated LLRs actually cost.
+
+    Normalised as min_dcf (by the cost of the better trivial system), so actDCF >= minDCF, with equality for
+    perfectly calibrated scores; ASVspoof5: p_target = 0.95 (bona fide), c_miss = 1, c_fa = 10, threshold -ln 1.9.
+    """
+    threshold = bayes_threshold(p_target, c_miss, c_fa)
+    llrs, labels = _check(llrs, labels)
+    accept = llrs >= threshold
+    p_miss, p_fa = (~accept[labels]).mean(), accept[~labels].mean()
+    dcf = c_miss * p_miss * p_target + c_fa * p_fa * (1 - p_target)
+    return float(dcf / min(c_miss * p_target, c_fa * (1 - p_target)))
 
 
 def cllr(llrs, labels) -> float:

@@ -1,4 +1,6 @@
 """Metrics against brute-force references written straight from the definitions (brief §5)."""
+import math
+
 import numpy as np
 import pytest
 
@@ -77,3 +79,61 @@ def test_bad_input(scores, labels, match):
         metrics.eer(scores, labels)
     with pytest.raises(ValueError, match=match):
         metrics.min_dcf(scores, labels, 0.01)
+
+
+def brute_act_dcf(llrs, labels, p, c_miss=1.0, c_fa=1.0):
+    """Straight from brief §5: accept (bona fide / target) when llr >= -ln(beta), beta = c_miss p / (c_fa (1-p))."""
+    tau = math.log(c_fa * (1 - p) / (c_miss * p))
+    tar = [s for s, l in zip(llrs, labels) if l == 1]
+    non = [s for s, l in zip(llrs, labels) if l == 0]
+    p_miss = sum(s < tau for s in tar) / len(tar)
+    p_fa = sum(s >= tau for s in non) / len(non)
+    return (c_miss * p * p_miss + c_fa * (1 - p) * p_fa) / min(c_miss * p, c_fa * (1 - p))
+
+
+def brute_cllr(llrs, labels):
+    tar = [s for s, l in zip(llrs, labels) if l == 1]
+    non = [s for s, l in zip(llrs, labels) if l == 0]
+    return 0.5 * (sum(math.log2(1 + math.exp(-s)) for s in tar) / len(tar)
+                  + sum(math.log2(1 + math.exp(s)) for s in non) / len(non))
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("tied", [False, True])
+def test_act_dcf_and_cllr_against_definitions(seed, tied):
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(20, 300))
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]
+    llrs = rng.normal((2 * labels - 1) * rng.uniform(0, 3), 1.5) + rng.normal(0, 1)  # some miscalibration
+    if tied:  # many ties, some exactly at ASVspoof5's threshold (accepted: llr >= threshold)
+        llrs = np.round(llrs * 2) / 2
+        llrs[rng.random(n) < 0.2] = metrics.bayes_threshold(0.95, 1, 10)
+    for p, cm, cf in ((0.95, 1, 10), (0.5, 1, 1), (0.01, 1, 1), (0.05, 2, 1)):
+        act = metrics.act_dcf(llrs, labels, p, cm, cf)
+        assert act == pytest.approx(brute_act_dcf(llrs, labels, p, cm, cf), abs=1e-12)
+        assert act >= metrics.min_dcf(llrs, labels, p, cm, cf) - 1e-12  # the Bayes threshold is one candidate
+    assert metrics.cllr(llrs, labels) == pytest.approx(brute_cllr(llrs, labels), rel=1e-12)
+
+
+def test_act_dcf_known_values():
+    # ASVspoof5 costs: threshold -ln(1.9) = -0.6419; normalisation min(0.95, 0.5) = 0.5
+    assert metrics.bayes_threshold(0.95, 1, 10) == pytest.approx(-math.log(1.9))
+    assert metrics.effective_prior(0.95, 1, 10) == pytest.approx(0.95 / 1.45)
+    assert metrics.act_dcf([-0.6, -0.7], [1, 0], 0.95, 1, 10) == 0.0  # both on their right side
+    # one bona fide just below the threshold is missed: 0.95 * 1/1 / 0.5
+    assert metrics.act_dcf([-0.65, -3.0], [1, 0], 0.95, 1, 10) == pytest.approx(1.9)
+    # a spoof exactly at the threshold is accepted: 10 * 0.05 / 0.5
+    assert metrics.act_dcf([5.0, metrics.bayes_threshold(0.95, 1, 10)], [1, 0], 0.95, 1, 10) == pytest.approx(1.0)
+    # LLR 0 everywhere (no information, perfectly calibrated): Cllr 1 bit; actDCF of the trivial decision
+    assert metrics.cllr([0.0, 0.0], [1, 0]) == pytest.approx(1.0)
+    assert metrics.act_dcf([0.0, 0.0], [1, 0], 0.95, 1, 10) == pytest.approx(1.0)  # accepts all: 0.5 / 0.5
+
+
+def test_act_dcf_bad_input():
+    for scores, labels, match in (([], [], "equally many"), ([0.1, 0.2], [1, 1], "both classes"),
+                                  ([0.1, float("inf")], [0, 1], "NaN or infinite")):
+        with pytest.raises(ValueError, match=match):
+            metrics.act_dcf(scores, labels, 0.95, 1, 10)
+    with pytest.raises(ValueError, match="p_target"):
+        metrics.act_dcf([0.1, 0.2], [0, 1], 1.0)
