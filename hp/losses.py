@@ -49,14 +49,23 @@ class AAMSoftmax(nn.Module):
 
 
 class LinearClassifier(nn.Module):
-    """Cross-entropy over a linear map of the embedding; its logits are the CM scores."""
+    """Cross-entropy over a linear map of the embedding; its logits are the CM scores.
 
-    def __init__(self, embedding: int, classes: int):
+    `weights` (one per class) weight each utterance's loss by its class, e.g. against ASVspoof's ~1:9 bona fide
+    to spoof imbalance; the batch loss is then the weighted mean, as in torch's cross_entropy.
+    """
+
+    def __init__(self, embedding: int, classes: int, weights: list[float] | None = None):
         super().__init__()
         self.linear = nn.Linear(embedding, classes)
+        if weights is not None and len(weights) != classes:
+            raise ValueError(f"{len(weights)} class weights for {classes} classes")
+        # not persistent: the weights come from the head config, and checkpoints keep one layout either way
+        self.register_buffer("weights", None if weights is None else torch.tensor(weights, dtype=torch.float32),
+                             persistent=False)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.linear(embeddings)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.logits(embeddings), labels)
+        return F.cross_entropy(self.logits(embeddings), labels, weight=self.weights)

@@ -9,6 +9,9 @@ import math
 
 import numpy as np
 
+# ASVspoof5 CM costs (brief §5): bona fide is the positive class, P(spoof) = 0.05, C_fa = 10.
+CM_P_TARGET, CM_C_MISS, CM_C_FA = 0.95, 1.0, 10.0
+
 
 def check_sizes(n: int, labels: np.ndarray, what: str) -> None:
     if n == 0 or labels.size != n:

@@ -13,15 +13,16 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from hp.data import corpora, synth, voxceleb
+from hp.data import asvspoof, synth, voxceleb
 from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
 from hp.data.interop import write_cm_scores, write_kaldi_dir, write_trial_scores
 from hp.data.manifest import Validation, write_parquet
+from hp.data.source import AUGMENTATION_DIRS
 from hp.errors import ConfigError
 from hp.model import SHAPES, WavLM, load_wavlm
 from hp.params import flag, section, typed
-from hp.score import cm_metrics, det_table, embed_utterances, score_sv
-from hp.tasks import CM_LABELS, HeadConfig, TaskModel
+from hp.score import det_table, score_cm, score_sv
+from hp.tasks import CM_LABELS, HeadConfig, TaskModel, class_weights
 from hp.train import LiveLogger, TrainConfig, seed_everything, train
 from hp.utils.files import atomic_dir, atomic_path, write_json
 
@@ -29,14 +30,10 @@ TINY = "tiny"
 
 
 def prepare(task: str, params: dict, out: Path) -> dict:
-    """Write the task's raw corpus (the built-in mini corpus) under `out`, or for SV on VoxCeleb, where it is."""
+    """Write the built-in mini corpus under `out`, or check a released corpus; either way `out/corpus.json`
+    says where the data is, and the manifests stage reads only that."""
     cfg = dict(section(params, f"prepare.{task}"))
-    if task == "sv":
-        return _prepare_sv(cfg, out)
-    corpus = cfg.pop("corpus")
-    if corpus != "mini":
-        raise ConfigError(f"params.yaml: prepare.{task}.corpus {corpus!r} is not available yet; use 'mini'")
-    return _synthesise(synth.write_cm_corpus, out, cfg, f"prepare.{task}")
+    return _prepare_sv(cfg, out) if task == "sv" else _prepare_cm(cfg, out)
 
 
 def _synthesise(writer, out: Path, cfg: dict, where: str) -> dict:
@@ -48,8 +45,7 @@ def _synthesise(writer, out: Path, cfg: dict, where: str) -> dict:
 
 
 def _prepare_sv(cfg: dict, out: Path) -> dict:
-    """mini: synthesise the corpus in VoxCeleb's layout; voxceleb: check the trees. Either way corpus.json
-    says where the data is, and the manifests stage reads only that."""
+    """mini: synthesise the corpus in VoxCeleb's layout; voxceleb: check the trees."""
     corpus, mini = cfg.pop("corpus"), cfg.pop("mini", None)
     for key in ("trials", "train_on"):
         if not isinstance(cfg.get(key), list):
@@ -85,6 +81,35 @@ def _prepare_sv(cfg: dict, out: Path) -> dict:
     return summary
 
 
+def _prepare_cm(cfg: dict, out: Path) -> dict:
+    """mini: synthesise the corpus in ASVspoof5's layout; asvspoof5 / asvspoof2019la: check the tree (only the
+    chosen corpus's directory is read, so both may be set)."""
+    corpus, mini = cfg.pop("corpus", None), cfg.pop("mini", None)
+    if corpus != "mini" and corpus not in asvspoof.FORMATS:
+        raise ConfigError(f"params.yaml: prepare.cm.corpus must be one of {['mini', *asvspoof.FORMATS]}, "
+                          f"got {corpus!r}")
+    dirs = {key: cfg.pop(key, None) for key in asvspoof.CORPUS_DIRS.values()}
+    unknown = sorted(set(cfg) - set(AUGMENTATION_DIRS))
+    if unknown:  # corpus_dir included: it is written from the corpus's own key
+        raise ConfigError(f"params.yaml: unknown key prepare.cm.{unknown[0]}")
+    source = typed(asvspoof.CMSource, {"corpus": "asvspoof5", "corpus_dir": ".", **cfg}, "prepare.cm")
+    here = Path.cwd()
+    if corpus != "mini":
+        key = asvspoof.CORPUS_DIRS[corpus]
+        if dirs[key] is None:
+            raise ConfigError(f"params.yaml: prepare.cm.{key} is null; corpus {corpus} needs it")
+        source = replace(source, corpus=corpus, corpus_dir=dirs[key]).resolved(here)
+        source.check_paths()
+        with atomic_dir(out) as tmp:
+            source.write(tmp / "corpus.json")
+        return asdict(source)
+    if not isinstance(mini, dict):
+        raise ConfigError("params.yaml: prepare.cm.mini must be a mapping of the mini corpus's settings")
+    summary = _synthesise(synth.write_cm_corpus, out, mini, "prepare.cm.mini")
+    replace(source.resolved(here), corpus_dir=".").write(out / "corpus.json")  # the corpus beside corpus.json
+    return summary
+
+
 def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     """Parquet manifests of every split (SV: and the trial lists, MUSAN/RIR lists), validated against the audio."""
     cfg = section(params, "manifests")
@@ -93,15 +118,13 @@ def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     if task == "sv":
         source = voxceleb.SVSource.read(corpus / "corpus.json")
         tables = voxceleb.sv_tables(source, validation)
-        if source.musan_dir is not None:
-            tables["musan"] = musan_table(source.musan_dir)
-        if source.rirs_dir is not None:
-            tables["rirs"] = rir_table(source.rirs_dir)
     else:
-        tables = {}
-        for split, name in (("train", "train"), ("dev", "dev.track_1"), ("eval", "eval.track_1")):
-            protocol = corpus / "protocols" / f"ASVspoof5.{name}.tsv"
-            tables[split] = corpora.asvspoof5(protocol, corpus / "flac", split, validation)
+        source = asvspoof.CMSource.read(corpus / "corpus.json")
+        tables = asvspoof.cm_tables(source, validation)
+    if source.musan_dir is not None:
+        tables["musan"] = musan_table(source.musan_dir)
+    if source.rirs_dir is not None:
+        tables["rirs"] = rir_table(source.rirs_dir)
     for name, table in tables.items():
         write_parquet(table, out / f"{name}.parquet")
         if task == "sv" and name in ("train", "test"):  # the same lists for Kaldi/WeSpeaker SV recipes
@@ -114,13 +137,13 @@ def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     return summary
 
 
-def pretrained_frontend(params: dict, prune: bool = True) -> WavLM:
-    """The pretrained WavLM of `model.pretrained`, with gates on `model.prune_units` (none if not `prune`)."""
-    cfg = section(params, "model")
-    units = tuple(cfg["prune_units"])
-    if cfg["pretrained"] != TINY:
-        return load_wavlm(cfg["pretrained"], prune_units=units if prune else ())
-    torch.manual_seed(int(cfg["seed"]))
+def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
+    """The pretrained WavLM of `model.pretrained.<task>`, with gates on `model.prune_units` (none if not `prune`)."""
+    pretrained = section(params, f"model.pretrained.{task}")
+    units = tuple(section(params, "model.prune_units"))
+    if pretrained != TINY:
+        return load_wavlm(pretrained, prune_units=units if prune else ())
+    torch.manual_seed(int(section(params, "model.seed")))
     model = WavLM(SHAPES[TINY], prune_units=units)  # the gates' initialisation draws from the same generator
     if prune:
         return model
@@ -139,6 +162,10 @@ def _training_setup(task: str, params: dict, stage: str, manifests_dir: Path, **
     cfg = typed(TrainConfig, group, f"{stage}.{task}", **extra)
     table = pd.read_parquet(manifests_dir / "train.parquet")
     labels = sorted(table["label"].unique()) if task == "sv" else list(CM_LABELS)
+    try:  # before the front end loads: TaskModel would fail the same way, later
+        class_weights(head, task, labels)
+    except ValueError as e:
+        raise ConfigError(f"params.yaml: finetune.{task}.head: {e}") from None
     augmenter = None
     tables = {name: manifests_dir / f"{name}.parquet" for name in ("musan", "rirs")}
     if cfg.aug_prob > 0 and any(path.is_file() for path in tables.values()):
@@ -162,7 +189,7 @@ def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Pa
     else:
         cfg, head, table, labels, augmenter = _training_setup(task, params, "warmup", manifests_dir)
         seed_everything(cfg.seed)
-        model = TaskModel(task, pretrained_frontend(params, prune=False), labels, head).freeze_frontend()
+        model = TaskModel(task, pretrained_frontend(params, task, prune=False), labels, head).freeze_frontend()
         logger = LiveLogger(str(live_dir))
         start = time.time()
         run = train(model, table, cfg, logger, augmenter)
@@ -180,7 +207,7 @@ def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out
     cfg, head, table, labels, augmenter = _training_setup(task, params, "finetune", manifests_dir,
                                                         target_sparsity=float(params["target_sparsity"]))
     seed_everything(cfg.seed)
-    model = TaskModel(task, pretrained_frontend(params), labels, head)
+    model = TaskModel(task, pretrained_frontend(params, task), labels, head)
     if (warmup_dir / "head.safetensors").is_file():
         model.load_head(warmup_dir)
     logger = LiveLogger(str(live_dir))
@@ -212,50 +239,19 @@ def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dic
 
 def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact_metrics: Path,
           metrics_path: Path, det_path: Path, scores_dir: Path) -> dict:
-    """Scores of the compact model on each SV trial list, or on the CM eval split; metrics JSON and DET points.
+    """Scores of the compact model on each SV trial list, or on the CM dev and eval splits; metrics JSON and
+    DET points (SV: the first list's final scores; CM: eval's LLRs).
 
-    SV (hp.score.score_sv): cosine, AS-norm and QMF scores as `score.sv` asks, metrics per trial list; the
-    DET points are the first list's final scores (the last kind computed). `scores_dir` receives every score
-    (scores.parquet) and the final ones in another toolkit's format: per SV list `<list>.txt` in WeSpeaker's
-    score-file format, for CM `eval.txt` as the ASVspoof5 evaluation package reads it (uncalibrated bona fide
-    - spoof logit differences).
+    `scores_dir` receives every score (scores.parquet) and the final ones in other toolkits' formats: per SV
+    list `<list>.txt` in WeSpeaker's score-file format; for CM `dev.txt` and `eval.txt` (calibrated LLRs) as
+    the ASVspoof5 evaluation package reads them, and the dev-fitted calibration (calibration.json).
     """
     batch_seconds = float(section(params, "score.batch_seconds"))
-    if task == "sv":  # check the params before any work
-        counts = {key: section(params, f"score.sv.{key}") for key in ("asnorm_top_n", "qmf_trials")}
-        for key, value in counts.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"params.yaml: score.sv.{key} must be a positive integer or null, got {value!r}")
-        qmf_seed = section(params, "score.sv.qmf_seed")
-        if isinstance(qmf_seed, bool) or not isinstance(qmf_seed, int):
-            raise ConfigError(f"params.yaml: score.sv.qmf_seed must be an integer, got {qmf_seed!r}")
-        mean_subtraction = flag(section(params, "score.sv.mean_subtraction"), "score.sv.mean_subtraction")
+    run = _score_sv if task == "sv" else _score_cm
+    settings = (_sv_score_settings if task == "sv" else _cm_score_settings)(params)  # checked before any work
     compact_info = json.loads(Path(compact_metrics).read_text())
     model = TaskModel.load(model_dir).eval()
-    exports = {}
-    if task == "sv":
-        trials = pd.read_parquet(manifests_dir / "trials.parquet")
-        train = pd.read_parquet(manifests_dir / "train.parquet")
-        table, task_metrics = score_sv(model, pd.read_parquet(manifests_dir / "test.parquet"), trials, train,
-                                       batch_seconds, mean_subtraction, counts["asnorm_top_n"],
-                                       counts["qmf_trials"], qmf_seed)
-        final = next(f"score_{kind}" for kind in ("qmf", "asnorm", "cosine") if f"score_{kind}" in table)
-        for name, rows in table.groupby("list", sort=False):
-            exports[f"{name}.txt"] = partial(write_trial_scores, rows, rows[final].to_numpy())
-        first = table[table["list"] == table["list"].iat[0]]
-        scores, labels = first[final].to_numpy(), first["label"].to_numpy()
-        if counts["asnorm_top_n"] is not None:
-            task_metrics["asnorm_top_n"] = min(counts["asnorm_top_n"], train["speaker"].nunique())
-        task_metrics.update(qmf_trials=counts["qmf_trials"], det=f"{table['list'].iat[0]} {final}")
-    else:
-        evaluation = pd.read_parquet(manifests_dir / "eval.parquet")
-        embeddings = embed_utterances(model, evaluation, batch_seconds)
-        with torch.inference_mode():
-            scores = model.cm_scores(torch.from_numpy(embeddings)).numpy()
-        labels = (evaluation["label"] == "bonafide").to_numpy().astype(int)
-        task_metrics = {**cm_metrics(scores, labels), "utterances": int(len(labels))}
-        table = evaluation[["utt", "label", "attack"]].assign(score=scores)
-        exports["eval.txt"] = partial(write_cm_scores, evaluation["utt"], scores)
+    table, task_metrics, exports, (scores, labels) = run(model, manifests_dir, batch_seconds, **settings)
     with atomic_dir(scores_dir) as tmp:
         write_parquet(table, tmp / "scores.parquet")
         for name, write in exports.items():
@@ -263,7 +259,55 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     det = det_table(scores, labels)
     with atomic_path(det_path) as tmp:
         det.to_csv(tmp, index=False)
-    result = {"task": task, "pretrained": section(params, "model.pretrained"),
+    result = {"task": task, "pretrained": section(params, f"model.pretrained.{task}"),
               **{k: v for k, v in compact_info.items() if k != "structure"}, **task_metrics}
     write_json(metrics_path, result)
     return result
+
+
+def _sv_score_settings(params: dict) -> dict:
+    counts = {key: section(params, f"score.sv.{key}") for key in ("asnorm_top_n", "qmf_trials")}
+    for key, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"params.yaml: score.sv.{key} must be a positive integer or null, got {value!r}")
+    qmf_seed = section(params, "score.sv.qmf_seed")
+    if isinstance(qmf_seed, bool) or not isinstance(qmf_seed, int):
+        raise ConfigError(f"params.yaml: score.sv.qmf_seed must be an integer, got {qmf_seed!r}")
+    return {**counts, "qmf_seed": qmf_seed,
+            "mean_subtraction": flag(section(params, "score.sv.mean_subtraction"), "score.sv.mean_subtraction")}
+
+
+def _cm_score_settings(params: dict) -> dict:
+    prior = section(params, "score.cm.calibration_prior")
+    if prior is not None and (isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 < prior < 1):
+        raise ConfigError(f"params.yaml: score.cm.calibration_prior must be in (0, 1) or null, got {prior!r}")
+    return {"prior": prior}
+
+
+def _score_sv(model: TaskModel, manifests_dir: Path, batch_seconds: float, asnorm_top_n: int | None,
+              qmf_trials: int | None, qmf_seed: int, mean_subtraction: bool):
+    """hp.score.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks."""
+    trials = pd.read_parquet(manifests_dir / "trials.parquet")
+    train = pd.read_parquet(manifests_dir / "train.parquet")
+    table, task_metrics = score_sv(model, pd.read_parquet(manifests_dir / "test.parquet"), trials, train,
+                                   batch_seconds, mean_subtraction, asnorm_top_n, qmf_trials, qmf_seed)
+    final = next(f"score_{kind}" for kind in ("qmf", "asnorm", "cosine") if f"score_{kind}" in table)
+    exports = {f"{name}.txt": partial(write_trial_scores, rows, rows[final].to_numpy())
+               for name, rows in table.groupby("list", sort=False)}
+    first = table[table["list"] == table["list"].iat[0]]
+    if asnorm_top_n is not None:
+        task_metrics["asnorm_top_n"] = min(asnorm_top_n, train["speaker"].nunique())
+    task_metrics.update(qmf_trials=qmf_trials, det=f"{table['list'].iat[0]} {final}")
+    return table, task_metrics, exports, (first[final].to_numpy(), first["label"].to_numpy())
+
+
+def _score_cm(model: TaskModel, manifests_dir: Path, batch_seconds: float, prior: float | None):
+    """hp.score.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec."""
+    dev, evaluation = (pd.read_parquet(manifests_dir / f"{split}.parquet") for split in ("dev", "eval"))
+    table, calibration, task_metrics = score_cm(model, dev, evaluation, batch_seconds, prior)
+    exports = {f"{split}.txt": partial(write_cm_scores, rows["utt"], rows["score_llr"].to_numpy())
+               for split, rows in table.groupby("split", sort=False)}
+    exports["calibration.json"] = partial(write_json, obj=calibration.to_dict())
+    rows = table[table["split"] == "eval"]
+    task_metrics.update(calibration=calibration.to_dict(), det="eval llr")
+    return table, task_metrics, exports, (rows["score_llr"].to_numpy(), (rows["label"] == "bonafide").to_numpy())

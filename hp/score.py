@@ -1,4 +1,4 @@
-"""Scoring a (compacted) task model: SV embeddings + cosine trials per list, CM bona fide scores."""
+"""Scoring a (compacted) task model: SV embeddings + cosine trials per list, CM calibrated bona fide LLRs."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,13 +6,12 @@ import pandas as pd
 import torch
 
 from hp import metrics
-from hp.calibration import fit_logistic, qmf_features, sample_trials
+from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
+from hp.calibration import LinearCalibration, fit_logistic, qmf_features, sample_trials
 from hp.data.audio import pad_batch, read_audio
 from hp.score_norm import score_trials
 from hp.tasks import TaskModel
 
-# ASVspoof5 CM costs (brief §5): bona fide is the positive class, P(spoof) = 0.05, C_fa = 10.
-CM_P_TARGET, CM_C_MISS, CM_C_FA = 0.95, 1.0, 10.0
 SV_P_TARGETS = (0.01, 0.05)
 
 
@@ -53,9 +52,59 @@ def sv_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
     return result
 
 
-def cm_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
-    return {"eer": metrics.eer(scores, labels),
-            "min_dcf": metrics.min_dcf(scores, labels, CM_P_TARGET, CM_C_MISS, CM_C_FA)}
+def cm_metrics(llrs: np.ndarray, labels: np.ndarray) -> dict:
+    """ASVspoof5's four (brief §5); actDCF and Cllr only mean something for calibrated LLRs."""
+    costs = (CM_P_TARGET, CM_C_MISS, CM_C_FA)
+    return {"eer": metrics.eer(llrs, labels), "min_dcf": metrics.min_dcf(llrs, labels, *costs),
+            "act_dcf": metrics.act_dcf(llrs, labels, *costs), "cllr": metrics.cllr(llrs, labels)}
+
+
+def cm_breakdown(rows: pd.DataFrame, llrs: np.ndarray) -> dict:
+    """Metrics of one split per attack (all bona fide vs that attack's spoofs) and per codec (the utterances
+    with that codec; '-' is none); a codec group holding one class only reports its size."""
+    labels = (rows["label"] == "bonafide").to_numpy()
+    out: dict = {"attacks": {}, "codecs": {}}
+    for attack in sorted(rows.loc[~labels, "attack"].unique()):
+        keep = labels | (rows["attack"] == attack).to_numpy()
+        out["attacks"][attack] = {"spoofs": int((keep & ~labels).sum()), **cm_metrics(llrs[keep], labels[keep])}
+    for codec in sorted(rows["codec"].unique()):
+        keep = (rows["codec"] == codec).to_numpy()
+        counts = {"bonafide": int((keep & labels).sum()), "spoof": int((keep & ~labels).sum())}
+        both = counts["bonafide"] and counts["spoof"]
+        out["codecs"][codec] = {**counts, **(cm_metrics(llrs[keep], labels[keep]) if both else {})}
+    return out
+
+
+def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batch_seconds: float = 60.0,
+             prior: float | None = None) -> tuple[pd.DataFrame, LinearCalibration, dict]:
+    """Raw scores (bona fide - spoof logit) of dev and eval, LLRs from a logistic regression fitted on dev at
+    bona fide prior `prior` (None: the effective prior of the ASVspoof5 DCF), metrics of both splits.
+
+    Returns the utterances of both splits with columns score_raw and score_llr, the calibration, and
+    {split: {utterances, bonafide, spoof, eer, min_dcf, act_dcf, cllr, raw: {act_dcf, cllr}, attacks, codecs}}.
+    Dev's actDCF and Cllr are those of the data the calibration was fitted on (optimistic); eval's are honest.
+    """
+    if prior is None:
+        prior = metrics.effective_prior(CM_P_TARGET, CM_C_MISS, CM_C_FA)
+    tables = {"dev": dev, "eval": evaluation}
+    raw = {}
+    for split, table in tables.items():
+        embeddings = embed_utterances(model, table, batch_seconds)
+        with torch.inference_mode():
+            raw[split] = model.cm_scores(torch.from_numpy(embeddings)).double().numpy()
+    labels = {split: (table["label"] == "bonafide").to_numpy().astype(int) for split, table in tables.items()}
+    calibration = fit_logistic(raw["dev"], labels["dev"], prior=prior)
+    results, scored = {}, []
+    for split, table in tables.items():
+        llrs, y = calibration.llr(raw[split]), labels[split]
+        results[split] = {"utterances": len(y), "bonafide": int(y.sum()), "spoof": int(len(y) - y.sum()),
+                          **cm_metrics(llrs, y),
+                          "raw": {"act_dcf": metrics.act_dcf(raw[split], y, CM_P_TARGET, CM_C_MISS, CM_C_FA),
+                                  "cllr": metrics.cllr(raw[split], y)},
+                          **cm_breakdown(table, llrs)}
+        scored.append(table[["utt", "split", "label", "attack", "codec", "gender"]]
+                      .assign(score_raw=raw[split], score_llr=llrs))
+    return pd.concat(scored, ignore_index=True), calibration, results
 
 
 def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame,

@@ -40,10 +40,26 @@ class HeadConfig:
     topk: int = 0  # inter-top-k: hardest non-target speakers given an angular penalty (SV)
     topk_penalty: float = 0.06
     grad_multiplier: float = 1.0  # on the gradient flowing into WavLM
+    class_weights: dict[str, float] | None = None  # CM: cross-entropy weight per label, {bonafide: .9, spoof: .1}
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        weights = self.class_weights
+        if weights is not None and not (isinstance(weights, dict) and all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights.values())):
+            raise ValueError(f"class_weights must be null or a mapping of label to a positive number, got {weights!r}")
+
+
+def class_weights(head: HeadConfig, task: str, labels: list[str]) -> list[float] | None:
+    """The head's class weights in the order of `labels` (None: unweighted); CM only, one per label."""
+    weights = head.class_weights
+    if weights is None:
+        return None
+    if task == "sv" or set(weights) != set(labels):
+        raise ValueError(f"class_weights must name each of the labels {list(labels)} once (CM only), "
+                         f"got {sorted(weights)}")
+    return [float(weights[label]) for label in labels]
 
 
 class TaskModel(nn.Module):
@@ -61,7 +77,7 @@ class TaskModel(nn.Module):
                                   mfa_channels=head.ecapa_mfa_channels))
         self.loss = (AAMSoftmax(head.embedding, len(labels), head.margin, head.scale, head.subcenters, head.topk,
                                 head.topk_penalty) if task == "sv"
-                     else LinearClassifier(head.embedding, len(labels)))
+                     else LinearClassifier(head.embedding, len(labels), class_weights(head, task, self.labels)))
 
     def freeze_frontend(self) -> TaskModel:
         """Train only the back-end and loss: WavLM runs in eval mode without gradients (the authors' phase 1)."""

@@ -5,6 +5,8 @@ from hp.params import load_params, section
 from hp.report import write_report
 
 params = load_params()
-write_report(["sv", "cm"], Path("metrics"), Path("plots"), Path("dvclive"), Path("models"), Path("reports"),
-             pretrained=section(params, "model.pretrained"), sv_corpus=section(params, "prepare.sv.corpus"))
+tasks = ["sv", "cm"]
+write_report(tasks, Path("metrics"), Path("plots"), Path("dvclive"), Path("models"), Path("scores"), Path("reports"),
+             pretrained={t: section(params, f"model.pretrained.{t}") for t in tasks},
+             corpora={t: section(params, f"prepare.{t}.corpus") for t in tasks})
 print("wrote reports/report.md")

@@ -57,3 +57,30 @@ def tiny_checkpoint(tmp_path):
     model = random_hf_model("tiny-post")
     model.save_pretrained(tmp_path / "ckpt")
     return tmp_path / "ckpt", model
+
+
+def noise_wav(path: Path, seconds: float, seed: int, decay: float | None = None, fmt: str = "WAV") -> None:
+    """White noise at 16 kHz (an RIR with `decay`: a direct path, then an exponentially decaying tail)."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    wave = rng.normal(0, 0.1, int(seconds * 16000))
+    if decay is not None:
+        wave *= np.exp(-np.arange(len(wave)) / (decay * 16000))
+        wave[0] = 1.0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave.astype(np.float32), 16000, format=fmt)
+
+
+@pytest.fixture(scope="session")
+def augmentation_trees(tmp_path_factory) -> dict[str, Path]:
+    """MUSAN (noise, music, speech: three files each) and RIRS_NOISES (two simulated RIRs) in their layouts."""
+    root = tmp_path_factory.mktemp("augmentation")
+    for k, kind in enumerate(("noise", "music", "speech")):
+        for i in range(3):
+            noise_wav(root / "musan" / kind / "sub" / f"{kind}-{i}.wav", 1.0 + i, seed=10 * k + i)
+    for i in range(2):
+        noise_wav(root / "RIRS_NOISES" / "simulated_rirs" / "smallroom" / "Room001" / f"Room001-0000{i}.wav",
+                  0.3, seed=100 + i, decay=0.05)
+    return {"musan": root / "musan", "rirs": root / "RIRS_NOISES"}

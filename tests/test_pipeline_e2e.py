@@ -20,8 +20,8 @@ def small_params(params: dict) -> dict:
     p = json.loads(json.dumps(params))
     p["prepare"]["sv"]["mini"].update(train_speakers=8, test_speakers=4, sessions=2, utterances_per_session=2,
                                       min_seconds=1.5, max_seconds=2.0)
-    p["prepare"]["cm"].update(speakers=8, bonafide_per_speaker=3, spoofed_per_speaker=3, min_seconds=1.5,
-                              max_seconds=2.0)
+    p["prepare"]["cm"]["mini"].update(speakers=8, bonafide_per_speaker=3, spoofed_per_speaker=3, min_seconds=1.5,
+                                      max_seconds=2.0)
     for task in ("sv", "cm"):
         p["finetune"][task].update(epochs=40, batch_size=4, crop_seconds=1.0, warmup_epochs=2,
                                    sparsity_warmup_epochs=15, log_every=5)
@@ -73,11 +73,16 @@ def test_dvc_repro_and_exp_run(tmp_path):
     exported = read_trial_scores(repo / "scores" / "sv" / "O.txt")
     assert len(exported) == o["trials"] == 4 * 4 * 15 // 2  # every pair of the 16 test utterances
     cm = json.loads((repo / "metrics" / "cm.json").read_text())
-    assert 0 <= cm["eer"] <= 1
-    cm_lines = (repo / "scores" / "cm" / "eval.txt").read_text().splitlines()
-    assert cm_lines[0] == "filename\tcm-score" and len(cm_lines) == 1 + cm["utterances"]
+    # the trained CM model tells the mini corpus's spoofs apart, bona fide scoring higher: a swapped label
+    # would show as a negative calibration slope
+    assert cm["calibration"]["weights"][0] > 0 and cm["eval"]["eer"] < 0.3
+    for split in ("dev", "eval"):
+        assert 0 <= cm[split]["eer"] <= 1 and set(cm[split]["attacks"]) == {"A01", "A02"}
+        cm_lines = (repo / "scores" / "cm" / f"{split}.txt").read_text().splitlines()
+        assert cm_lines[0] == "filename\tcm-score" and len(cm_lines) == 1 + cm[split]["utterances"]
     report = (repo / "reports" / "report.md").read_text()
-    for figure in ("det.png", "training.png", "structure.png"):
+    assert "| eval | A02 |" in report and "| dev | - |" in report  # per-attack and per-codec rows
+    for figure in ("det.png", "training.png", "structure.png", "cm_scores.png"):
         assert f"figures/{figure}" in report and (repo / "reports" / "figures" / figure).stat().st_size > 0
     assert (repo / "dvc.lock").is_file()
     run(["git", "add", "-A"], repo)

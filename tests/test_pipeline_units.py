@@ -8,12 +8,13 @@ import torch
 import yaml
 
 import hp
-from hp.data import voxceleb
-from hp.data.manifest import DataError, Validation, read_asvspoof5_protocol, read_trials
+from hp.data import asvspoof, voxceleb
+from hp.data.manifest import DataError, Validation, read_trials
 from hp.errors import ConfigError
 from hp.backends import MHFA, GradMultiply
 from hp.losses import AAMSoftmax
 from hp.params import typed
+from hp.pipeline import _cm_score_settings
 from hp.tasks import HeadConfig, TaskModel
 from hp.train import TrainConfig, lr_factor
 
@@ -30,6 +31,12 @@ def test_params_and_recipes_build_typed_configs():
             typed(TrainConfig, params["warmup"][task], f"warmup.{task}")
         sv = {k: v for k, v in params["prepare"]["sv"].items() if k not in ("corpus", "mini")}
         typed(voxceleb.SVSource, sv, "prepare.sv").check("prepare.sv")
+        cm = params["prepare"]["cm"]
+        if cm["corpus"] != "mini":
+            typed(asvspoof.CMSource, {"corpus": cm["corpus"], "corpus_dir": cm[asvspoof.CORPUS_DIRS[cm["corpus"]]],
+                                      "musan_dir": cm["musan_dir"], "rirs_dir": cm["rirs_dir"]}, "prepare.cm")
+        assert set(params["model"]["pretrained"]) == {"sv", "cm"}, path
+        _cm_score_settings(params)  # raises on a bad calibration prior
 
 
 def test_typed_names_bad_keys():
@@ -73,18 +80,6 @@ def test_validation_names_bad_files_or_drops_them(tmp_path):
     v = Validation(min_seconds=0.5, drop_invalid=True)
     table = voxceleb.voxceleb_tree(wav, "train", v)
     assert list(table["utt"]) == ["id1/v/00001.wav"] and len(v.dropped) == 3
-
-
-def test_asvspoof5_protocol_strict(tmp_path):
-    p = tmp_path / "p.tsv"
-    p.write_text("T_1 T_001 F - - - AC1 A01 spoof -\nT_1 T_002 F - - - - bonafide bonafide -\n")
-    assert list(read_asvspoof5_protocol(p)["key"]) == ["spoof", "bonafide"]
-    p.write_text("T_1 T_001 F - - - AC1 A01 spoof -\nT_1 T_002 F - - - bonafide bonafide\n")
-    with pytest.raises(DataError, match=r"p.tsv:2: expected 10 space-separated columns, got 8"):
-        read_asvspoof5_protocol(p)
-    p.write_text("T_1 T_001 F - - - AC1 A01 fake -\n")
-    with pytest.raises(DataError, match=r"p.tsv:1: KEY is 'fake'"):
-        read_asvspoof5_protocol(p)
 
 
 @pytest.mark.parametrize("task", ["sv", "cm"])
@@ -220,3 +215,26 @@ def test_score_names_a_non_boolean_mean_subtraction(tmp_path):
                         "sv": {"mean_subtraction": "no", "asnorm_top_n": 300, "qmf_trials": None, "qmf_seed": 0}}}
     with pytest.raises(ConfigError, match="score.sv.mean_subtraction must be true or false, got 'no'"):
         score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
+
+
+@pytest.mark.parametrize("bad", [0, 1.0, True, "0.5"])
+def test_score_names_a_bad_calibration_prior(tmp_path, bad):
+    from hp.pipeline import score
+
+    params = {"score": {"batch_seconds": 60, "cm": {"calibration_prior": bad}}}
+    with pytest.raises(ConfigError, match="score.cm.calibration_prior must be in \\(0, 1\\) or null"):
+        score("cm", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
+
+
+def test_each_task_has_its_own_front_end(tiny_checkpoint):
+    """model.pretrained.<task>: here SV the built-in tiny model, CM a transformers checkpoint directory."""
+    from hp.pipeline import pretrained_frontend
+
+    path, hf = tiny_checkpoint
+    params = {"model": {"pretrained": {"sv": "tiny", "cm": str(path)}, "prune_units": ["head"], "seed": 0}}
+    sv, cm = pretrained_frontend(params, "sv"), pretrained_frontend(params, "cm")
+    assert sv.config.num_hidden_layers == hp.SHAPES["tiny"].num_hidden_layers
+    assert cm.config.num_hidden_layers == hf.config.num_hidden_layers and cm.prune_units == {"head"}
+    assert pretrained_frontend(params, "cm", prune=False).prune_units == set()
+    with pytest.raises(ConfigError, match="missing key model.pretrained.cm"):
+        pretrained_frontend({"model": {"pretrained": {"sv": "tiny"}, "prune_units": [], "seed": 0}}, "cm")

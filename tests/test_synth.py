@@ -13,6 +13,7 @@ SV_ARGS = dict(train_speakers=4, test_speakers=3, sessions=2, utterances_per_ses
                max_seconds=2.0)
 CM_ARGS = dict(speakers=6, bonafide_per_speaker=4, spoofed_per_speaker=4, min_seconds=1.0, max_seconds=2.0)
 PROTOCOLS = {"train": "ASVspoof5.train.tsv", "dev": "ASVspoof5.dev.track_1.tsv", "eval": "ASVspoof5.eval.track_1.tsv"}
+AUDIO = {"train": "flac_T", "dev": "flac_D", "eval": "flac_E_eval"}  # the release's directories
 TRIAL = re.compile(r"^([01]) (id\d{5})/s\d{4}/\d{5}\.wav (id\d{5})/s\d{4}/\d{5}\.wav$")
 
 
@@ -33,7 +34,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 
 
 def protocol(root: Path, split: str) -> list[list[str]]:
-    return [line.split(" ") for line in (root / "protocols" / PROTOCOLS[split]).read_text().splitlines()]
+    return [line.split(" ") for line in (root / "ASVspoof5_protocols" / PROTOCOLS[split]).read_text().splitlines()]
 
 
 def check_audio(path: Path, min_seconds: float, max_seconds: float) -> np.ndarray:
@@ -145,7 +146,7 @@ def test_cm_protocols_and_audio(cm):
                 assert (tag, label) == ("-", "bonafide")
             else:
                 assert key == "spoof" and tag != "-" and label in ("A01", "A02")
-            check_audio(root / "flac" / f"{name}.flac", 1.0, 2.0)
+            check_audio(root / AUDIO[split] / f"{name}.flac", 1.0, 2.0)
         speakers[split] = {r[0] for r in rows}
         names |= {r[1] for r in rows}
         keys = [r[8] for r in rows]
@@ -155,7 +156,7 @@ def test_cm_protocols_and_audio(cm):
         assert summary[split]["bonafide"] == keys.count("bonafide") and summary[split]["spoof"] == keys.count("spoof")
         assert all(len({r[2] for r in rows if r[0] == spk}) == 1 for spk in speakers[split])  # one gender each
     assert sum(len(s) for s in speakers.values()) == CM_ARGS["speakers"] and len(speakers["train"]) == 2
-    assert {p.stem for p in (root / "flac").iterdir()} == names
+    assert {p.stem for d in AUDIO.values() for p in (root / d).iterdir()} == names
 
 
 @pytest.mark.parametrize("task", ["sv", "cm"])
@@ -222,8 +223,9 @@ def test_spoofs_are_detectable_and_keep_the_voice(cm):
     """Nearest centroid (bona fide, A01, A02) on the standardised spoof_features, leaving one speaker out at a time,
     tells spoof from bona fide; and a spoof's spectral envelope is nearer its own speaker's bona fide ones."""
     root, _ = cm
-    rows = [r for split in PROTOCOLS for r in protocol(root, split)]
-    waves = [sf.read(root / "flac" / f"{r[1]}.flac")[0] for r in rows]
+    rows = [(split, r) for split in PROTOCOLS for r in protocol(root, split)]
+    waves = [sf.read(root / AUDIO[split] / f"{r[1]}.flac")[0] for split, r in rows]
+    rows = [r for _, r in rows]
     x = np.stack([spoof_features(w) for w in waves])
     speakers, labels = np.array([r[0] for r in rows]), np.array([r[7] for r in rows])
     names = np.array(["bonafide", "A01", "A02"])

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
 import yaml
 
 from hp.data import synth
@@ -17,21 +16,10 @@ from hp.errors import ConfigError
 from hp.pipeline import manifests, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-SR = 16000
-
-
-def _noise_wav(path: Path, seconds: float, seed: int, decay: float | None = None) -> None:
-    rng = np.random.default_rng(seed)
-    wave = rng.normal(0, 0.1, int(seconds * SR))
-    if decay is not None:  # an RIR: a direct path, then an exponentially decaying tail
-        wave *= np.exp(-np.arange(len(wave)) / (decay * SR))
-        wave[0] = 1.0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, wave.astype(np.float32), SR)
 
 
 @pytest.fixture(scope="module")
-def trees(tmp_path_factory) -> dict[str, Path]:
+def trees(tmp_path_factory, augmentation_trees) -> dict[str, Path]:
     """voxceleb1/{wav,<3 trial lists>}, voxceleb2/wav, musan/{noise,music,speech}, RIRS_NOISES/simulated_rirs."""
     root = tmp_path_factory.mktemp("trees")
     synth.write_sv_corpus(root / "vox", seed=5, train_speakers=6, test_speakers=4, sessions=2,
@@ -41,14 +29,7 @@ def trees(tmp_path_factory) -> dict[str, Path]:
     (vox1 / "list_test_all2.txt").write_text("\n".join(pairs) + "\n")
     (vox1 / "veri_test2.txt").write_text("\n".join(pairs[:40]) + "\n")
     (vox1 / "list_test_hard2.txt").write_text("\n".join(pairs[1::3]) + "\n")
-    for k, kind in enumerate(("noise", "music", "speech")):
-        for i in range(3):
-            _noise_wav(root / "musan" / kind / "sub" / f"{kind}-{i}.wav", 1.0 + i, seed=10 * k + i)
-    for i in range(2):
-        _noise_wav(root / "RIRS_NOISES" / "simulated_rirs" / "smallroom" / "Room001" / f"Room001-0000{i}.wav",
-                   0.3, seed=100 + i, decay=0.05)
-    return {"voxceleb1": vox1, "voxceleb2": root / "vox" / "voxceleb2", "musan": root / "musan",
-            "rirs": root / "RIRS_NOISES"}
+    return {"voxceleb1": vox1, "voxceleb2": root / "vox" / "voxceleb2", **augmentation_trees}
 
 
 def vox_params(trees: dict[str, Path], **changes) -> dict:

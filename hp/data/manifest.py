@@ -25,11 +25,8 @@ class DataError(HPError, ValueError):
     """A corpus, list or protocol file does not hold what it should."""
 
 
-# ---- parsing lists and protocols as distributed --------------------------------------------------------
+# ---- trial lists as distributed (CM protocols: hp.data.asvspoof) ----------------------------------
 TRIAL_LINE = re.compile(r"^([01]) (\S+) (\S+)$")
-ASVSPOOF5_KEYS = ("bonafide", "spoof")
-ASVSPOOF5_COLUMNS = ["speaker", "utt", "gender", "codec", "codec_q", "codec_seed", "attack_tag", "attack", "key",
-                     "tmp"]
 
 
 def read_trials(path: Path) -> pd.DataFrame:
@@ -43,21 +40,6 @@ def read_trials(path: Path) -> pd.DataFrame:
     if not rows:
         raise DataError(f"{path}: no trials")
     return pd.DataFrame(rows, columns=["label", "enroll", "test"])
-
-
-def read_asvspoof5_protocol(path: Path) -> pd.DataFrame:
-    """An ASVspoof5 protocol (10 space-separated columns), strictly."""
-    rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        cols = line.split()
-        if len(cols) != 10:
-            raise DataError(f"{path}:{n}: expected 10 space-separated columns, got {len(cols)}")
-        if cols[8] not in ASVSPOOF5_KEYS:
-            raise DataError(f"{path}:{n}: KEY is {cols[8]!r}, expected 'bonafide' or 'spoof'")
-        rows.append(cols)
-    if not rows:
-        raise DataError(f"{path}: empty protocol")
-    return pd.DataFrame(rows, columns=ASVSPOOF5_COLUMNS)
 
 
 # ---- validation ---------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import soundfile as sf
 
+from hp.data.asvspoof import FORMATS
 from hp.data.audio import SAMPLE_RATE
 from hp.utils.files import atomic_dir
 
@@ -31,9 +32,10 @@ MAX_HARMONIC_HZ = 7000.0
 BASE_BANDWIDTHS_HZ = np.array([60.0, 90.0, 140.0, 200.0, 280.0])
 F5_HZ = 4500.0
 EQ_HZ = np.geomspace(100, 8000, 6)  # control points of a session's channel EQ
+CM_FORMAT = FORMATS["asvspoof5"]
 CM_ATTACKS = {"A01": "AC1", "A02": "AC2"}  # ATTACK_LABEL -> ATTACK_TAG in the protocols
 SV_DIRS = {"train": "voxceleb2", "test": "voxceleb1"}
-CM_SPLITS = (("train", "T", "train"), ("dev", "D", "dev.track_1"), ("eval", "E", "eval.track_1"))
+CM_PREFIXES = {"train": "T", "dev": "D", "eval": "E"}  # of speaker ids and file names, as in ASVspoof5
 SV, CM = 1, 2  # corpus codes in random-stream keys
 SPEAKER, SESSION, UTTERANCE, SPOOF, ORDER = range(5)  # roles in random-stream keys
 
@@ -397,8 +399,8 @@ def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_
                     spoofed_per_speaker: int = 6, min_seconds: float = 2.0, max_seconds: float = 4.0) -> dict:
     """ASVspoof5-shaped CM corpus.
 
-    root/flac/<FLAC_FILE_NAME>.flac  16 kHz FLAC
-    root/protocols/ASVspoof5.{train,dev.track_1,eval.track_1}.tsv, space separated, no header:
+    root/{flac_T,flac_D,flac_E_eval}/<FLAC_FILE_NAME>.flac  16 kHz FLAC (the release's layout)
+    root/ASVspoof5_protocols/ASVspoof5.{train,dev.track_1,eval.track_1}.tsv, space separated, no header:
       SPEAKER_ID FLAC_FILE_NAME SPEAKER_GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP
     Speakers are split ~50/25/25 % into train / dev / eval (ids T_0001, D_0001, E_0001...; files T_0000000001...,
     numbered in a random order). Every bona fide utterance is its own session; spoofs alternate between the
@@ -412,9 +414,10 @@ def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_
     attacks = list(CM_ATTACKS)
     summary: dict = {}
     with atomic_dir(root) as tree:
-        (tree / "flac").mkdir()
-        (tree / "protocols").mkdir()
-        for split_code, ((split, prefix, protocol), members) in enumerate(zip(CM_SPLITS, split_speakers)):
+        (tree / CM_FORMAT.protocol_dirs[0]).mkdir()
+        for split_code, ((split, prefix), members) in enumerate(zip(CM_PREFIXES.items(), split_speakers)):
+            audio = tree / CM_FORMAT.audio_dirs[split]
+            audio.mkdir()
             # (speaker number within the split, speaker index, label, index); attacks alternate within the split
             items = []
             for n, s in enumerate(members, 1):
@@ -435,11 +438,11 @@ def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_
                     vocoder = random_phase_vocoder if label == "A01" else channel_vocoder
                     wave, tag, key = vocoder(rng, utterance), CM_ATTACKS[label], "spoof"
                 name = f"{prefix}_{number:010d}"
-                sf.write(tree / "flac" / f"{name}.flac", _finish(rng, wave), SAMPLE_RATE, format="FLAC",
+                sf.write(audio / f"{name}.flac", _finish(rng, wave), SAMPLE_RATE, format="FLAC",
                          subtype="PCM_16")
                 lines.append(f"{prefix}_{n:04d} {name} {voices[s].gender} - - - {tag} {label} {key} -\n")
                 counts[key] += 1
                 counts["seconds"] += len(wave) / SAMPLE_RATE
-            (tree / "protocols" / f"ASVspoof5.{protocol}.tsv").write_text("".join(lines))
+            (tree / CM_FORMAT.protocol_dirs[0] / CM_FORMAT.protocols[split]).write_text("".join(lines))
             summary[split] = {**counts, "seconds": round(counts["seconds"], 2)}
     return summary

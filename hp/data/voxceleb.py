@@ -10,22 +10,21 @@ the same layout, so both go through this module):
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from hp.data.manifest import COLUMNS, DataError, Validation, read_trials
+from hp.data.source import CorpusSource
 from hp.errors import ConfigError
-from hp.utils.files import read_json, write_json
 
 TRIAL_LISTS = {"O": "veri_test2.txt", "E": "list_test_all2.txt", "H": "list_test_hard2.txt"}
 TRAIN_SETS = ("voxceleb1", "voxceleb2")
 
 
 @dataclass(frozen=True)
-class SVSource:
+class SVSource(CorpusSource):
     """Where the SV data lives and which parts are used; relative paths are relative to corpus.json."""
 
     voxceleb1_dir: str
@@ -48,12 +47,6 @@ class SVSource:
             raise ConfigError(f"params.yaml: {where}.train_on includes voxceleb1, which the E and H trial lists "
                               "test on; train on voxceleb2 only, or score trials [O]")
 
-    def resolved(self, base: Path) -> SVSource:
-        def full(p: str | None) -> str | None:  # a relative base keeps relative paths (the mini corpus')
-            return None if p is None else os.path.normpath(base / p)
-        return SVSource(full(self.voxceleb1_dir), full(self.voxceleb2_dir), self.trials, self.train_on,
-                        full(self.musan_dir), full(self.rirs_dir))
-
     def check_paths(self) -> None:
         """Every directory and trial list exists; VoxCeleb2 left in m4a gets the conversion command."""
         for name in ("voxceleb1", "voxceleb2"):
@@ -69,22 +62,7 @@ class SVSource:
             path = Path(self.voxceleb1_dir) / TRIAL_LISTS[name]
             if not path.is_file():
                 raise DataError(f"{path}: trial list {name} not found (download it beside VoxCeleb1's wav/)")
-        for key in ("musan_dir", "rirs_dir"):
-            if getattr(self, key) is not None and not Path(getattr(self, key)).is_dir():
-                raise DataError(f"{getattr(self, key)}: {key} is not a directory")
-
-    def write(self, path: Path) -> None:
-        write_json(path, {**asdict(self), "trials": list(self.trials), "train_on": list(self.train_on)})
-
-    @classmethod
-    def read(cls, path: Path) -> SVSource:
-        """corpus.json, with relative paths resolved against its directory."""
-        meta = read_json(path, DataError)
-        try:
-            source = cls(**{**meta, "trials": tuple(meta["trials"]), "train_on": tuple(meta["train_on"])})
-        except (KeyError, TypeError) as e:
-            raise DataError(f"{path}: malformed ({type(e).__name__}: {e})") from None
-        return source.resolved(Path(path).parent)
+        self.check_augmentation_dirs()
 
 
 def voxceleb_tree(wav_dir: Path, split: str, validation: Validation) -> pd.DataFrame:

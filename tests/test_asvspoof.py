@@ -1,0 +1,328 @@
+"""ASVspoof as distributed: small ASVspoof5- and 2019-LA-shaped trees (protocol lines in the released formats,
+FLAC audio) through prepare and manifests, the strict protocol errors, CM scoring with calibration, and the CM
+stages under DVC."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+import hp
+from hp import metrics
+from hp.calibration import fit_logistic
+from hp.data.manifest import DataError
+from hp.errors import ConfigError
+from hp.losses import LinearClassifier
+from hp.pipeline import manifests, prepare
+from hp.score import cm_breakdown, score_cm
+from hp.tasks import CM_LABELS, HeadConfig, TaskModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+# per split: (file-name prefix, attacks, codecs) -- dev and eval attacks differ from train's, as in ASVspoof5
+SPLITS = {"train": ("T", ("A01", "A02"), ("-",)), "dev": ("D", ("A09", "A10"), ("-",)),
+          "eval": ("E", ("A17", "A18"), ("-", "C05"))}
+ASVSPOOF5 = {"protocols": {"train": "ASVspoof5.train.tsv", "dev": "ASVspoof5.dev.track_1.tsv",
+                           "eval": "ASVspoof5.eval.track_1.tsv"},
+             "audio": {"train": "flac_T", "dev": "flac_D", "eval": "flac_E_eval"}}
+LA2019 = {"protocols": {"train": "ASVspoof2019.LA.cm.train.trn.txt", "dev": "ASVspoof2019.LA.cm.dev.trl.txt",
+                        "eval": "ASVspoof2019.LA.cm.eval.trl.txt"}}
+
+
+def _flac(path: Path, seed: int, bonafide: bool) -> None:
+    """1.5 s of noise: bona fide low-passed (a running mean), spoof white, so the classes are learnable."""
+    rng = np.random.default_rng(seed)
+    wave = rng.normal(0, 0.1, int(1.5 * SR))
+    if bonafide:
+        wave = np.convolve(wave, np.ones(8) / 8 * 3, mode="same")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave.astype(np.float32), SR, format="FLAC", subtype="PCM_16")
+
+
+def _utterances(split: str, per_class: int = 6):
+    """(speaker, name, gender, codec, attack or None) of one split: 2 speakers, bona fide and spoof alternating."""
+    prefix, attacks, codecs = SPLITS[split]
+    for i in range(2 * per_class):
+        attack = None if i % 2 == 0 else attacks[(i // 2) % len(attacks)]
+        yield (f"{prefix}_{i % 2:04d}", f"{prefix}_{i:010d}", "MF"[i % 2], codecs[(i // 2) % len(codecs)], attack)
+
+
+@pytest.fixture(scope="module")
+def cm_trees(tmp_path_factory, augmentation_trees) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cm_trees")
+    five, la = root / "asvspoof5", root / "LA2019" / "LA"
+    for s, split in enumerate(SPLITS):
+        lines5, lines19 = [], []
+        for k, (speaker, name, gender, codec, attack) in enumerate(_utterances(split)):
+            key = "bonafide" if attack is None else "spoof"
+            tag = "-" if attack is None else f"AC{attack[-1]}"
+            lines5.append(f"{speaker} {name} {gender} {codec} - - {tag} {attack or 'bonafide'} {key} -")
+            _flac(five / ASVSPOOF5["audio"][split] / f"{name}.flac", 1000 * s + k, attack is None)
+            la_name = f"LA_{name}"
+            lines19.append(f"LA_{speaker[2:]} {la_name} - {attack or '-'} {key}")
+            _flac(la / f"ASVspoof2019_LA_{split}" / "flac" / f"{la_name}.flac", 1000 * s + k, attack is None)
+        (five / "ASVspoof5_protocols").mkdir(parents=True, exist_ok=True)
+        (five / "ASVspoof5_protocols" / ASVSPOOF5["protocols"][split]).write_text("\n".join(lines5) + "\n")
+        (la / "ASVspoof2019_LA_cm_protocols").mkdir(parents=True, exist_ok=True)
+        (la / "ASVspoof2019_LA_cm_protocols" / LA2019["protocols"][split]).write_text("\n".join(lines19) + "\n")
+    return {"asvspoof5": five, "asvspoof2019la": la.parent, **augmentation_trees}
+
+
+def cm_params(trees: dict[str, Path], corpus: str = "asvspoof5", **changes) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"]["cm"].update({"corpus": corpus, "asvspoof5_dir": str(trees["asvspoof5"]),
+                                    "asvspoof2019_dir": str(trees["asvspoof2019la"]),
+                                    "musan_dir": str(trees["musan"]), "rirs_dir": str(trees["rirs"]), **changes})
+    return params
+
+
+def build(params: dict, out: Path) -> dict:
+    prepare("cm", params, out / "corpus")
+    return manifests("cm", params, out / "corpus", out / "manifests")
+
+
+@pytest.mark.parametrize("corpus", ["asvspoof5", "asvspoof2019la"])
+def test_manifests_from_released_trees(cm_trees, tmp_path, corpus):
+    summary = build(cm_params(cm_trees, corpus), tmp_path)
+    assert {k: summary[k] for k in ("train", "dev", "eval", "musan", "rirs")} == {
+        "train": 12, "dev": 12, "eval": 12, "musan": 9, "rirs": 2}
+    for split, (_, attacks, codecs) in SPLITS.items():
+        table = pd.read_parquet(tmp_path / "manifests" / f"{split}.parquet")
+        expected = list(_utterances(split))
+        assert list(table["utt"]) == [("LA_" if corpus == "asvspoof2019la" else "") + e[1] for e in expected]
+        assert list(table["label"]) == ["bonafide" if e[4] is None else "spoof" for e in expected]
+        assert table["path"].map(lambda p: Path(p).is_file()).all() and (table["duration_s"] == 1.5).all()
+        spoofs = table[table["label"] == "spoof"]
+        assert sorted(spoofs["attack"].unique()) == list(attacks)
+        if corpus == "asvspoof5":  # kept as released: codec and gender too
+            assert list(table["codec"]) == [e[3] for e in expected]
+            assert list(table["gender"]) == [e[2] for e in expected]
+            assert set(table.loc[table["label"] == "bonafide", "attack"]) == {"bonafide"}
+        else:  # 2019 LA has neither column; SYSTEM_ID '-' marks bona fide
+            assert set(table["codec"]) == {"-"} == set(table["gender"])
+            assert set(table.loc[table["label"] == "bonafide", "attack"]) == {"-"}
+    source = json.loads((tmp_path / "corpus" / "corpus.json").read_text())
+    assert source["corpus"] == corpus and source["corpus_dir"] == str(cm_trees[corpus])
+
+
+def test_2019la_root_may_be_the_la_directory(cm_trees, tmp_path):
+    summary = build(cm_params(cm_trees, "asvspoof2019la", asvspoof2019_dir=str(cm_trees["asvspoof2019la"] / "LA")),
+                    tmp_path)
+    assert summary["eval"] == 12
+
+
+def test_protocols_at_the_top_of_the_asvspoof5_directory(cm_trees, tmp_path):
+    five = tmp_path / "five"
+    shutil.copytree(cm_trees["asvspoof5"], five)
+    for f in (five / "ASVspoof5_protocols").iterdir():
+        f.rename(five / f.name)
+    (five / "ASVspoof5_protocols").rmdir()
+    assert build(cm_params(cm_trees, asvspoof5_dir=str(five)), tmp_path / "out")["dev"] == 12
+
+
+@pytest.mark.parametrize("corpus,line,edit,match", [
+    ("asvspoof5", 3, lambda cols: cols[:8], r"ASVspoof5.dev.track_1.tsv:3: expected 10 space-separated columns, got 8"),
+    ("asvspoof5", 2, lambda cols: cols[:8] + ["fake", "-"], r"ASVspoof5.dev.track_1.tsv:2: KEY is 'fake'"),
+    ("asvspoof5", 4, lambda cols: cols[:1] + ["D_0000000000"] + cols[2:],
+     r"ASVspoof5.dev.track_1.tsv:4: D_0000000000 is listed twice \(first at line 1\)"),
+    ("asvspoof5", 5, lambda cols: cols[:1] + ["D_0000000099"] + cols[2:],
+     r"ASVspoof5.dev.track_1.tsv:5: .*flac_D/D_0000000099.flac not found \(1 of the protocol's 12 files"),
+    ("asvspoof2019la", 6, lambda cols: cols + ["extra"],
+     r"ASVspoof2019.LA.cm.dev.trl.txt:6: expected 5 space-separated columns, got 6"),
+    ("asvspoof2019la", 2, lambda cols: cols[:4] + ["genuine"], r"ASVspoof2019.LA.cm.dev.trl.txt:2: KEY is 'genuine'"),
+])
+def test_bad_protocol_lines_fail_with_file_and_line(cm_trees, tmp_path, corpus, line, edit, match):
+    tree = tmp_path / "tree"
+    shutil.copytree(cm_trees[corpus], tree)
+    (protocol,) = tree.rglob(ASVSPOOF5["protocols"]["dev"] if corpus == "asvspoof5" else LA2019["protocols"]["dev"])
+    lines = protocol.read_text().splitlines()
+    lines[line - 1] = " ".join(edit(lines[line - 1].split()))
+    protocol.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=match):
+        build(cm_params(cm_trees, corpus, **{f"{'asvspoof5' if corpus == 'asvspoof5' else 'asvspoof2019'}_dir":
+                                             str(tree)}), tmp_path / "out")
+    assert not (tmp_path / "out" / "manifests").exists()  # nothing half-written
+
+
+def test_missing_files_and_bad_settings_are_named(cm_trees, tmp_path):
+    five = tmp_path / "five"
+    shutil.copytree(cm_trees["asvspoof5"], five)
+    (five / "ASVspoof5_protocols" / ASVSPOOF5["protocols"]["eval"]).unlink()
+    with pytest.raises(DataError, match=r"no ASVspoof5.eval.track_1.tsv \(looked in .*ASVspoof5_protocols, "):
+        build(cm_params(cm_trees, asvspoof5_dir=str(five)), tmp_path / "out")
+    shutil.copy(cm_trees["asvspoof5"] / "ASVspoof5_protocols" / ASVSPOOF5["protocols"]["eval"],
+                five / "ASVspoof5_protocols")
+    shutil.rmtree(five / "flac_E_eval")
+    with pytest.raises(DataError, match=r"flac_E_eval: the eval audio directory is missing"):
+        build(cm_params(cm_trees, asvspoof5_dir=str(five)), tmp_path / "out")
+    with pytest.raises(DataError, match=r"nosuch: asvspoof5_dir is not a directory"):
+        build(cm_params(cm_trees, asvspoof5_dir=str(tmp_path / "nosuch")), tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"prepare.cm.asvspoof2019_dir is null; corpus asvspoof2019la needs it"):
+        build(cm_params(cm_trees, "asvspoof2019la", asvspoof2019_dir=None), tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"prepare.cm.corpus must be one of \['mini', 'asvspoof5', 'asvspoof20"):
+        build(cm_params(cm_trees, "asvspoof2021"), tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"unknown key prepare.cm.asvspoof_dir"):
+        build(cm_params(cm_trees, asvspoof_dir="x"), tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"unknown key prepare.cm.corpus_dir"):  # written, not read
+        build(cm_params(cm_trees, corpus_dir="x"), tmp_path / "out")
+    with pytest.raises(DataError, match=r"musan_dir is not a directory"):
+        build(cm_params(cm_trees, musan_dir=str(tmp_path / "nomusan")), tmp_path / "out")
+    mini = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del mini["prepare"]["cm"]["mini"]
+    with pytest.raises(ConfigError, match=r"prepare.cm.mini must be a mapping"):
+        build(mini, tmp_path / "out")
+    one_class = tmp_path / "one"
+    shutil.copytree(cm_trees["asvspoof5"], one_class)
+    protocol = one_class / "ASVspoof5_protocols" / ASVSPOOF5["protocols"]["dev"]
+    protocol.write_text("".join(line + "\n" for line in protocol.read_text().splitlines() if "spoof" not in line))
+    with pytest.raises(DataError, match=r"ASVspoof5.dev.track_1.tsv: no spoof utterances left; dev needs both"):
+        build(cm_params(cm_trees, asvspoof5_dir=str(one_class)), tmp_path / "out")
+    assert not (tmp_path / "out" / "manifests").exists()
+
+
+def test_mini_corpus_moves_with_its_directory(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"]["cm"]["mini"].update(speakers=4, bonafide_per_speaker=1, spoofed_per_speaker=2,
+                                           min_seconds=1.0, max_seconds=1.2)
+    prepare("cm", params, tmp_path / "a" / "corpus")
+    assert json.loads((tmp_path / "a" / "corpus" / "corpus.json").read_text())["corpus_dir"] == "."
+    shutil.move(tmp_path / "a" / "corpus", tmp_path / "b")
+    summary = manifests("cm", params, tmp_path / "b", tmp_path / "manifests")
+    assert (summary["train"], summary["dev"], summary["eval"]) == (6, 3, 3)
+    dev = pd.read_parquet(tmp_path / "manifests" / "dev.parquet")
+    assert dev["path"].str.startswith(str(tmp_path / "b" / "flac_D")).all()
+    (tmp_path / "b" / "corpus.json").write_text(json.dumps({"corpus": "asvspoof5", "corpus_dir": 5}))
+    with pytest.raises(DataError, match=r"corpus.json: malformed \(TypeError"):
+        manifests("cm", params, tmp_path / "b", tmp_path / "manifests")
+    (tmp_path / "b" / "corpus.json").write_text(json.dumps({"corpus": "asvspoof2021", "corpus_dir": "."}))
+    with pytest.raises(DataError, match=r"corpus.json: malformed \(ValueError: corpus must be one of"):
+        manifests("cm", params, tmp_path / "b", tmp_path / "manifests")
+
+
+# ---- model and scoring ----------------------------------------------------------------------------------
+def test_class_weights_weight_the_cross_entropy():
+    torch.manual_seed(0)
+    head = LinearClassifier(4, 2, weights=[0.1, 0.9])
+    x, y = torch.randn(10, 4), torch.tensor([0, 1] * 5)
+    logp = torch.log_softmax(head.logits(x), dim=1)[torch.arange(10), y]
+    w = torch.tensor([0.1, 0.9])[y]
+    assert torch.allclose(head(x, y), -(w * logp).sum() / w.sum())
+    assert "weights" not in head.state_dict()  # they come from the config, checkpoints keep one layout
+    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS),
+                      HeadConfig(heads=2, compression=8, embedding=8, class_weights={"bonafide": 0.9, "spoof": 0.1}))
+    assert model.loss.weights.tolist() == pytest.approx([0.1, 0.9])  # in CM_LABELS order: spoof, bona fide
+    with pytest.raises(ValueError, match="class_weights must name each of the labels"):
+        TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS), HeadConfig(class_weights={"bonafide": 1.0}))
+    with pytest.raises(ValueError, match="class_weights must be null or a mapping"):
+        HeadConfig(class_weights={"bonafide": -1.0, "spoof": 1.0})
+
+
+def test_breakdown_per_attack_and_codec_matches_direct_metrics():
+    rng = np.random.default_rng(0)
+    n = 400
+    rows = pd.DataFrame({"label": np.where(rng.random(n) < 0.3, "bonafide", "spoof"),
+                         "attack": rng.choice(["A17", "A18", "A19"], n), "codec": rng.choice(["-", "C01", "C02"], n)})
+    rows.loc[rows["label"] == "bonafide", "attack"] = "bonafide"
+    rows.loc[(rows["codec"] == "C02"), "label"] = "spoof"  # a codec group with one class
+    rows.loc[(rows["codec"] == "C02"), "attack"] = "A19"
+    llrs = rng.normal(np.where(rows["label"] == "bonafide", 2.0, -1.0), 1.5)
+    out = cm_breakdown(rows, llrs)
+    bona = (rows["label"] == "bonafide").to_numpy()
+    for attack in ("A17", "A18", "A19"):
+        keep = bona | (rows["attack"] == attack).to_numpy()
+        got = out["attacks"][attack]
+        assert got["spoofs"] == int((rows["attack"] == attack).sum())
+        assert got["eer"] == metrics.eer(llrs[keep], bona[keep])
+        assert got["act_dcf"] == metrics.act_dcf(llrs[keep], bona[keep], 0.95, 1, 10)
+        assert got["cllr"] == metrics.cllr(llrs[keep], bona[keep])
+    keep = (rows["codec"] == "C01").to_numpy()
+    assert out["codecs"]["C01"]["min_dcf"] == metrics.min_dcf(llrs[keep], bona[keep], 0.95, 1, 10)
+    assert out["codecs"]["C02"] == {"bonafide": 0, "spoof": int((rows["codec"] == "C02").sum())}
+    assert set(out["attacks"]) == {"A17", "A18", "A19"}  # bona fide's own ATTACK_LABEL is not an attack
+
+
+def _manifest(split: str, n: int, seed: int, tmp_path: Path) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        bonafide = i % 3 == 0
+        path = tmp_path / split / f"{i}.flac"
+        _flac(path, seed + i, bonafide)
+        rows.append({"utt": f"{split}{i}", "path": str(path), "speaker": "s", "duration_s": 1.5, "split": split,
+                     "label": "bonafide" if bonafide else "spoof", "attack": "bonafide" if bonafide else "A01",
+                     "codec": "-", "gender": "F"})
+    return pd.DataFrame(rows)
+
+
+def test_score_cm_calibrates_on_dev_and_applies_to_eval(tmp_path):
+    torch.manual_seed(0)
+    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS),
+                      HeadConfig(heads=2, compression=8, embedding=8)).eval()
+    with torch.no_grad():  # make the untrained model's logit difference vary between utterances
+        model.loss.linear.weight.mul_(50)
+    dev, evaluation = _manifest("dev", 24, 0, tmp_path), _manifest("eval", 18, 100, tmp_path)
+    table, calibration, results = score_cm(model, dev, evaluation, batch_seconds=6.0, prior=0.5)
+    assert list(table["utt"]) == list(dev["utt"]) + list(evaluation["utt"])
+    assert np.allclose(table["score_llr"], calibration.llr(table["score_raw"].to_numpy()))
+    for split, rows in table.groupby("split"):
+        y = (rows["label"] == "bonafide").to_numpy()
+        assert results[split]["cllr"] == pytest.approx(metrics.cllr(rows["score_llr"], y))
+        assert results[split]["raw"]["cllr"] == pytest.approx(metrics.cllr(rows["score_raw"], y))
+        assert results[split]["bonafide"] == y.sum() and results[split]["utterances"] == len(y)
+    # fitted at prior 0.5 on dev, the regression minimises dev's Cllr: no worse than the raw scores, nor than
+    # the uninformative LLR 0 (1 bit), up to the fit's tiny L2 penalty
+    dev_result = results["dev"]
+    assert dev_result["cllr"] <= min(1.0, dev_result["raw"]["cllr"]) + 1e-6
+    # fitted on dev's raw scores only (not on eval's)
+    y = (dev["label"] == "bonafide").to_numpy()
+    refit = fit_logistic(table["score_raw"].to_numpy()[:24], y, prior=0.5)
+    assert calibration.weights == pytest.approx(refit.weights) and calibration.bias == pytest.approx(refit.bias)
+    default = score_cm(model, dev, evaluation, batch_seconds=6.0)[1]
+    assert default.prior == pytest.approx(0.95 / 1.45)  # the DCF's effective prior
+
+
+# ---- the CM stages under DVC ------------------------------------------------------------------------------
+@pytest.mark.parametrize("corpus", ["asvspoof5", "asvspoof2019la"])
+def test_cm_stages_on_released_trees_under_dvc(cm_trees, tmp_path, corpus):
+    """prepare -> manifests -> warmup (skipped) -> finetune -> compact -> score@cm on each tree, with MUSAN/RIR
+    augmentation and class weights."""
+    from test_pipeline_e2e import make_repo, run
+
+    params = cm_params(cm_trees, corpus)
+    params["finetune"]["cm"].update(epochs=3, batch_size=4, crop_seconds=1.0, warmup_epochs=1,
+                                    sparsity_warmup_epochs=2, log_every=2)
+    params["finetune"]["cm"]["head"]["class_weights"] = {"bonafide": 0.7, "spoof": 0.3}
+    repo = make_repo(tmp_path, params)
+    run(["dvc", "repro", "score@cm"], repo)
+
+    fine = json.loads((repo / "metrics" / "cm" / "finetune.json").read_text())
+    assert fine["augmentation"] and fine["utterances"] == 12 and fine["classes"] == 2
+    cm = json.loads((repo / "metrics" / "cm.json").read_text())
+    scores = pd.read_parquet(repo / "scores" / "cm" / "scores.parquet")
+    calibration = json.loads((repo / "scores" / "cm" / "calibration.json").read_text())
+    assert calibration == cm["calibration"] and calibration["prior"] == pytest.approx(0.95 / 1.45)
+    w, b = calibration["weights"][0], calibration["bias"]
+    assert np.allclose(scores["score_llr"], w * scores["score_raw"] + b)
+    for split, (_, attacks, codecs) in SPLITS.items():
+        if split == "train":
+            continue
+        m = cm[split]
+        assert (m["utterances"], m["bonafide"], m["spoof"]) == (12, 6, 6)
+        assert 0 <= m["eer"] <= 1 and m["min_dcf"] <= m["act_dcf"] + 1e-12 and m["cllr"] > 0
+        assert sorted(m["attacks"]) == list(attacks)
+        assert sorted(m["codecs"]) == (sorted(codecs) if corpus == "asvspoof5" else ["-"])
+        lines = (repo / "scores" / "cm" / f"{split}.txt").read_text().splitlines()
+        assert lines[0] == "filename\tcm-score" and len(lines) == 13
+        rows = scores[scores["split"] == split]
+        exported = [line.split("\t") for line in lines[1:]]
+        assert [u for u, _ in exported] == list(rows["utt"])
+        assert np.allclose([float(s) for _, s in exported], rows["score_llr"], atol=1e-6)
+        y = (rows["label"] == "bonafide").to_numpy()
+        assert m["act_dcf"] == pytest.approx(metrics.act_dcf(rows["score_llr"], y, 0.95, 1, 10))
+        assert m["cllr"] == pytest.approx(metrics.cllr(rows["score_llr"], y))
+    det = pd.read_csv(repo / "plots" / "cm" / "det.csv")
+    assert det["p_fa"].iloc[0] == 1.0 and det["p_miss"].iloc[-1] == 1.0
