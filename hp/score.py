@@ -6,9 +6,9 @@ import pandas as pd
 import torch
 
 from hp import metrics
-from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
 from hp.calibration import LinearCalibration, fit_logistic, qmf_features, sample_trials
 from hp.data.audio import pad_batch, read_audio
+from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
 from hp.score_norm import score_trials
 from hp.tasks import TaskModel
 
