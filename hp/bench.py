@@ -1,23 +1,46 @@
 """Benchmarks that print JSON: `python -m hp.bench compaction --shape base-plus --sparsity 0.7 --json`,
-`python -m hp.bench scoring --json`."""
+`python -m hp.bench scoring --json`, `python -m hp.bench train --shape base-plus --batch 128 --json`,
+`python -m hp.bench loader --json`.
+
+`train` sets hp's pruning step against plain fine-tuning: transformers' WavLMModel ("hf"), hp's WavLM without
+gates ("dense") and with all five gate types plus the sparsity Lagrangian ("pruned"), each trained with AdamW
+on the loss sum_h mean(h^2) over all hidden states, each in a fresh process. The targets: pruned >= 1.5x hf in
+utterances/s, pruned peak memory <= hf's, pruned step time <= 1.10x dense. Reference: on one H100,
+transformers' WavLM Base+ shape, plain fine-tuning, runs 802 utt/s at batch 128 x 3 s with a 22.0 GiB peak.
+`loader` times the data path alone (decode, crop, MUSAN/RIR augmentation) for several DataLoader worker counts.
+"""
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
+import os
 import platform
 import random
+import resource
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import soundfile as sf
 import torch
+import transformers
+from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from hp.model import SHAPES, WavLM, compact
+from hp.data.audio import SAMPLE_RATE
+from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
+from hp.model import SHAPES, UNIT_TYPES, WavLM, compact
 from hp.model.gates import HardConcrete
 from hp.score import sv_metrics
 from hp.score_norm import score_trials
+from hp.sparsity import SparsityController, param_groups
+from hp.train import CropDataset
 
 # Saturated log_alpha: the deterministic mask then keeps exactly the chosen units (P(z != 0) is within 1e-4
 # of 0 or 1, far from moving round(n - E[L0])), with soft values of kept units within 1e-4 of 1.
@@ -157,6 +180,164 @@ def _same_speaker(speakers: np.ndarray, enroll: np.ndarray, rng: np.random.Gener
     return order[starts + (rng.random(len(enroll)) * (ends - starts)).astype(int)]
 
 
+# ---- training throughput and memory -------------------------------------------------------------------------
+VARIANTS = ("hf", "dense", "pruned")
+
+
+def train_variant(variant: str, shape: str, batch: int, seconds: float, steps: int, warmup: int, device: str,
+                  threads: int) -> dict:
+    """Time `steps` training steps of one variant after `warmup` steps; run it in a fresh process (peak memory:
+    every variant's process imports the same modules, this one's, so CPU peak RSS starts from the same base).
+
+    bf16 autocast on CUDA, float32 on CPU, as hp.train's "auto" precision.
+    """
+    torch.manual_seed(0)
+    torch.set_num_threads(threads)
+    device = torch.device(device)
+    # the same computation in all three: no LayerDrop (it would make the timed steps uneven) and no SpecAugment
+    # (hp has none; transformers' would add host-side mask building to its steps only)
+    config = SHAPES[shape].replace(layerdrop=0.0)
+    if variant == "hf":
+        model = transformers.WavLMModel(transformers.WavLMConfig(**config.to_dict(), apply_spec_augment=False))
+        forward = lambda wave: model(wave, output_hidden_states=True).hidden_states  # noqa: E731
+    else:
+        model = forward = WavLM(config, prune_units=UNIT_TYPES if variant == "pruned" else ())
+    model.to(device).train()
+    lr, reg_lr = 1e-4, 0.05
+    if variant == "pruned":
+        controller = SparsityController(0.5, warmup_steps=0).to(device)
+        main_groups, reg_groups = param_groups(model, controller, lr, reg_lr)
+        main_params = [p for g in main_groups for p in g["params"]]
+        optimizers = [torch.optim.AdamW(main_groups), torch.optim.AdamW(reg_groups)]
+    else:
+        optimizers = [torch.optim.AdamW(model.parameters(), lr=lr)]
+    wave = torch.randn(batch, int(seconds * SAMPLE_RATE), device=device)
+    cuda, pruned = device.type == "cuda", variant == "pruned"
+    sync = torch.cuda.synchronize if cuda else lambda: None
+
+    def step(i: int) -> None:
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = sum(h.float().pow(2).mean() for h in forward(wave))
+        if pruned:  # the Lagrangian outside autocast: the count's polynomial in float64
+            loss = loss + controller(model.expected_sparsity(), i)[0]
+        loss.backward()
+        if pruned:
+            torch.nn.utils.clip_grad_norm_(main_params, 3.0)
+        for optimizer in optimizers:
+            optimizer.step()
+        if pruned:
+            controller.clamp_()
+
+    for i in range(warmup):
+        step(i)
+    if cuda:  # after warm-up: the optimiser states exist, the peak is that of a steady step
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        step(i)
+    sync()
+    step_s = (time.perf_counter() - start) / steps
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
+    return {"utt_per_s": round(batch / step_s, 3), "step_s": round(step_s, 6), "peak_memory_mib": round(peak, 1),
+            "memory_kind": "cuda_allocated" if cuda else "cpu_peak_rss",
+            "gpu": torch.cuda.get_device_name() if cuda else None}
+
+
+def train(args: argparse.Namespace) -> dict:
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    variants, gpu = {}, None
+    for name in args.variants:
+        # a fresh "spawn" process per variant: clean peak memory, no CUDA state inherited
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            variants[name] = pool.submit(train_variant, name, args.shape, args.batch, args.seconds, args.steps,
+                                         args.warmup, device, args.threads).result()
+        gpu = variants[name].pop("gpu")
+    ratios, targets = {}, {}
+    hf, dense, pruned = (variants.get(v) for v in VARIANTS)
+    if hf and pruned:
+        ratios["pruned_vs_hf_throughput"] = round(pruned["utt_per_s"] / hf["utt_per_s"], 4)
+        ratios["pruned_vs_hf_memory"] = round(pruned["peak_memory_mib"] / hf["peak_memory_mib"], 4)
+        targets["throughput_1_5x_hf"] = pruned["utt_per_s"] >= 1.5 * hf["utt_per_s"]
+        targets["memory_not_above_hf"] = pruned["peak_memory_mib"] <= hf["peak_memory_mib"]
+    if dense and pruned:
+        ratios["pruned_vs_dense_step_time"] = round(pruned["step_s"] / dense["step_s"], 4)
+        targets["step_time_within_1_10x_dense"] = pruned["step_s"] <= 1.10 * dense["step_s"]
+    return {"benchmark": "train", "shape": args.shape, "batch": args.batch, "seconds": args.seconds,
+            "device": device, "precision": "bf16" if device.startswith("cuda") else "fp32",
+            "threads": args.threads, "steps": args.steps, "warmup": args.warmup, "variants": variants,
+            "ratios": ratios, "targets": targets, "torch": torch.__version__,
+            "transformers": transformers.__version__, "gpu": gpu}
+
+
+# ---- data loading -------------------------------------------------------------------------------------------
+def _write_noise(path: Path, seconds: float, rng: np.random.Generator, decay_s: float | None = None) -> None:
+    wave = 0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32)
+    if decay_s is not None:  # an RIR: noise under an exponential decay
+        wave *= np.exp(-np.arange(len(wave)) / (decay_s * SAMPLE_RATE)).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave, SAMPLE_RATE)
+
+
+def loader_corpus(root: Path, utterances: int, seed: int = 0) -> tuple[pd.DataFrame, Augmenter]:
+    """A random-noise corpus under `root`: the manifest of `utterances` 4-8 s FLAC files, and an Augmenter
+    (every crop augmented) over MUSAN and RIRS_NOISES trees in their distributed layouts."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(utterances):
+        path, duration = root / "wav" / f"utt{i:05d}.flac", float(rng.uniform(4, 8))
+        _write_noise(path, duration, rng)
+        rows.append({"utt": path.stem, "path": str(path), "speaker": f"spk{i % 4}", "label": f"spk{i % 4}",
+                     "duration_s": sf.info(path).frames / SAMPLE_RATE, "sample_rate": SAMPLE_RATE,
+                     "split": "train"})
+    for kind in ("noise", "music", "speech"):
+        for j in range(4):  # 4 talkers: babble draws 3-7
+            _write_noise(root / "musan" / kind / "x" / f"{kind}-{j:04d}.wav", 6.0, rng)
+    for j in range(4):
+        _write_noise(root / "RIRS_NOISES/simulated_rirs/smallroom/Room001" / f"Room001-{j:05d}.wav", 0.5, rng,
+                     decay_s=0.1)
+    augmenter = Augmenter(musan_table(root), rir_table(root), AugmentConfig(prob=1.0))
+    return pd.DataFrame(rows), augmenter
+
+
+def loader(args: argparse.Namespace) -> dict:
+    # DataLoader workers run with one torch thread; the main process (workers=0) gets --threads. With more
+    # threads than free cores, every small reduction in the augmentation waits on OpenMP: 40-100x slower here
+    torch.set_num_threads(args.threads)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        table, augmenter = loader_corpus(Path(tmp), args.utterances, args.seed)
+        data = CropDataset(table, sorted(set(table["label"])), args.seconds, args.seed,
+                           augmenter if args.augment else None)
+        for workers in args.workers:
+            # sampling with replacement: any number of batches from a small corpus, in one pass
+            sampler = RandomSampler(data, replacement=True, num_samples=args.batch * (args.batches + 1),
+                                    generator=torch.Generator().manual_seed(args.seed))
+            batches = iter(DataLoader(data, batch_size=args.batch, sampler=sampler, num_workers=workers))
+            next(batches)  # warm-up: worker start-up and the first reads are not timed
+            start = time.perf_counter()
+            count = sum(len(wave) for wave, _ in batches)
+            results.append({"workers": workers, "utt_per_s": round(count / (time.perf_counter() - start), 2)})
+            del batches  # shuts its workers down before the next setting
+    return {"benchmark": "loader", "utterances": args.utterances, "seconds": args.seconds, "batch": args.batch,
+            "batches": args.batches, "augment": args.augment, "threads": args.threads, "results": results,
+            "cpus": os.cpu_count(), "torch": torch.__version__}
+
+
+def _choices(kind, allowed=None):
+    """argparse type for a comma-separated list (of `allowed` values, when given)."""
+    def parse(text: str) -> list:
+        values = [kind(v) for v in text.split(",") if v]
+        bad = [v for v in values if allowed is not None and v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {allowed or kind.__name__}")
+        return values
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hp.bench", description=__doc__)
     sub = parser.add_subparsers(dest="benchmark", required=True)
@@ -178,8 +359,30 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
+    p = sub.add_parser("train", help="training steps of transformers' WavLM, hp dense, hp pruned: utt/s, peak memory")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="base-plus")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seconds", type=float, default=3.0, help="utterance length")
+    p.add_argument("--steps", type=int, default=20, help="timed steps, after the warm-up steps")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="auto", help="auto: CUDA when present (bf16 autocast), else CPU (float32)")
+    p.add_argument("--variants", type=_choices(str, VARIANTS), default=list(VARIANTS),
+                   help=f"comma-separated, of {','.join(VARIANTS)}; each runs in its own process")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
+    p = sub.add_parser("loader", help="training data path alone (decode, crop, MUSAN/RIR augmentation): utt/s")
+    p.add_argument("--utterances", type=int, default=64, help="random-noise FLAC files, 4-8 s, in a temporary corpus")
+    p.add_argument("--seconds", type=float, default=3.0, help="crop length")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--workers", type=_choices(int), default=[0, 2], help="comma-separated DataLoader worker counts")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                   help="augment every crop (MUSAN noise/music/babble, RIR)")
+    p.add_argument("--batches", type=int, default=8, help="timed batches, after one warm-up batch")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (workers use 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     args = parser.parse_args(argv)
-    result = {"compaction": compaction, "scoring": scoring}[args.benchmark](args)
+    result = {"compaction": compaction, "scoring": scoring, "train": train, "loader": loader}[args.benchmark](args)
     json.dump(result, sys.stdout, indent=None if args.json else 2)
     print()
 

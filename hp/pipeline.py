@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from hp import distributed
+from hp.checkpoint import Checkpoints, fingerprint
 from hp.data import asvspoof, synth, voxceleb
 from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
 from hp.data.interop import write_cm_scores, write_kaldi_dir, write_trial_scores
@@ -174,11 +176,39 @@ def _training_setup(task: str, params: dict, stage: str, manifests_dir: Path, **
     return cfg, head, table, labels, augmenter
 
 
-def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Path, metrics_path: Path) -> dict:
+def training_processes(params: dict, group: str) -> int:
+    """`<group>.nproc_per_node` (1 when absent): how many processes a training stage runs on this node."""
+    value = section(params, group).get("nproc_per_node", 1)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"params.yaml: {group}.nproc_per_node must be a positive integer, got {value!r}")
+    return value
+
+
+def _run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augmenter, live_dir: Path,
+                  checkpoint_dir: Path) -> dict | None:
+    """train() with checkpoints in `checkpoint_dir` (resumed when they are this run's) and, on rank 0 only,
+    DVCLive curves; None on the other ranks, which write nothing."""
+    checkpoints = Checkpoints(checkpoint_dir, fingerprint(cfg, table, model), cfg.checkpoint_every,
+                              resume=cfg.resume == "auto")
+    main = distributed.is_main()
+    state = checkpoints.latest()
+    logger = LiveLogger(str(live_dir), None if state is None else state["step"]) if main else None
+    start = time.time()
+    run = train(model, table, cfg, logger, augmenter, checkpoints)
+    if not main:
+        return None
+    logger.close()
+    return {"train_seconds": round(time.time() - start, 1), **run, "processes": distributed.world_size(),
+            "augmentation": augmenter is not None, "utterances": len(table)}
+
+
+def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Path, metrics_path: Path,
+           checkpoint_dir: Path) -> dict | None:
     """Phase 1 (optional): train the back-end and loss on the frozen, unpruned front end.
 
     `out` receives the head weights the finetune stage starts from; with `epochs: 0` only head.json, saying
-    that the phase was skipped (the finetune stage then starts from a fresh head).
+    that the phase was skipped (the finetune stage then starts from a fresh head). Under torchrun only rank 0
+    writes (the others return None).
     """
     group = section(params, f"warmup.{task}")
     if group.get("epochs") == 0:
@@ -190,36 +220,34 @@ def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Pa
         cfg, head, table, labels, augmenter = _training_setup(task, params, "warmup", manifests_dir)
         seed_everything(cfg.seed)
         model = TaskModel(task, pretrained_frontend(params, task, prune=False), labels, head).freeze_frontend()
-        logger = LiveLogger(str(live_dir))
-        start = time.time()
-        run = train(model, table, cfg, logger, augmenter)
-        logger.close()
+        run = _run_training(model, table, cfg, augmenter, live_dir, checkpoint_dir)
+        if run is None:
+            return None
         model.cpu().save_head(out, {"epochs": cfg.epochs})
-        result = {"train_seconds": round(time.time() - start, 1), "epochs": cfg.epochs, **run,
-                  "augmentation": augmenter is not None, "utterances": len(table), "classes": len(labels)}
+        result = {"epochs": cfg.epochs, **run, "classes": len(labels)}
     write_json(metrics_path, result)
+    Checkpoints(checkpoint_dir, "").clear()  # the outputs are written: nothing left to resume
     return result
 
 
 def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out: Path, live_dir: Path,
-             metrics_path: Path) -> dict:
-    """Phase 2: joint pruning + fine-tuning, from the warm-up's head when there was a warm-up."""
+             metrics_path: Path, checkpoint_dir: Path) -> dict | None:
+    """Phase 2: joint pruning + fine-tuning, from the warm-up's head when there was a warm-up. Under torchrun
+    only rank 0 writes (the others return None)."""
     cfg, head, table, labels, augmenter = _training_setup(task, params, "finetune", manifests_dir,
                                                         target_sparsity=float(params["target_sparsity"]))
     seed_everything(cfg.seed)
     model = TaskModel(task, pretrained_frontend(params, task), labels, head)
     if (warmup_dir / "head.safetensors").is_file():
         model.load_head(warmup_dir)
-    logger = LiveLogger(str(live_dir))
-    start = time.time()
-    run = train(model, table, cfg, logger, augmenter)
-    logger.close()
+    run = _run_training(model, table, cfg, augmenter, live_dir, checkpoint_dir)
+    if run is None:
+        return None
     model.cpu().save(out)
-    result = {"train_seconds": round(time.time() - start, 1),
-              "expected_sparsity": model.frontend.expected_sparsity().item(),
-              "deterministic_sparsity": model.frontend.deterministic_sparsity(),
-              **run, "augmentation": augmenter is not None, "utterances": len(table), "classes": len(labels)}
+    result = {"expected_sparsity": model.frontend.expected_sparsity().item(),
+              "deterministic_sparsity": model.frontend.deterministic_sparsity(), **run, "classes": len(labels)}
     write_json(metrics_path, result)
+    Checkpoints(checkpoint_dir, "").clear()
     return result
 
 
@@ -247,11 +275,14 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     the ASVspoof5 evaluation package reads them, and the dev-fitted calibration (calibration.json).
     """
     batch_seconds = float(section(params, "score.batch_seconds"))
+    workers = section(params, "score").get("num_workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"params.yaml: score.num_workers must be an integer >= 0, got {workers!r}")
     run = _score_sv if task == "sv" else _score_cm
     settings = (_sv_score_settings if task == "sv" else _cm_score_settings)(params)  # checked before any work
     compact_info = json.loads(Path(compact_metrics).read_text())
     model = TaskModel.load(model_dir).eval()
-    table, task_metrics, exports, (scores, labels) = run(model, manifests_dir, batch_seconds, **settings)
+    table, task_metrics, exports, (scores, labels) = run(model, manifests_dir, batch_seconds, workers, **settings)
     with atomic_dir(scores_dir) as tmp:
         write_parquet(table, tmp / "scores.parquet")
         for name, write in exports.items():
@@ -284,13 +315,13 @@ def _cm_score_settings(params: dict) -> dict:
     return {"prior": prior}
 
 
-def _score_sv(model: TaskModel, manifests_dir: Path, batch_seconds: float, asnorm_top_n: int | None,
+def _score_sv(model: TaskModel, manifests_dir: Path, batch_seconds: float, workers: int, asnorm_top_n: int | None,
               qmf_trials: int | None, qmf_seed: int, mean_subtraction: bool):
     """hp.score.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks."""
     trials = pd.read_parquet(manifests_dir / "trials.parquet")
     train = pd.read_parquet(manifests_dir / "train.parquet")
     table, task_metrics = score_sv(model, pd.read_parquet(manifests_dir / "test.parquet"), trials, train,
-                                   batch_seconds, mean_subtraction, asnorm_top_n, qmf_trials, qmf_seed)
+                                   batch_seconds, mean_subtraction, asnorm_top_n, qmf_trials, qmf_seed, workers)
     final = next(f"score_{kind}" for kind in ("qmf", "asnorm", "cosine") if f"score_{kind}" in table)
     exports = {f"{name}.txt": partial(write_trial_scores, rows, rows[final].to_numpy())
                for name, rows in table.groupby("list", sort=False)}
@@ -301,10 +332,10 @@ def _score_sv(model: TaskModel, manifests_dir: Path, batch_seconds: float, asnor
     return table, task_metrics, exports, (first[final].to_numpy(), first["label"].to_numpy())
 
 
-def _score_cm(model: TaskModel, manifests_dir: Path, batch_seconds: float, prior: float | None):
+def _score_cm(model: TaskModel, manifests_dir: Path, batch_seconds: float, workers: int, prior: float | None):
     """hp.score.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec."""
     dev, evaluation = (pd.read_parquet(manifests_dir / f"{split}.parquet") for split in ("dev", "eval"))
-    table, calibration, task_metrics = score_cm(model, dev, evaluation, batch_seconds, prior)
+    table, calibration, task_metrics = score_cm(model, dev, evaluation, batch_seconds, prior, workers)
     exports = {f"{split}.txt": partial(write_cm_scores, rows["utt"], rows["score_llr"].to_numpy())
                for split, rows in table.groupby("split", sort=False)}
     exports["calibration.json"] = partial(write_json, obj=calibration.to_dict())

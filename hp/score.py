@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from hp import metrics
 from hp.calibration import LinearCalibration, fit_logistic, qmf_features, sample_trials
@@ -15,26 +16,46 @@ from hp.tasks import TaskModel
 SV_P_TARGETS = (0.01, 0.05)
 
 
-@torch.inference_mode()
-def embed_utterances(model: TaskModel, table: pd.DataFrame, batch_seconds: float = 60.0) -> np.ndarray:
-    """Embeddings of whole utterances, batched by similar length (sorted) to limit padding."""
-    device = next(model.parameters()).device
-    order = np.argsort(table["duration_s"].to_numpy(), kind="stable")
-    out = np.zeros((len(table), model.head_config.embedding), dtype=np.float32)
-    paths = table["path"].tolist()
-    batch: list[int] = []
-
-    def flush():
-        waves, lengths = pad_batch([read_audio(paths[i]) for i in batch])
-        out[batch] = model.embed(waves.to(device), lengths.to(device)).float().cpu().numpy()
-        batch.clear()
-
-    for i in order:
+def length_batches(durations: np.ndarray, batch_seconds: float) -> list[np.ndarray]:
+    """Utterance indices in batches of similar length: sorted by duration, a batch closes once its padded size
+    (count x longest) reaches `batch_seconds`, so little of any batch is padding."""
+    batches, batch = [], []
+    for i in np.argsort(durations, kind="stable"):
         batch.append(int(i))
-        if len(batch) * table["duration_s"].iat[int(i)] >= batch_seconds:
-            flush()
+        if len(batch) * durations[i] >= batch_seconds:
+            batches.append(np.array(batch))
+            batch = []
     if batch:
-        flush()
+        batches.append(np.array(batch))
+    return batches
+
+
+class PaddedBatches(Dataset):
+    """Item k: the k-th length batch of `table`, decoded and zero-padded, with its row indices; a DataLoader
+    with workers decodes the next batches while the model embeds this one."""
+
+    def __init__(self, table: pd.DataFrame, batch_seconds: float):
+        self.paths = table["path"].tolist()
+        self.batches = length_batches(table["duration_s"].to_numpy(), batch_seconds)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int):
+        rows = self.batches[k]
+        waves, lengths = pad_batch([read_audio(self.paths[i]) for i in rows])
+        return torch.from_numpy(rows), waves, lengths
+
+
+@torch.inference_mode()
+def embed_utterances(model: TaskModel, table: pd.DataFrame, batch_seconds: float = 60.0,
+                     num_workers: int = 0) -> np.ndarray:
+    """Embeddings of whole utterances, in length batches (PaddedBatches), decoded by `num_workers` processes."""
+    device = next(model.parameters()).device
+    out = np.zeros((len(table), model.head_config.embedding), dtype=np.float32)
+    loader = DataLoader(PaddedBatches(table, batch_seconds), batch_size=None, num_workers=num_workers)
+    for rows, waves, lengths in loader:
+        out[rows.numpy()] = model.embed(waves.to(device), lengths.to(device)).float().cpu().numpy()
     return out
 
 
@@ -76,7 +97,7 @@ def cm_breakdown(rows: pd.DataFrame, llrs: np.ndarray) -> dict:
 
 
 def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batch_seconds: float = 60.0,
-             prior: float | None = None) -> tuple[pd.DataFrame, LinearCalibration, dict]:
+             prior: float | None = None, num_workers: int = 0) -> tuple[pd.DataFrame, LinearCalibration, dict]:
     """Raw scores (bona fide - spoof logit) of dev and eval, LLRs from a logistic regression fitted on dev at
     bona fide prior `prior` (None: the effective prior of the ASVspoof5 DCF), metrics of both splits.
 
@@ -89,7 +110,7 @@ def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batc
     tables = {"dev": dev, "eval": evaluation}
     raw = {}
     for split, table in tables.items():
-        embeddings = embed_utterances(model, table, batch_seconds)
+        embeddings = embed_utterances(model, table, batch_seconds, num_workers)
         with torch.inference_mode():
             raw[split] = model.cm_scores(torch.from_numpy(embeddings)).double().numpy()
     labels = {split: (table["label"] == "bonafide").to_numpy().astype(int) for split, table in tables.items()}
@@ -109,7 +130,7 @@ def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batc
 
 def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame,
              batch_seconds: float = 60.0, mean_subtraction: bool = True, top_n: int | None = 300,
-             qmf_trials: int | None = None, qmf_seed: int = 0) -> tuple[pd.DataFrame, dict]:
+             qmf_trials: int | None = None, qmf_seed: int = 0, num_workers: int = 0) -> tuple[pd.DataFrame, dict]:
     """Score every trial (of all lists at once: each utterance is embedded once) and evaluate each list.
 
     Scores: cosine after the training mean is subtracted (`mean_subtraction`), AS-norm with the training
@@ -118,7 +139,7 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
     None: off). Returns the trials with a column `score_<kind>` per kind (cosine, asnorm, qmf: the last is
     the system's final score) and {"lists": {list: {"trials": n, kind: metrics}}}.
     """
-    test_emb, train_emb = (embed_utterances(model, t, batch_seconds) for t in (test, train))
+    test_emb, train_emb = (embed_utterances(model, t, batch_seconds, num_workers) for t in (test, train))
     speakers = train["speaker"].to_numpy()
     enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
     scored = score_trials(test_emb, enroll, test_idx, train_emb, speakers, mean_subtraction, top_n)

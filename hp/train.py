@@ -1,39 +1,46 @@
 """One training loop for both tasks: joint fine-tuning and pruning with the sparsity Lagrangian."""
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from hp import distributed
+from hp.checkpoint import Checkpoints, rng_state, set_rng_state
 from hp.data.audio import SAMPLE_RATE, random_crop
 from hp.data.augment import Augmenter
+from hp.utils.files import atomic_path
 from hp.model.gates import HardConcrete
 from hp.sparsity import CONSTRAINED, SparsityController, param_groups
 from hp.tasks import TaskModel
 
 
 OPTIMIZERS = ("adamw", "sgd")
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     target_sparsity: float = 0.0
     epochs: int = 10
-    batch_size: int = 32
+    batch_size: int = 32  # global: utterances per optimiser step, over all processes and accumulation
     crop_seconds: float = 3.0
     aug_prob: float = 0.6  # MUSAN / RIR augmentation of each crop, when the manifests list them
     optimizer: str = "adamw"  # or "sgd" (Nesterov momentum; the authors' frozen-front-end phase)
     momentum: float = 0.9  # sgd only
     lr: float = 1e-4  # peak learning rate of the model (front end and back-end)
     final_lr: float = 1e-6  # reached by exponential decay at the last step
-    lr_reference_batch: int | None = None  # set: lr and final_lr scale by global batch / this (authors: 64)
+    lr_reference_batch: int | None = None  # set: lr and final_lr scale by batch_size / this (authors: 64)
     warmup_epochs: float = 1.0  # linear lr warm-up
     weight_decay: float = 1e-7
     margin_start_epoch: float = 0.0  # AAM margin 0 until here, then linear up to the head's margin at ...
@@ -54,6 +61,11 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     log_every: int = 10
+    grad_accumulation: int = 1  # micro-batches per optimiser step (each of batch_size / (processes * this))
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA, float32 on CPU; "bf16" or "fp32" to force either
+    nproc_per_node: int = 1  # training processes on this node (torchrun; the stage relaunches itself)
+    checkpoint_every: int | None = None  # optimiser steps between checkpoints (also at every epoch's end)
+    resume: str = "auto"  # "auto": continue from this run's last checkpoint if there is one; "never"
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -70,17 +82,32 @@ class TrainConfig:
             raise ValueError(f"constrain must be one of {list(CONSTRAINED)}, got {self.constrain!r}")
         if self.freeze_tolerance is not None and self.freeze_tolerance < 0:
             raise ValueError(f"freeze_tolerance must be >= 0 or null, got {self.freeze_tolerance}")
+        if self.grad_accumulation < 1 or self.nproc_per_node < 1:
+            raise ValueError("grad_accumulation and nproc_per_node must be positive integers")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.resume not in ("auto", "never"):
+            raise ValueError(f"resume must be 'auto' or 'never', got {self.resume!r}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be a positive integer or null, got {self.checkpoint_every}")
+
+    def micro_batch(self, world: int) -> int:
+        """Utterances per forward on each process: the global batch shared by processes and accumulation."""
+        parts = world * self.grad_accumulation
+        if self.batch_size % parts:
+            raise ValueError(f"batch_size {self.batch_size} must divide evenly into {world} process(es) x "
+                             f"grad_accumulation {self.grad_accumulation}")
+        return self.batch_size // parts
+
+    def use_bf16(self, device: torch.device) -> bool:
+        if self.precision == "bf16" and device.type != "cuda":
+            raise ValueError("precision bf16 needs a CUDA device (CPU training runs in float32)")
+        return self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda")
 
     @property
     def lr_scale(self) -> float:
         """Global batch / reference batch (1 without a reference): the authors' linear lr scaling."""
         return 1.0 if self.lr_reference_batch is None else self.batch_size / self.lr_reference_batch
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
@@ -150,6 +177,12 @@ class ParameterAverage:
         self.sums = state if self.sums is None else {k: self.sums[k] + v for k, v in state.items()}
         self.count += 1
 
+    def state_dict(self) -> dict:
+        return {"count": self.count, "sums": self.sums}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.sums = state["count"], state["sums"]
+
     def apply(self, model: nn.Module) -> None:
         if self.count > 1:
             current = model.state_dict()
@@ -162,23 +195,74 @@ def make_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimize
     return torch.optim.AdamW(groups)
 
 
+class ShardedSampler(Sampler[int]):
+    """This process's share of each epoch: one seeded permutation of the utterances on every rank, dealt out
+    round robin. The ranks' k-th micro-batches together are then the k-th contiguous slice of the permutation,
+    whatever the number of processes, so a run's global batches do not depend on how it is spread. An epoch
+    covers whole global steps only (the rest of the permutation waits for the next epoch's shuffle).
+    `set_epoch(e, skip)` starts epoch e after this rank's first `skip` indices (a resumed run)."""
+
+    def __init__(self, n: int, per_rank_step: int, rank: int, world: int, seed: int):
+        self.n, self.rank, self.world, self.seed = n, rank, world, seed
+        self.per_rank = (n // (world * per_rank_step)) * per_rank_step
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        return iter(order[: self.per_rank * self.world][self.rank::self.world][self.skip:].tolist())
+
+
+class Objective(nn.Module):
+    """What one step differentiates: the task loss and, while the gates learn, the expected sparsity the
+    Lagrangian holds to the target. Both come out of one forward, which DDP wraps, so that DDP sees every gate
+    take part (a sampled mask can leave a block's gate out of the task loss; the Lagrangian still reaches it)."""
+
+    def __init__(self, model: TaskModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, wave: torch.Tensor, labels: torch.Tensor, sparsity: bool):
+        loss = self.model(wave, labels)
+        if not sparsity:
+            return loss, None
+        with torch.autocast(wave.device.type, enabled=False):  # the count's polynomial in float64/32
+            return loss, self.model.frontend.expected_sparsity()
+
+
 def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
-          augment: Augmenter | None = None) -> dict:
+          augment: Augmenter | None = None, checkpoints: Checkpoints | None = None) -> dict:
     """Fine-tune `model` (in place) on the manifest `table` while its gates learn the structure.
 
     With the front end frozen (TaskModel.freeze_frontend) only the back-end and loss learn and nothing is
-    pruned: the authors' first phase. Returns what the run did: steps, the effective peak lr, and the step at
-    which the gates were frozen (None if they were not).
+    pruned: the authors' first phase. Under torchrun the model is wrapped in DDP: every rank sees its share of
+    each global batch (`cfg.batch_size` utterances per optimiser step, over all ranks and accumulation
+    micro-batches), gradients are averaged, and the gates and lambdas, updated from the same averaged
+    gradients and the same (rank-independent) sparsity terms, stay identical on all ranks. `checkpoints`
+    saves the whole training state and, when it holds one of this run, resumes from it. Returns what the run
+    did: steps, the effective peak lr, the step at which the gates were frozen (None if they were not), and
+    the step it resumed from (None).
     """
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    rank, world = distributed.rank(), distributed.world_size()
+    device = distributed.device(cfg.device)
+    distributed.init(device)
+    micro = cfg.micro_batch(world)
+    seed_everything(cfg.seed + rank)  # dropout differs between ranks ...
     model.to(device).train()
+    sampling = model.frontend.share_sampling(cfg.seed)  # ... gate samples and LayerDrop agree
     data = CropDataset(table, model.labels, cfg.crop_seconds, cfg.seed, augment)
-    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, num_workers=cfg.num_workers,
+    sampler = ShardedSampler(len(data), micro * cfg.grad_accumulation, rank, world, cfg.seed)
+    # its own generator: creating an epoch's iterator must not draw from the global one (resumption)
+    loader = DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
                         generator=torch.Generator().manual_seed(cfg.seed))
-    if len(loader) == 0:
+    steps_per_epoch = sampler.per_rank // (micro * cfg.grad_accumulation)
+    if steps_per_epoch == 0:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(data)} training utterances")
-    steps_per_epoch = len(loader)
     total = cfg.epochs * steps_per_epoch
     pruning = not model.frontend_frozen
     controller = SparsityController(cfg.target_sparsity, round(cfg.sparsity_warmup_epochs * steps_per_epoch),
@@ -195,19 +279,57 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     full_margin = getattr(model.loss, "margin", None)  # AAM-softmax (SV) only
     full_penalty = getattr(model.loss, "topk_penalty", None)
     average = ParameterAverage(model, cfg.average_last)
+    objective = Objective(model)
+    # LayerDrop leaves a layer's parameters without gradient in some steps
+    net = DistributedDataParallel(objective, find_unused_parameters=True) if world > 1 else objective
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.use_bf16(device))
 
     frontend = model.frontend
-    step, frozen_at = 0, None
-    progress = tqdm(total=total, desc=f"finetune {model.task}", unit="step", mininterval=5, disable=None)
-    for epoch in range(cfg.epochs):
+    step, frozen_at, start_epoch, skip, resumed = 0, None, 0, 0, None
+    state = checkpoints.latest() if checkpoints is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if reg_optimizer is not None:
+            reg_optimizer.load_state_dict(state["reg_optimizer"])
+        controller.load_state_dict(state["controller"])
+        scheduler.load_state_dict(state["scheduler"])
+        average.load_state_dict(state["average"])
+        step, frozen_at = state["step"], state["frozen_at"]
+        resumed = step
+        start_epoch, skip = divmod(step, steps_per_epoch)
+        if frozen_at is not None:
+            frontend.freeze_gates()
+        for name, generator in sampling.items():
+            generator.set_state(state["sampling"][name])
+        # this rank's generators; a run resumed on more processes than it was saved from starts the new ranks
+        # from rank 0's (then only the global batches, not the dropout masks, are those of the first run)
+        set_rng_state(state["rng"][rank if rank < len(state["rng"]) else 0], device)
+
+    def save() -> None:
+        rng = distributed.all_gather(rng_state(device))  # every rank's generators, so each resumes its own
+        if checkpoints is not None and rank == 0:
+            checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                              "reg_optimizer": None if reg_optimizer is None else reg_optimizer.state_dict(),
+                              "controller": controller.state_dict(), "scheduler": scheduler.state_dict(),
+                              "average": average.state_dict(), "step": step, "frozen_at": frozen_at, "rng": rng,
+                              "sampling": {name: g.get_state() for name, g in sampling.items()}})
+        distributed.barrier()
+
+    progress = tqdm(total=total, initial=step, desc=f"train {model.task}", unit="step", mininterval=5,
+                    disable=None if rank == 0 else True)
+    for epoch in range(start_epoch, cfg.epochs):
         data.epoch = epoch
-        for wave, labels in loader:
-            wave, labels = wave.to(device), labels.to(device)
+        sampler.set_epoch(epoch, skip * micro * cfg.grad_accumulation)
+        skip = 0
+        batches = iter(loader)
+        for _ in range(len(sampler) // (micro * cfg.grad_accumulation)):
             if full_margin is not None:  # the inter-top-k penalty follows the margin's ramp (as in WeSpeaker)
                 ramp = margin_factor(step / steps_per_epoch, cfg.margin_start_epoch, cfg.margin_full_epoch)
                 model.loss.margin, model.loss.topk_penalty = full_margin * ramp, full_penalty * ramp
             target = controller.target_at(step) if pruning else 0.0
-            logging = logger is not None and (step % cfg.log_every == 0 or step == total - 1)
+            log_step = step % cfg.log_every == 0 or step == total - 1  # the same on every rank
+            logging = logger is not None and log_step
             may_freeze = (pruning and frozen_at is None and cfg.freeze_tolerance is not None
                           and step >= controller.warmup_steps)
             # the deterministic count syncs with the device (per-group rounding): only when it is used
@@ -216,50 +338,74 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
             if may_freeze and abs(achieved - target) <= cfg.freeze_tolerance:
                 frontend.freeze_gates()
                 frozen_at = step
-            task_loss = model(wave, labels)
-            expected_sparsity = frontend.expected_sparsity().to(device) if pruning else None
+            constraining = pruning and frozen_at is None
             optimizer.zero_grad(set_to_none=True)
-            if pruning and frozen_at is None:
+            if constraining:
                 reg_optimizer.zero_grad(set_to_none=True)
-                reg_loss, _ = controller(expected_sparsity, step, achieved)
-                (task_loss + reg_loss).backward()
-            else:  # nothing to prune, or the structure is fixed: no constraint left to hold
-                task_loss.backward()
+            task_loss = 0.0
+            with frontend.one_gate_sample():
+                for k in range(cfg.grad_accumulation):
+                    wave, labels = (t.to(device) for t in next(batches))
+                    # gradients are all-reduced once per step, on the last micro-batch
+                    sync = world == 1 or k == cfg.grad_accumulation - 1
+                    with contextlib.nullcontext() if sync else net.no_sync():
+                        with autocast:
+                            loss, expected_sparsity = net(wave, labels, constraining)
+                        loss = loss.float()
+                        task_loss += loss.item() / cfg.grad_accumulation
+                        if constraining:  # the Lagrangian of the (rank-independent) gates
+                            reg_loss, _ = controller(expected_sparsity.to(device), step, achieved)
+                            loss = loss + reg_loss
+                        (loss / cfg.grad_accumulation).backward()
+            if logging and pruning:  # before the gates' update: the sparsity this step was constrained at
+                expected = frontend.expected_sparsity().item()
             torch.nn.utils.clip_grad_norm_(main_params, cfg.grad_clip)
             optimizer.step()
-            if pruning and frozen_at is None:
+            if constraining:
                 reg_optimizer.step()
                 controller.clamp_()
             scheduler.step()
+            if log_step:  # the loss of the whole global batch, not of rank 0's share
+                task_loss = distributed.mean(task_loss)
             if logging:
-                values = {"task_loss": task_loss.item(), "lr": optimizer.param_groups[0]["lr"]}
+                values = {"task_loss": task_loss, "lr": optimizer.param_groups[0]["lr"]}
                 if full_margin is not None:
                     values["margin"] = model.loss.margin
                 if pruning:
-                    values.update({"expected_sparsity": expected_sparsity.item(),
+                    values.update({"expected_sparsity": expected,
                                    "deterministic_sparsity": achieved, "target_sparsity": target,
                                    "lambda1": controller.lambda1.item(), "lambda2": controller.lambda2.item()})
                 logger.log(step, values)
             step += 1
             progress.update()
-            progress.set_postfix(loss=f"{task_loss.item():.3f}", refresh=False)
-        if epoch >= cfg.epochs - cfg.average_last:
-            average.add(model)
+            progress.set_postfix(loss=f"{task_loss:.3f}", refresh=False)
+            if step % steps_per_epoch == 0 and epoch >= cfg.epochs - cfg.average_last:
+                average.add(model)
+            if checkpoints is not None and (checkpoints.due(step) or step % steps_per_epoch == 0) and step < total:
+                save()
     progress.close()
+    model.frontend.share_sampling(None)
     if full_margin is not None:
         model.loss.margin, model.loss.topk_penalty = full_margin, full_penalty
     average.apply(model)
     model.eval()
-    return {"steps": step, "lr": lr, "gates_frozen_at_step": frozen_at}
+    return {"steps": step, "lr": lr, "gates_frozen_at_step": frozen_at, "resumed_at_step": resumed}
 
 
 class LiveLogger:
     """Training curves through DVCLive; metrics and plots are declared by hand in dvc.yaml."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, resume_at: int | None = None):
+        """`resume_at`: continue the curves of a run resumed at this step, dropping the rows it logged from this
+        step on before it was stopped (they are logged again); None: start afresh (DVCLive clears the rest)."""
         from dvclive import Live
 
-        self.live = Live(directory, dvcyaml=False, save_dvc_exp=False, report=None)
+        if resume_at is not None:
+            for tsv in (Path(directory) / "plots" / "metrics").glob("*.tsv"):
+                rows = pd.read_csv(tsv, sep="\t")
+                with atomic_path(tsv) as tmp:
+                    rows[rows["step"] < resume_at].to_csv(tmp, sep="\t", index=False)
+        self.live = Live(directory, dvcyaml=False, save_dvc_exp=False, report=None, resume=resume_at is not None)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.live.step = step

@@ -1,10 +1,13 @@
 """GPU checks for the prunable WavLM core, run as one script on a lent CUDA machine (prints one JSON line).
 
-    python scripts/gpu_check.py            # needs torch, transformers, safetensors (no dvc, no soundfile)
+    python scripts/gpu_check.py [--bench]  # needs torch, transformers, safetensors (no dvc, no soundfile)
 
 1. Parity with transformers' WavLMModel on CUDA in float32 (TF32 off), Base+ and Large shapes, padded batch.
 2. Compaction at random masks on CUDA: compact == gated (eval), exact parameter counts.
 3. A bf16-autocast training step of the gated model with the Lagrangian: finite loss and gradients.
+4. With --bench: the training-throughput benchmark (python -m hp.bench train) at the brief's settings,
+   Base+ 128 x 3 s and 64 x 3 s, Large 64 x 3 s: transformers vs hp dense vs hp pruned, one JSON line each.
+   Imports the bench module, which needs pandas and soundfile only for its loader benchmark (carry a wheel).
 """
 from __future__ import annotations
 
@@ -85,7 +88,12 @@ def main() -> None:
     result["ok"] = (result["parity_base_plus_max_abs_diff"] <= 1e-4 and result["parity_large_max_abs_diff"] <= 1e-4
                     and result["compact_vs_gated_max_abs_diff"] <= 1e-4 and result["counts_exact"]
                     and result["bf16_grads_finite"])
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
+    if "--bench" in sys.argv:
+        from hp import bench
+
+        for shape, batch in (("base-plus", 128), ("base-plus", 64), ("large", 64)):
+            bench.main(["train", "--shape", shape, "--batch", str(batch), "--seconds", "3", "--json"])
 
 
 if __name__ == "__main__":

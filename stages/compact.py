@@ -1,4 +1,4 @@
-"""compact@<task>: physical compaction of the fine-tuned model.  Usage: python stages/compact.py {sv,cm}"""
+"""compact@<task>: physical compaction of the fine-tuned model.  Usage: python -m stages.compact {sv,cm}"""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""manifests@<task>: validated Parquet manifests (and SV trials).  Usage: python stages/manifests.py {sv,cm}"""
+"""manifests@<task>: validated Parquet manifests (and SV trials).  Usage: python -m stages.manifests {sv,cm}"""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""prepare@<task>: write the task's raw corpus.  Usage: python stages/prepare.py {sv,cm}"""
+"""prepare@<task>: write the task's raw corpus.  Usage: python -m stages.prepare {sv,cm}"""
 import sys
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""score@<task>: metrics of the compact model.  Usage: python stages/score.py {sv,cm}"""
+"""score@<task>: metrics of the compact model.  Usage: python -m stages.score {sv,cm}"""
 import sys
 from pathlib import Path
 

@@ -55,3 +55,62 @@ def test_scoring_benchmark_prints_json(capsys):
     r = json.loads(capsys.readouterr().out)
     assert r["trials"] == 3000 and r["seconds"] > 0
     assert 0 < r["target_trials"] < 3000 and 0 <= r["eer_asnorm"] < 0.5
+
+
+def test_train_benchmark_compares_three_variants(capsys):
+    bench.main(["train", "--shape", "tiny", "--batch", "2", "--seconds", "1", "--steps", "2", "--warmup", "1",
+                "--threads", "1", "--json"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    r = json.loads(lines[0])
+    assert r["device"] == "cpu" and r["precision"] == "fp32" and r["gpu"] is None
+    v = r["variants"]
+    assert list(v) == ["hf", "dense", "pruned"]
+    for x in v.values():
+        assert x["utt_per_s"] > 0 and x["step_s"] > 0 and x["peak_memory_mib"] > 0
+        assert x["memory_kind"] == "cpu_peak_rss"
+        assert x["utt_per_s"] == pytest.approx(2 / x["step_s"], rel=1e-3)
+    ratios = r["ratios"]
+    assert ratios["pruned_vs_hf_throughput"] == pytest.approx(v["pruned"]["utt_per_s"] / v["hf"]["utt_per_s"], rel=1e-3)
+    assert ratios["pruned_vs_hf_memory"] == pytest.approx(
+        v["pruned"]["peak_memory_mib"] / v["hf"]["peak_memory_mib"], rel=1e-3)
+    assert ratios["pruned_vs_dense_step_time"] == pytest.approx(v["pruned"]["step_s"] / v["dense"]["step_s"], rel=1e-3)
+    t = r["targets"]
+    assert set(t) == {"throughput_1_5x_hf", "memory_not_above_hf", "step_time_within_1_10x_dense"}
+    assert all(isinstance(x, bool) for x in t.values())
+    assert t["throughput_1_5x_hf"] == (v["pruned"]["utt_per_s"] >= 1.5 * v["hf"]["utt_per_s"])
+    assert t["memory_not_above_hf"] == (v["pruned"]["peak_memory_mib"] <= v["hf"]["peak_memory_mib"])
+    assert t["step_time_within_1_10x_dense"] == (v["pruned"]["step_s"] <= 1.10 * v["dense"]["step_s"])
+
+
+def test_train_benchmark_runs_only_the_variants_asked_for(capsys):
+    bench.main(["train", "--shape", "tiny", "--batch", "1", "--seconds", "1", "--steps", "1", "--warmup", "0",
+                "--threads", "1", "--variants", "dense", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert list(r["variants"]) == ["dense"] and r["variants"]["dense"]["utt_per_s"] > 0
+    assert r["ratios"] == {} and r["targets"] == {}
+    with pytest.raises(SystemExit):
+        bench.main(["train", "--variants", "dense,sparse"])
+
+
+def test_loader_benchmark_prints_json(capsys):
+    bench.main(["loader", "--utterances", "8", "--batch", "4", "--batches", "2", "--workers", "0,1", "--seconds", "1",
+                "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert r["augment"] is True and r["cpus"] >= 1
+    assert [x["workers"] for x in r["results"]] == [0, 1]
+    assert all(x["utt_per_s"] > 0 for x in r["results"])
+
+
+def test_loader_corpus_augments_every_crop(tmp_path):
+    from hp.train import CropDataset
+
+    table, augmenter = bench.loader_corpus(tmp_path, 3)
+    assert set(augmenter.available) == {"reverb", "noise", "music", "babble"}
+    assert table["duration_s"].between(4, 8).all()
+    labels = sorted(set(table["label"]))
+    clean, augmented = CropDataset(table, labels, 1, 0), CropDataset(table, labels, 1, 0, augmenter)
+    for i in range(len(table)):
+        (a, y), (b, z) = clean[i], augmented[i]  # one rng per item: the same crop, then augmented
+        assert a.shape == b.shape == (16000,) and y == z
+        assert not torch.allclose(a, b)

@@ -112,3 +112,33 @@ def test_bad_lengths_rejected():
         model(torch.randn(2, 4000), torch.tensor([4001, 4000]))
     with pytest.raises(ValueError, match="batch, samples"):
         model(torch.randn(4000))
+
+
+def _explicit_attention(q, k, v, attn_mask=None, dropout_p=0.0, **_):
+    """softmax(q k^T / sqrt(d) + mask) v, written out: the plain path SDPA must reproduce."""
+    assert dropout_p == 0.0
+    scores = q.float() @ k.float().transpose(-1, -2) / q.shape[-1] ** 0.5 + attn_mask.float()
+    return (torch.softmax(scores, dim=-1) @ v.float()).to(q.dtype)
+
+
+@pytest.mark.parametrize("name", ["tiny-post", "tiny-pre"])
+def test_sdpa_attention_matches_the_explicit_softmax(name, monkeypatch):
+    """Every layer's attention runs through F.scaled_dot_product_attention with WavLM's gated relative position
+    bias (and the padding mask) as the additive mask: the whole model, padded, against the written-out path;
+    and under bf16 autocast (CPU here; CUDA in training) it runs and stays within bf16's resolution."""
+    from torch.nn import functional
+
+    model = hp_from_hf(name, random_hf_model(name), prune_units=("head",))  # heads gated: a subset path too
+    torch.manual_seed(1)
+    wave, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
+    with torch.no_grad():
+        fast = model(wave, lengths)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(wave, lengths)
+        monkeypatch.setattr(functional, "scaled_dot_product_attention", _explicit_attention)
+        plain = model(wave, lengths)
+    frames = model.frame_mask(lengths, fast[0].shape[1])
+    for a, b, c in zip(fast, plain, low):
+        assert (a - b)[frames].abs().max().item() <= ATOL
+        scale = b[frames].abs().max().item()
+        assert (c.float() - b)[frames].abs().max().item() <= 0.05 * scale  # bf16: 8 bits of mantissa, through every layer

@@ -40,6 +40,8 @@ class HardConcrete(nn.Module):
         self.log_alpha = nn.Parameter(torch.empty(n))
         self._mask_cache: tuple | None = None
         self.frozen = False
+        self.holding, self._held_noise = False, None  # see hold_noise
+        self.generator: torch.Generator | None = None  # None: the global one (see WavLM.share_sampling)
         with torch.no_grad():
             self.log_alpha.normal_(math.log((1 - init_prune_prob) / init_prune_prob), 0.01)
 
@@ -58,8 +60,17 @@ class HardConcrete(nn.Module):
         log_all_zero = F.logsigmoid(self.l0_shift - self.log_alpha).sum()  # log prod (1 - p_i), stably
         return -torch.expm1(log_all_zero)
 
+    def hold_noise(self, hold: bool) -> None:
+        """While held, every sample reuses the first one's noise (z is still recomputed from log_alpha, so each
+        forward has its own graph): the micro-batches of one accumulated step share one sampled structure."""
+        self.holding, self._held_noise = hold, None
+
     def sample(self) -> torch.Tensor:
-        u = torch.rand(self.n, device=self.log_alpha.device).clamp(self.eps, 1 - self.eps)
+        u = self._held_noise
+        if u is None:
+            u = torch.rand(self.n, device=self.log_alpha.device, generator=self.generator).clamp(self.eps, 1 - self.eps)
+            if self.holding:
+                self._held_noise = u
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + self.log_alpha) / self.beta)
         return (s * (self.r - self.l) + self.l).clamp(0.0, 1.0)
 

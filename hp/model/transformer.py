@@ -106,7 +106,8 @@ class SelfAttention(nn.Module):
         if key_bias is not None:
             bias = bias + key_bias
 
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+        # in the query's dtype: under bf16 autocast CUDA's memory-efficient kernel rejects a float32 bias
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                              dropout_p=self.dropout if self.training else 0.0)
         head_mask = self.head_gate() if self.head_gate is not None else None
         if head_mask is not None:
@@ -297,6 +298,7 @@ class Encoder(nn.Module):
     def __init__(self, config: WavLMConfig, layers: tuple[LayerStructure, ...], prune_units: frozenset[str]):
         super().__init__()
         self.stable_layer_norm, self.layerdrop = config.do_stable_layer_norm, config.layerdrop
+        self.layerdrop_generator: torch.Generator | None = None  # a CPU one; None: the global one
         self.pos_conv = PositionalConv(config)
         # Post-LN: normalises the input of the first layer. Pre-LN: normalises the last layer's output,
         # which transformers reports as last_hidden_state but not as hidden_states[-1].
@@ -320,7 +322,9 @@ class Encoder(nn.Module):
         for i, layer in enumerate(self.layers):
             # LayerDrop as in transformers (training only, never layer 0); a skipped layer repeats its
             # input so that the number of hidden states stays L + 1.
-            if not (self.training and i > 0 and self.layerdrop > 0 and torch.rand(()) < self.layerdrop):
+            skip = (self.training and i > 0 and self.layerdrop > 0
+                    and torch.rand((), generator=self.layerdrop_generator) < self.layerdrop)
+            if not skip:
                 x = layer(x, position_bias, key_bias)
             states.append(x)
         return tuple(states)

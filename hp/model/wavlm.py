@@ -1,6 +1,7 @@
 """The prunable WavLM front end: the model-level forward, counts, prune() and structure walk the blocks."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 from collections.abc import Iterable
@@ -91,6 +92,33 @@ class WavLM(nn.Module):
 
     def gates(self) -> dict[str, HardConcrete]:
         return {name: m for name, m in self.named_modules() if isinstance(m, HardConcrete)}
+
+    def share_sampling(self, seed: int | None) -> dict[str, torch.Generator]:
+        """Give the gate samples and LayerDrop generators of their own, seeded with `seed` (None: back to the
+        global generator). Under DDP every rank seeds them alike, so all ranks draw the same structure and skip
+        the same layers, as one forward of the whole batch would, while dropout, on the global generator
+        seeded per rank, differs between ranks as it does between the samples of one batch."""
+        gates = layers = None
+        if seed is not None:
+            gates = torch.Generator(next(self.parameters()).device).manual_seed(seed)
+            layers = torch.Generator().manual_seed(seed + 1)  # on the CPU: a layer's skip is a host decision
+        for gate in self.gates().values():
+            gate.generator = gates
+        self.encoder.layerdrop_generator = layers
+        return {} if seed is None else {"gates": gates, "layerdrop": layers}
+
+    @contextlib.contextmanager
+    def one_gate_sample(self):
+        """Within this context every gate samples its mask once (HardConcrete.hold_noise): an accumulated step
+        sees the one structure that a single forward of its whole batch would."""
+        gates = self.gates().values()
+        for gate in gates:
+            gate.hold_noise(True)
+        try:
+            yield
+        finally:
+            for gate in gates:
+                gate.hold_noise(False)
 
     def freeze_gates(self) -> None:
         """Fix the structure: every gate keeps its deterministic mask from now on, in training too."""

@@ -1,0 +1,47 @@
+"""A sparsity sweep through DVC's experiment queue, as the README documents it: each queued experiment runs
+in its own temporary checkout (tracked files only), several at once, with nothing shared but DVC's cache."""
+import json
+import shutil
+import time
+
+import pytest
+import yaml
+
+from test_pipeline_e2e import ROOT, make_repo, run, small_params
+
+
+def tiny_params() -> dict:
+    """The smallest settings that still run every stage of both tasks."""
+    p = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    p["prepare"]["sv"]["mini"].update(train_speakers=4, test_speakers=3, utterances_per_session=1)
+    p["prepare"]["cm"]["mini"].update(speakers=4, bonafide_per_speaker=2, spoofed_per_speaker=2)
+    for task in ("sv", "cm"):
+        p["finetune"][task].update(epochs=4, batch_size=2, sparsity_warmup_epochs=2, warmup_epochs=1)
+    return p
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_queued_sparsity_sweep(tmp_path):
+    repo = make_repo(tmp_path, tiny_params())
+    run(["dvc", "exp", "run", "--queue", "-S", "target_sparsity=0.3,0.6"], repo)
+    run(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.time() + 900
+    while True:
+        status = run(["dvc", "queue", "status"], repo)
+        if not any(word in status for word in ("Queued", "Running")) or time.time() > deadline:
+            break
+        time.sleep(5)
+    assert "Failed" not in status and status.count("Success") == 2, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
+    results = {}
+    for commit in shown:
+        for experiment in commit.get("experiments") or []:
+            data = experiment["revs"][0]["data"]
+            target = data["params"]["params.yaml"]["data"]["target_sparsity"]
+            results[target] = {task: data["metrics"][f"metrics/{task}.json"]["data"] for task in ("sv", "cm")}
+    assert sorted(results) == [0.3, 0.6]
+    for target, tasks in results.items():
+        for task, metrics in tasks.items():  # each experiment scored its own model, at its own target
+            assert metrics["target_sparsity"] == target and 0 < metrics["achieved_sparsity"] < 1
+    assert results[0.3]["cm"]["params_compact"] > results[0.6]["cm"]["params_compact"]
+    assert not (repo / "metrics").exists()  # the workspace itself was left alone
