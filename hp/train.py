@@ -342,7 +342,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
             optimizer.zero_grad(set_to_none=True)
             if constraining:
                 reg_optimizer.zero_grad(set_to_none=True)
-            task_loss = 0.0
+            task_loss = torch.zeros((), device=device)  # read back only when logged: no device sync per step
             with frontend.one_gate_sample():
                 for k in range(cfg.grad_accumulation):
                     wave, labels = (t.to(device) for t in next(batches))
@@ -352,7 +352,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
                         with autocast:
                             loss, expected_sparsity = net(wave, labels, constraining)
                         loss = loss.float()
-                        task_loss += loss.item() / cfg.grad_accumulation
+                        task_loss += loss.detach() / cfg.grad_accumulation
                         if constraining:  # the Lagrangian of the (rank-independent) gates
                             reg_loss, _ = controller(expected_sparsity.to(device), step, achieved)
                             loss = loss + reg_loss
@@ -366,7 +366,8 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
                 controller.clamp_()
             scheduler.step()
             if log_step:  # the loss of the whole global batch, not of rank 0's share
-                task_loss = distributed.mean(task_loss)
+                task_loss = distributed.mean(task_loss.item())
+                progress.set_postfix(loss=f"{task_loss:.3f}", refresh=False)
             if logging:
                 values = {"task_loss": task_loss, "lr": optimizer.param_groups[0]["lr"]}
                 if full_margin is not None:
@@ -378,7 +379,6 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
                 logger.log(step, values)
             step += 1
             progress.update()
-            progress.set_postfix(loss=f"{task_loss:.3f}", refresh=False)
             if step % steps_per_epoch == 0 and epoch >= cfg.epochs - cfg.average_last:
                 average.add(model)
             if checkpoints is not None and (checkpoints.due(step) or step % steps_per_epoch == 0) and step < total:

@@ -56,14 +56,17 @@ def make_repo(tmp_path: Path, params: dict) -> Path:
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_dvc_repro_and_exp_run(tmp_path):
-    repo = make_repo(tmp_path, small_params(yaml.safe_load((ROOT / "params.yaml").read_text())))
+    params = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    tolerance = {task: params["finetune"][task]["freeze_tolerance"] for task in ("sv", "cm")}
+    repo = make_repo(tmp_path, params)
     run(["dvc", "repro"], repo)
     for task in ("sv", "cm"):
         m = json.loads((repo / "metrics" / f"{task}.json").read_text())
         assert m["target_sparsity"] == 0.7
         assert m["params_compact"] < m["params_dense"]
-        # the mini defaults freeze the structure once it is within 0.005 of the target (params.yaml)
-        assert abs(m["achieved_sparsity"] - 0.7) <= 0.01
+        # the mini defaults freeze the structure once it is within freeze_tolerance of the target (params.yaml),
+        # and compaction realises the frozen (deterministic) structure exactly
+        assert abs(m["achieved_sparsity"] - 0.7) <= tolerance[task] + 1e-9
         assert (repo / "plots" / task / "det.csv").is_file()
     assert (repo / "data" / "sv" / "manifests" / "kaldi" / "train" / "wav.scp").is_file()
     sv = json.loads((repo / "metrics" / "sv.json").read_text())
@@ -91,7 +94,7 @@ def test_dvc_repro_and_exp_run(tmp_path):
     run(["dvc", "exp", "run", "-S", "target_sparsity=0.5"], repo)
     for task in ("sv", "cm"):
         m = json.loads((repo / "metrics" / f"{task}.json").read_text())
-        assert m["target_sparsity"] == 0.5 and abs(m["achieved_sparsity"] - 0.5) <= 0.01
+        assert m["target_sparsity"] == 0.5 and abs(m["achieved_sparsity"] - 0.5) <= tolerance[task] + 1e-9
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
     text = json.dumps(shown)
     assert '"target_sparsity": 0.5' in text and '"target_sparsity": 0.7' in text
