@@ -41,6 +41,16 @@ def flag(value: Any, where: str) -> bool:
     return value
 
 
+def integer(value: Any, where: str, minimum: int | None = None, nullable: bool = False) -> int | None:
+    """An integer param (at least `minimum`; None too if `nullable`); a bool or a float fails, naming `where`."""
+    if nullable and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        kind = {None: "an integer", 0: "an integer >= 0", 1: "a positive integer"}[minimum]
+        raise ConfigError(f"params.yaml: {where} must be {kind}{' or null' if nullable else ''}, got {value!r}")
+    return value
+
+
 def typed(cls: type[T], values: dict, where: str, **extra) -> T:
     """Build dataclass `cls` from `values`; unknown keys and wrong types are named as `where.key`."""
     if not isinstance(values, dict):

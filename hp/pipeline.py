@@ -22,7 +22,7 @@ from hp.data.manifest import Validation, write_parquet
 from hp.data.source import AUGMENTATION_DIRS
 from hp.errors import ConfigError
 from hp.model import SHAPES, WavLM, load_wavlm
-from hp.params import flag, section, typed
+from hp.params import flag, integer, section, typed
 from hp.score import det_table, score_cm, score_sv
 from hp.tasks import CM_LABELS, HeadConfig, TaskModel, class_weights
 from hp.train import LiveLogger, TrainConfig, seed_everything, train
@@ -178,16 +178,14 @@ def _training_setup(task: str, params: dict, stage: str, manifests_dir: Path, **
 
 def training_processes(params: dict, group: str) -> int:
     """`<group>.nproc_per_node` (1 when absent): how many processes a training stage runs on this node."""
-    value = section(params, group).get("nproc_per_node", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"params.yaml: {group}.nproc_per_node must be a positive integer, got {value!r}")
-    return value
+    return integer(section(params, group).get("nproc_per_node", 1), f"{group}.nproc_per_node", minimum=1)
 
 
 def _run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augmenter, live_dir: Path,
-                  checkpoint_dir: Path) -> dict | None:
+                  checkpoint_dir: Path) -> tuple[dict | None, Checkpoints]:
     """train() with checkpoints in `checkpoint_dir` (resumed when they are this run's) and, on rank 0 only,
-    DVCLive curves; None on the other ranks, which write nothing."""
+    DVCLive curves. Returns what the run did (None on the other ranks, which write nothing) and the
+    checkpoints, for the caller to clear once it has written the outputs."""
     checkpoints = Checkpoints(checkpoint_dir, fingerprint(cfg, table, model), cfg.checkpoint_every,
                               resume=cfg.resume == "auto")
     main = distributed.is_main()
@@ -196,10 +194,10 @@ def _run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augme
     start = time.time()
     run = train(model, table, cfg, logger, augmenter, checkpoints)
     if not main:
-        return None
+        return None, checkpoints
     logger.close()
     return {"train_seconds": round(time.time() - start, 1), **run, "processes": distributed.world_size(),
-            "augmentation": augmenter is not None, "utterances": len(table)}
+            "augmentation": augmenter is not None, "utterances": len(table)}, checkpoints
 
 
 def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Path, metrics_path: Path,
@@ -215,18 +213,19 @@ def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Pa
         with atomic_dir(out) as tmp:
             write_json(tmp / "head.json", {"epochs": 0})
         write_json(live_dir / "metrics.json", {"epochs": 0})  # no curves; git keeps the (uncached) output
-        result = {"epochs": 0}
+        result, checkpoints = {"epochs": 0}, None
     else:
         cfg, head, table, labels, augmenter = _training_setup(task, params, "warmup", manifests_dir)
         seed_everything(cfg.seed)
         model = TaskModel(task, pretrained_frontend(params, task, prune=False), labels, head).freeze_frontend()
-        run = _run_training(model, table, cfg, augmenter, live_dir, checkpoint_dir)
+        run, checkpoints = _run_training(model, table, cfg, augmenter, live_dir, checkpoint_dir)
         if run is None:
             return None
         model.cpu().save_head(out, {"epochs": cfg.epochs})
         result = {"epochs": cfg.epochs, **run, "classes": len(labels)}
     write_json(metrics_path, result)
-    Checkpoints(checkpoint_dir, "").clear()  # the outputs are written: nothing left to resume
+    if checkpoints is not None:
+        checkpoints.clear()  # the outputs are written: nothing left to resume
     return result
 
 
@@ -240,14 +239,14 @@ def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out
     model = TaskModel(task, pretrained_frontend(params, task), labels, head)
     if (warmup_dir / "head.safetensors").is_file():
         model.load_head(warmup_dir)
-    run = _run_training(model, table, cfg, augmenter, live_dir, checkpoint_dir)
+    run, checkpoints = _run_training(model, table, cfg, augmenter, live_dir, checkpoint_dir)
     if run is None:
         return None
     model.cpu().save(out)
     result = {"expected_sparsity": model.frontend.expected_sparsity().item(),
               "deterministic_sparsity": model.frontend.deterministic_sparsity(), **run, "classes": len(labels)}
     write_json(metrics_path, result)
-    Checkpoints(checkpoint_dir, "").clear()
+    checkpoints.clear()
     return result
 
 
@@ -275,9 +274,7 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     the ASVspoof5 evaluation package reads them, and the dev-fitted calibration (calibration.json).
     """
     batch_seconds = float(section(params, "score.batch_seconds"))
-    workers = section(params, "score").get("num_workers", 0)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ConfigError(f"params.yaml: score.num_workers must be an integer >= 0, got {workers!r}")
+    workers = integer(section(params, "score").get("num_workers", 0), "score.num_workers", minimum=0)
     run = _score_sv if task == "sv" else _score_cm
     settings = (_sv_score_settings if task == "sv" else _cm_score_settings)(params)  # checked before any work
     compact_info = json.loads(Path(compact_metrics).read_text())
@@ -297,13 +294,9 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
 
 
 def _sv_score_settings(params: dict) -> dict:
-    counts = {key: section(params, f"score.sv.{key}") for key in ("asnorm_top_n", "qmf_trials")}
-    for key, value in counts.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"params.yaml: score.sv.{key} must be a positive integer or null, got {value!r}")
-    qmf_seed = section(params, "score.sv.qmf_seed")
-    if isinstance(qmf_seed, bool) or not isinstance(qmf_seed, int):
-        raise ConfigError(f"params.yaml: score.sv.qmf_seed must be an integer, got {qmf_seed!r}")
+    counts = {key: integer(section(params, f"score.sv.{key}"), f"score.sv.{key}", minimum=1, nullable=True)
+              for key in ("asnorm_top_n", "qmf_trials")}
+    qmf_seed = integer(section(params, "score.sv.qmf_seed"), "score.sv.qmf_seed")
     return {**counts, "qmf_seed": qmf_seed,
             "mean_subtraction": flag(section(params, "score.sv.mean_subtraction"), "score.sv.mean_subtraction")}
 
