@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The stamp is newer than pyproject.toml once the environment matches it.
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test repro bench clean
+.PHONY: install test repro sweep bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,16 @@ test: $(STAMP)
 
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# A sparsity sweep through DVC's experiment queue, then its Pareto report (reports/sweep/). One job at a time:
+# each training uses every core already.
+SPARSITIES ?= 0.3,0.5,0.7,0.9
+JOBS       ?= 1
+sweep: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp run --queue -S 'target_sparsity=$(SPARSITIES)'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc queue start -j $(JOBS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" timeout 7200 sh -c 'while dvc queue status | grep -qE "Queued|Running"; do sleep 10; done'
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m hp.sweep
 
 bench: $(STAMP)
 	$(BIN)/python -m hp.bench compaction --shape base-plus --sparsity 0.7 --seconds 4 --threads 2 --json

@@ -94,6 +94,10 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         if frame_mask is None:
             return super().forward(x)
+        if not self.training and self.track_running_stats:
+            # running statistics make it a per-channel affine map: the same values without gathering the real
+            # frames, whose data-dependent count torch.export (ONNX) cannot trace
+            return super().forward(x) * frame_mask[:, None].to(x.dtype)
         real = super().forward(x.transpose(1, 2)[frame_mask])  # [N real frames, C]
         out = real.new_zeros(*frame_mask.shape, real.shape[-1])
         out[frame_mask] = real

@@ -19,7 +19,6 @@ import os
 import platform
 import random
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -31,12 +30,12 @@ import soundfile as sf
 import torch
 import transformers
 from torch.utils.data import DataLoader, RandomSampler
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from hp.data.audio import SAMPLE_RATE
 from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
 from hp.model import SHAPES, UNIT_TYPES, WavLM, compact
 from hp.model.gates import HardConcrete
+from hp.profile import count_macs, median_latencies
 from hp.score import sv_metrics
 from hp.score_norm import score_trials
 from hp.sparsity import SparsityController, param_groups
@@ -45,31 +44,6 @@ from hp.train import CropDataset
 # Saturated log_alpha: the deterministic mask then keeps exactly the chosen units (P(z != 0) is within 1e-4
 # of 0 or 1, far from moving round(n - E[L0])), with soft values of kept units within 1e-4 of 1.
 KEEP_LOG_ALPHA, DROP_LOG_ALPHA = (8.0, 12.0), (-16.0, -12.0)
-
-
-def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-def count_macs(model: torch.nn.Module, wave: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward: convolutions, matmuls and attention (CPU SDPA included)."""
-    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
-    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        model(wave)
-    return counter.get_total_flops() // 2
-
-
-def median_latencies(models: list[torch.nn.Module], wave: torch.Tensor, repeats: int, warmup: int = 2) -> list[float]:
-    """Median forward time of each model; runs alternate between models so drift hits all alike."""
-    times = [[] for _ in models]
-    with torch.inference_mode():
-        for i in range(warmup + repeats):
-            for model, t in zip(models, times):
-                t0 = time.perf_counter()
-                model(wave)
-                if i >= warmup:
-                    t.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
 
 
 def _set_gate(gate: HardConcrete, keep: int, rng: random.Random) -> None:
@@ -132,7 +106,7 @@ def compaction(args: argparse.Namespace) -> dict:
         small.save(args.save)
     params_dense, params_compact = dense.num_params(), small.num_params()
     macs_dense, macs_compact = count_macs(dense, wave), count_macs(small, wave)
-    lat_dense, lat_compact = median_latencies([dense, small], wave, args.repeats)
+    lat_dense, lat_compact = median_latencies([lambda: dense(wave), lambda: small(wave)], args.repeats)
     structure = small.structure
     return {
         "benchmark": "compaction", "shape": args.shape, "target_sparsity": args.sparsity,

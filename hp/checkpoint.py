@@ -20,6 +20,7 @@ import torch
 
 from hp.errors import CheckpointError
 from hp.utils.files import atomic_path
+from hp.version import source_digest
 
 FILE = "last.pt"
 # TrainConfig fields that do not change what a run computes: they may differ between a run and its resumption
@@ -29,11 +30,7 @@ NOT_FINGERPRINTED = ("device", "num_workers", "log_every", "checkpoint_every", "
 def fingerprint(cfg, table: pd.DataFrame, model: torch.nn.Module) -> str:
     """What makes a run the same run: its settings, training utterances, starting weights and hp's code (a
     fixed bug must not be continued from a state it produced)."""
-    h = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    for source in sorted(package.rglob("*.py")):
-        h.update(source.relative_to(package).as_posix().encode())
-        h.update(source.read_bytes())
+    h = hashlib.sha256(source_digest().encode())
     h.update(json.dumps({k: v for k, v in asdict(cfg).items() if k not in NOT_FINGERPRINTED}, sort_keys=True,
                         default=str).encode())
     h.update("\n".join(table["utt"]).encode())

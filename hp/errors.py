@@ -11,3 +11,7 @@ class ConfigError(HPError, ValueError):
 
 class CheckpointError(HPError, ValueError):
     """A checkpoint is missing, of the wrong model type, or does not fit its config."""
+
+
+class ExportError(HPError):
+    """An exported model does not compute what the PyTorch model computes."""

@@ -73,17 +73,30 @@ def det_curve(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     return p_fa, p_miss
 
 
-def eer(scores, labels) -> float:
-    """Equal error rate: where P_miss = P_fa, interpolated linearly between neighbouring thresholds."""
-    _, p_miss, p_fa = error_rates(scores, labels)
+def _eer_point(scores, labels) -> tuple[float, float]:
+    """(EER, threshold): where P_miss = P_fa, interpolated linearly between neighbouring thresholds."""
+    thresholds, p_miss, p_fa = error_rates(scores, labels)
     diff = p_miss - p_fa  # rises from -1 to +1
     i = int(np.flatnonzero(diff >= 0)[0])
     if diff[i] == 0:
-        return float(p_miss[i])
+        return float(p_miss[i]), float(thresholds[i])
     # segment (i-1, i) crosses zero: intersect the line P_miss = P_fa
     d0, d1 = diff[i - 1], diff[i]
     w = d0 / (d0 - d1)
-    return float(p_miss[i - 1] + w * (p_miss[i] - p_miss[i - 1]))
+    lo, hi = thresholds[i - 1], thresholds[i]
+    threshold = lo + w * (hi - lo) if np.isfinite(hi) else lo  # the last point rejects all: no score above
+    return float(p_miss[i - 1] + w * (p_miss[i] - p_miss[i - 1])), float(threshold)
+
+
+def eer(scores, labels) -> float:
+    """Equal error rate: where P_miss = P_fa, interpolated linearly between neighbouring thresholds."""
+    return _eer_point(scores, labels)[0]
+
+
+def eer_threshold(scores, labels) -> float:
+    """A decision threshold (accept score >= it) at the EER: the same interpolation between the two neighbouring
+    thresholds as eer() makes (every threshold strictly between them takes the same decisions)."""
+    return _eer_point(scores, labels)[1]
 
 
 def min_dcf(scores, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.0) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +50,14 @@ def integer(value: Any, where: str, minimum: int | None = None, nullable: bool =
         kind = {None: "an integer", 0: "an integer >= 0", 1: "a positive integer"}[minimum]
         raise ConfigError(f"params.yaml: {where} must be {kind}{' or null' if nullable else ''}, got {value!r}")
     return value
+
+
+def positive(value: Any, where: str) -> float:
+    """A positive finite number param (an int or a float, not a bool), as float; anything else fails, naming
+    `where`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"params.yaml: {where} must be a positive number, got {value!r}")
+    return float(value)
 
 
 def typed(cls: type[T], values: dict, where: str, **extra) -> T:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from hp import distributed
+from hp import distributed, metrics
 from hp.checkpoint import Checkpoints, fingerprint
 from hp.data import asvspoof, synth, voxceleb
 from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
@@ -21,12 +21,15 @@ from hp.data.interop import write_cm_scores, write_kaldi_dir, write_trial_scores
 from hp.data.manifest import Validation, write_parquet
 from hp.data.source import AUGMENTATION_DIRS
 from hp.errors import ConfigError
+from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
+from hp.export import Bundle, measure_costs
 from hp.model import SHAPES, WavLM, load_wavlm
-from hp.params import flag, integer, section, typed
+from hp.params import flag, integer, positive, section, typed
+from hp.profile import hardware
 from hp.score import det_table, score_cm, score_sv
 from hp.tasks import CM_LABELS, HeadConfig, TaskModel, class_weights
 from hp.train import LiveLogger, TrainConfig, seed_everything, train
-from hp.utils.files import atomic_dir, atomic_path, write_json
+from hp.utils.files import atomic_dir, atomic_path, read_json, write_json
 
 TINY = "tiny"
 
@@ -196,8 +199,10 @@ def _run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augme
     if not main:
         return None, checkpoints
     logger.close()
+    device = distributed.device(cfg.device)
     return {"train_seconds": round(time.time() - start, 1), **run, "processes": distributed.world_size(),
-            "augmentation": augmenter is not None, "utterances": len(table)}, checkpoints
+            "augmentation": augmenter is not None, "utterances": len(table),
+            "hardware": {"device": device.type, **hardware(device)}}, checkpoints
 
 
 def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Path, metrics_path: Path,
@@ -313,11 +318,13 @@ def _score_sv(model: TaskModel, manifests_dir: Path, batch_seconds: float, worke
     """hp.score.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks."""
     trials = pd.read_parquet(manifests_dir / "trials.parquet")
     train = pd.read_parquet(manifests_dir / "train.parquet")
-    table, task_metrics = score_sv(model, pd.read_parquet(manifests_dir / "test.parquet"), trials, train,
-                                   batch_seconds, mean_subtraction, asnorm_top_n, qmf_trials, qmf_seed, workers)
+    table, task_metrics, cosine = score_sv(model, pd.read_parquet(manifests_dir / "test.parquet"), trials, train,
+                                           batch_seconds, mean_subtraction, asnorm_top_n, qmf_trials, qmf_seed,
+                                           workers)
     final = next(f"score_{kind}" for kind in ("qmf", "asnorm", "cosine") if f"score_{kind}" in table)
     exports = {f"{name}.txt": partial(write_trial_scores, rows, rows[final].to_numpy())
                for name, rows in table.groupby("list", sort=False)}
+    exports["cosine.json"] = partial(write_json, obj=cosine)
     first = table[table["list"] == table["list"].iat[0]]
     if asnorm_top_n is not None:
         task_metrics["asnorm_top_n"] = min(asnorm_top_n, train["speaker"].nunique())
@@ -335,3 +342,33 @@ def _score_cm(model: TaskModel, manifests_dir: Path, batch_seconds: float, worke
     rows = table[table["split"] == "eval"]
     task_metrics.update(calibration=calibration.to_dict(), det="eval llr")
     return table, task_metrics, exports, (rows["score_llr"].to_numpy(), (rows["label"] == "bonafide").to_numpy())
+
+
+def export(task: str, params: dict, compact_dir: Path, scores_dir: Path, out: Path, metrics_path: Path) -> dict:
+    """The deployable bundle of the compact model (hp.export: weights, ONNX graph checked against PyTorch,
+    scoring.json from the score stage's outputs) and what compaction bought: dense vs compact parameters, MACs,
+    latency (PyTorch and onnxruntime on CPU; PyTorch on CUDA when present)."""
+    cfg = section(params, "export")
+    seconds = positive(cfg.get("seconds"), "export.seconds")
+    checked = cfg.get("parity_seconds")
+    if not isinstance(checked, list) or not checked:
+        raise ConfigError(f"params.yaml: export.parity_seconds must be a list of lengths in seconds, got {checked!r}")
+    checked = [positive(s, "export.parity_seconds") for s in checked]
+    tolerance = positive(cfg.get("tolerance"), "export.tolerance")
+    repeats = integer(cfg.get("repeats"), "export.repeats", minimum=1)
+    threads = integer(cfg.get("threads"), "export.threads", minimum=1, nullable=True)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if task == "sv":
+        scoring = read_json(scores_dir / "cosine.json", ConfigError)
+    else:
+        scoring = {"calibration": read_json(scores_dir / "calibration.json", ConfigError),
+                   "threshold": metrics.bayes_threshold(CM_P_TARGET, CM_C_MISS, CM_C_FA),
+                   "threshold_rule": "Bayes decision of the ASVspoof5 DCF (P_spoof 0.05, C_miss 1, C_fa 10)"}
+    bundle, parity = Bundle.write(TaskModel.load(compact_dir).eval(), scoring, out, checked, tolerance)
+    result = {**measure_costs(bundle, seconds, repeats, threads),
+              "onnx": {"bytes": (out / "model.onnx").stat().st_size, "parity": parity, "parity_seconds": checked,
+                       "tolerance": tolerance}}
+    write_json(metrics_path, result)
+    return result
+

@@ -1,8 +1,9 @@
-"""reports/report.md with its figures: metrics tables, DET curves, CM score histograms, training curves,
-pruned structures."""
+"""reports/report.md and the self-contained reports/report.html: run summary, metrics tables, the cost of
+compaction (dense vs compact), DET curves, score histograms, training curves and the pruned architectures."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 
@@ -12,16 +13,55 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
 
 from hp import metrics  # noqa: E402
+from hp.document import Document  # noqa: E402
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
 
 TASK_NAMES = {"sv": "Speaker verification", "cm": "Anti-spoofing (CM)"}
 TRIAL_NAMES = {"O": "Vox1-O", "E": "Vox1-E", "H": "Vox1-H"}
+CORPUS_NAMES = {"mini": "built-in mini corpus", "voxceleb": "VoxCeleb", "asvspoof5": "ASVspoof5 track 1",
+                "asvspoof2019la": "ASVspoof 2019 LA"}
+SCORE_KINDS = ("cosine", "asnorm", "qmf")
 CURVES = ("task_loss", "expected_sparsity", "deterministic_sparsity", "target_sparsity", "lambda1", "lambda2", "lr")
+LATENCIES = {"torch_cpu": "PyTorch CPU", "onnxruntime_cpu": "onnxruntime CPU", "torch_cuda": "PyTorch CUDA"}
 
 
+@dataclass
+class TaskOutputs:
+    """What the pipeline wrote for one task, read from the workspace's fixed layout."""
+    scored: dict  # metrics/<task>.json
+    finetune: dict  # metrics/<task>/finetune.json
+    export: dict  # metrics/<task>/export.json
+    model: dict  # models/<task>/compact/task.json
+    data: dict  # data/<task>/manifests/summary.json
+    det: pd.DataFrame
+    curves: pd.DataFrame
+    scores: pd.DataFrame
+
+    @classmethod
+    def read(cls, root: Path, task: str) -> TaskOutputs:
+        def load(path: str) -> dict:
+            return json.loads((root / path).read_text())
+        return cls(load(f"metrics/{task}.json"), load(f"metrics/{task}/finetune.json"),
+                   load(f"metrics/{task}/export.json"), load(f"models/{task}/compact/task.json"),
+                   load(f"data/{task}/manifests/summary.json"), pd.read_csv(root / "plots" / task / "det.csv"),
+                   read_curves(root / "dvclive" / task), pd.read_parquet(root / "scores" / task / "scores.parquet"))
+
+
+def read_curves(live_dir: Path) -> pd.DataFrame:
+    """The DVCLive TSVs of one training run joined on step."""
+    frames = [pd.read_csv(live_dir / "plots" / "metrics" / f"{name}.tsv", sep="\t")[["step", name]]
+              for name in CURVES]
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.merge(f, on="step")
+    return out
+
+
+# ---- figures ----------------------------------------------------------------------------------------------
 def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -47,16 +87,6 @@ def det_figure(dets: dict[str, pd.DataFrame], path: Path) -> None:
     _save(fig, path)
 
 
-def read_curves(live_dir: Path) -> pd.DataFrame:
-    """The DVCLive TSVs of one training run joined on step."""
-    frames = [pd.read_csv(live_dir / "plots" / "metrics" / f"{name}.tsv", sep="\t")[["step", name]]
-              for name in CURVES]
-    out = frames[0]
-    for f in frames[1:]:
-        out = out.merge(f, on="step")
-    return out
-
-
 def training_figure(curves: dict[str, pd.DataFrame], path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     for task, c in curves.items():
@@ -75,32 +105,72 @@ def training_figure(curves: dict[str, pd.DataFrame], path: Path) -> None:
     _save(fig, path)
 
 
-def structure_figure(metas: dict[str, dict], path: Path) -> None:
-    """Kept fraction per layer (of each task's own dense front end): CNN channels, attention heads, FFN units;
-    removed blocks at 0."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.4))
-    width = 0.8 / len(metas)
-    for k, (task, meta) in enumerate(metas.items()):
-        s, dense = meta["structure"], meta["frontend"]
-        parts = (
-            [c / d for c, d in zip(s["conv_channels"], dense["conv_dim"])],
-            [len(l["heads"]) / dense["num_attention_heads"] for l in s["layers"]],
-            [l["ffn_dim"] / dense["intermediate_size"] for l in s["layers"]],
-        )
-        for ax, values in zip(axes, parts):
-            x = np.arange(len(values)) + (k - (len(metas) - 1) / 2) * width
-            ax.bar(x, values, width, label=TASK_NAMES[task])
-    for ax, title in zip(axes, ("CNN channels kept", "attention heads kept (0 = block removed)",
-                                "FFN units kept (0 = block removed)")):
-        ax.set_title(title)
-        ax.set_xlabel("layer")
-        ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3, axis="y")
+def architecture_figure(models: dict[str, dict], path: Path) -> None:
+    """One column per task: CNN channels kept per conv layer; a layer x head grid (removed attention blocks
+    marked); FFN units kept per layer (removed FFN blocks marked). Fractions are of each task's dense model."""
+    fig, axes = plt.subplots(3, len(models), figsize=(6.5 * len(models), 11), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 2, 2]})
+    kept, gone = "tab:blue", "#e6e6e6"
+    for column, (task, model) in zip(axes.T, models.items()):
+        s, dense = model["structure"], model["frontend"]
+        layers, heads = len(s["layers"]), dense["num_attention_heads"]
+        ax = column[0]
+        x = np.arange(len(s["conv_channels"]))
+        ax.bar(x, dense["conv_dim"], color=gone, label="pruned")
+        ax.bar(x, s["conv_channels"], color=kept, label="kept")
+        for i, c in enumerate(s["conv_channels"]):
+            ax.text(i, c, f"{c}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(x, [str(i) for i in x])
+        ax.set(title=f"{TASK_NAMES[task]}: CNN channels kept", xlabel="conv layer", ylabel="channels")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax = column[1]
+        grid = np.zeros((layers, heads))
+        for i, layer in enumerate(s["layers"]):
+            grid[i, layer["heads"]] = 1
+        ax.imshow(grid, cmap=matplotlib.colors.ListedColormap([gone, kept]), vmin=0, vmax=1, aspect="auto")
+        for i, layer in enumerate(s["layers"]):
+            if not layer["heads"]:
+                ax.text((heads - 1) / 2, i, "attention block removed", ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(heads), [str(h) for h in range(heads)], fontsize=7)
+        ax.set_xticks(np.arange(-0.5, heads), minor=True)  # white lines between the cells
+        ax.set_yticks(np.arange(-0.5, layers), minor=True)
+        ax.grid(which="minor", color="white", lw=1.5)
+        ax.tick_params(which="minor", length=0)
+        ax.set_yticks(range(layers), [str(i) for i in range(layers)], fontsize=7)
+        ax.set(title=f"attention heads kept ({sum(len(l['heads']) for l in s['layers'])}/{layers * heads})",
+               xlabel="head (original index)", ylabel="transformer layer")
+        ax = column[2]
+        units = [l["ffn_dim"] for l in s["layers"]]
+        ax.barh(range(layers), [dense["intermediate_size"]] * layers, color=gone)
+        ax.barh(range(layers), units, color=kept)
+        for i, u in enumerate(units):
+            ax.text(dense["intermediate_size"] * 0.01 + u, i, f"{u}" if u else "FFN block removed", va="center",
+                    fontsize=7)
+        ax.set_yticks(range(layers), [str(i) for i in range(layers)], fontsize=7)
+        ax.invert_yaxis()  # layer 0 on top, as in the head grid
+        ax.set(title=f"FFN units kept (of {dense['intermediate_size']})", xlabel="units", ylabel="transformer layer")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def sv_histograms(scores: pd.DataFrame, path: Path) -> None:
+    """Target vs non-target score distributions of the first trial list, one panel per scoring."""
+    rows = scores[scores["list"] == scores["list"].iat[0]]
+    kinds = [k for k in SCORE_KINDS if f"score_{k}" in rows]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.4), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        values = rows[f"score_{kind}"]
+        bins = np.histogram_bin_edges(values, bins=40)
+        for label, name, colour in ((1, "target", "tab:green"), (0, "non-target", "tab:red")):
+            part = values[rows["label"] == label]
+            ax.hist(part, bins=bins, alpha=0.55, color=colour, density=True, label=f"{name} ({len(part):,})")
+        ax.set_title(f"list {rows['list'].iat[0]}: {kind} scores")
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     _save(fig, path)
 
 
-def score_histograms(scores: pd.DataFrame, threshold: float, path: Path) -> None:
+def cm_histograms(scores: pd.DataFrame, threshold: float, path: Path) -> None:
     """Calibrated CM LLRs per class, one panel per split, with the Bayes decision threshold of the DCF."""
     splits = list(dict.fromkeys(scores["split"]))
     fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.4), squeeze=False)
@@ -118,92 +188,186 @@ def score_histograms(scores: pd.DataFrame, threshold: float, path: Path) -> None
     _save(fig, path)
 
 
+# ---- sections ---------------------------------------------------------------------------------------------
 def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
-def _cm_row(m: dict) -> str:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a.b.c": leaf}; lists are leaves."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        out.update(flatten(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+    return out
+
+
+ABSENT = object()  # a param one side does not have
+
+
+def changed_params(params: dict, baseline: dict) -> list[tuple[str, object, object]]:
+    """(key, baseline value, this run's value) of every param that differs; ABSENT where a side lacks it."""
+    now, before = flatten(params), flatten(baseline)
+    return [(key, before.get(key, ABSENT), now.get(key, ABSENT)) for key in sorted(now.keys() | before.keys())
+            if now.get(key, ABSENT) != before.get(key, ABSENT)]
+
+
+def _hardware(h: dict) -> str:
+    where = h.get("gpu") if h.get("device", "cuda" if h.get("gpu") else "cpu") == "cuda" else None
+    threads = h["torch_threads"]
+    cpu = f"{h['cpu']}, {h['cores']} cores, {threads} torch thread{'s' * (threads != 1)}"
+    return f"{where} ({cpu})" if where else cpu
+
+
+def _data(task: str, corpus: str, out: TaskOutputs) -> str:
+    d, shown = out.data, CORPUS_NAMES.get(corpus, corpus)
+    if task == "sv":
+        lists = ", ".join(f"{name} {n:,}" for name, n in d["trials_per_list"].items())
+        return (f"{shown}: {d['train']:,} training utterances of {out.finetune['classes']} speakers; "
+                f"{d['test']:,} test utterances, trials {lists}")
+    return f"{shown}: train {d['train']:,}, dev {d['dev']:,}, eval {d['eval']:,} utterances"
+
+
+def _summary(doc: Document, outs: dict[str, TaskOutputs], pretrained: dict, corpora: dict, code: dict,
+             changed: list | None) -> None:
+    doc.heading("Run")
+    tasks = list(outs)
+    rows = [["front end", *(f"`{pretrained[t]}`" for t in tasks)],
+            ["data", *(_data(t, corpora[t], outs[t]) for t in tasks)],
+            ["sparsity (target / achieved)",
+             *(f"{o.scored['target_sparsity']:.3f} / {o.scored['achieved_sparsity']:.4f}" for o in outs.values())],
+            ["training", *(f"{o.finetune['steps']:,} steps in {o.finetune['train_seconds']:,} s on "
+                           f"{o.finetune['processes']} process{'es' * (o.finetune['processes'] != 1)}; gates frozen at step "
+                           f"{o.finetune['gates_frozen_at_step']}" for o in outs.values())],
+            ["training hardware", *(_hardware(o.finetune["hardware"]) if "hardware" in o.finetune else "not recorded"
+                                    for o in outs.values())],
+            ["timing hardware", *(_hardware(o.export["hardware"]) for o in outs.values())]]
+    doc.table(["", *tasks], rows)
+    git = code.get("git") or "not a git checkout"
+    doc.paragraph(f"Report written by hp {code.get('hp')}, source digest `{code.get('source')}`, git `{git}`.")
+    if changed is None:
+        doc.paragraph("Parameters: no baseline params.yaml to compare with (not a git checkout); all are listed below.")
+    elif not changed:
+        doc.paragraph("Parameters: the committed defaults (params.yaml at git HEAD), none changed.")
+    else:
+        doc.table(["parameter", "committed (git HEAD)", "this run"],
+                  [[f"`{k}`", *("(absent)" if v is ABSENT else f"`{json.dumps(v)}`" for v in (a, b))]
+                   for k, a, b in changed],
+                  caption="Parameters that differ from params.yaml at git HEAD when the report was written:")
+
+
+def _cost(doc: Document, outs: dict[str, TaskOutputs]) -> None:
+    doc.heading("Dense vs compact")
+    kinds = [k for k in LATENCIES if any(k in o.export[m]["latency_ms"] for o in outs.values()
+                                         for m in ("dense", "compact"))]
+    rows = []
+    for task, o in outs.items():
+        for name in ("dense", "compact"):
+            m = o.export[name]
+            rows.append([task, name, f"{m['params']:,}", f"{m['params_inference']:,}", f"{m['macs'] / 1e6:,.1f}",
+                         *(f"{m['latency_ms'][k]:.2f}" if k in m["latency_ms"] else "–" for k in kinds)])
+    seconds = next(iter(outs.values())).export["input"]["seconds"]
+    doc.table(["task", "model", "params (front end)", "params (inference)", f"MMACs ({seconds:g} s)",
+               *(f"{LATENCIES[k]} (ms)" for k in kinds)], rows,
+              caption=f"One {seconds:g}-second utterance, batch 1, float32; latency is the median of timed runs "
+                      "(the dense model is the unpruned front end of the same shape with the same back-end). "
+                      "Inference parameters: front end and back-end (CM: and the classifier that gives the "
+                      "score; SV's training-only AAM head is left out). onnxruntime runs the exported compact "
+                      "graph.")
+    doc.bullets([f"{t}: ONNX export (`models/{t}/export/model.onnx`, {o.export['onnx']['bytes'] / 2**20:.1f} MiB) "
+                 "matches PyTorch to " + ", ".join(f"{name} {p['abs']:.1e} (scaled {p['scaled']:.1e})"
+                                                   for name, p in o.export["onnx"]["parity"].items())
+                 + f" on random utterances of {o.export['onnx']['parity_seconds']} s" for t, o in outs.items()])
+
+
+def _sv(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame) -> None:
+    names = {"cosine": "cosine", "asnorm": f"AS-norm (top {r.get('asnorm_top_n')})",
+             "qmf": f"QMF ({r.get('qmf_trials')} training trials)"}
+    doc.heading("Speaker verification")
+    rows = []
+    for name, m in r["lists"].items():
+        shown = TRIAL_NAMES[name] if corpus == "voxceleb" else f"{name} ({CORPUS_NAMES.get(corpus, corpus)})"
+        rows += [[shown, names[kind], f"{m['trials']:,}", _pct(m[kind]["eer"]), f"{m[kind]['min_dcf_0.01']:.4f}",
+                  f"{m[kind]['min_dcf_0.05']:.4f}"] for kind in names if kind in m]
+    doc.table(["trial list", "scoring", "trials", "EER (%)", "minDCF (p=0.01)", "minDCF (p=0.05)"], rows)
+    sv_histograms(scores, figures / "sv_scores.png")
+    doc.figure(figures / "sv_scores.png", "SV score histograms (first trial list)")
+
+
+def _cm_row(m: dict) -> list[str]:
     """EER (%), minDCF, actDCF, Cllr of one CM group; '–' where the group holds one class."""
     if "eer" not in m:
-        return "– | – | – | –"
-    return f"{_pct(m['eer'])} | {m['min_dcf']:.4f} | {m['act_dcf']:.4f} | {m['cllr']:.4f}"
+        return ["–"] * 4
+    return [_pct(m["eer"]), f"{m['min_dcf']:.4f}", f"{m['act_dcf']:.4f}", f"{m['cllr']:.4f}"]
 
 
-def _cm_section(r: dict, corpus: str) -> list[str]:
-    shown = {"mini": "mini corpus, ASVspoof5 layout", "asvspoof5": "ASVspoof5 track 1",
-             "asvspoof2019la": "ASVspoof 2019 LA"}.get(corpus, corpus)
-    lines = ["", f"## Anti-spoofing ({shown}; bona fide = positive)", "",
-             "Scores are natural-log LLRs from a logistic regression fitted on dev (so dev's actDCF and Cllr are "
-             "optimistic; eval's are not). minDCF and actDCF use P_spoof = 0.05, C_miss = 1, C_fa = 10 "
-             "(ASVspoof5); *raw* is the uncalibrated logit difference.", "",
-             "| split | bona fide | spoof | EER (%) | minDCF | actDCF | Cllr (bits) | raw actDCF | raw Cllr |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def _cm(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame) -> None:
+    shown = {"mini": "mini corpus, ASVspoof5 layout"}.get(corpus, CORPUS_NAMES.get(corpus, corpus))
+    doc.heading(f"Anti-spoofing ({shown}; bona fide = positive)")
+    doc.paragraph("Scores are natural-log LLRs from a logistic regression fitted on dev (so dev's actDCF and Cllr "
+                  "are optimistic; eval's are not). minDCF and actDCF use P_spoof = 0.05, C_miss = 1, C_fa = 10 "
+                  "(ASVspoof5); *raw* is the uncalibrated logit difference.")
     splits = [s for s in ("dev", "eval") if s in r]
-    for split in splits:
-        m = r[split]
-        lines.append(f"| {split} | {m['bonafide']:,} | {m['spoof']:,} | {_cm_row(m)} | "
-                     f"{m['raw']['act_dcf']:.4f} | {m['raw']['cllr']:.4f} |")
-    lines += ["", "Per attack (all bona fide utterances of the split against one attack's spoofs):", "",
-              "| split | attack | spoofs | EER (%) | minDCF | actDCF | Cllr |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {split} | {attack} | {m['spoofs']:,} | {_cm_row(m)} |"
-              for split in splits for attack, m in r[split]["attacks"].items()]
-    lines += ["", "Per codec (the utterances coded with it; `-`: none):", "",
-              "| split | codec | bona fide | spoof | EER (%) | minDCF | actDCF | Cllr |",
-              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {split} | {codec} | {m['bonafide']:,} | {m['spoof']:,} | {_cm_row(m)} |"
-              for split in splits for codec, m in r[split]["codecs"].items()]
-    lines += ["", "![CM score histograms](figures/cm_scores.png)"]
-    return lines
+    doc.table(["split", "bona fide", "spoof", "EER (%)", "minDCF", "actDCF", "Cllr (bits)", "raw actDCF", "raw Cllr"],
+              [[s, f"{r[s]['bonafide']:,}", f"{r[s]['spoof']:,}", *_cm_row(r[s]), f"{r[s]['raw']['act_dcf']:.4f}",
+                f"{r[s]['raw']['cllr']:.4f}"] for s in splits])
+    doc.table(["split", "attack", "spoofs", "EER (%)", "minDCF", "actDCF", "Cllr"],
+              [[s, attack, f"{m['spoofs']:,}", *_cm_row(m)] for s in splits for attack, m in r[s]["attacks"].items()],
+              caption="Per attack (all bona fide utterances of the split against one attack's spoofs):")
+    doc.table(["split", "codec", "bona fide", "spoof", "EER (%)", "minDCF", "actDCF", "Cllr"],
+              [[s, codec, f"{m['bonafide']:,}", f"{m['spoof']:,}", *_cm_row(m)]
+               for s in splits for codec, m in r[s]["codecs"].items()],
+              caption="Per codec (the utterances coded with it; `-`: none):")
+    cm_histograms(scores, metrics.bayes_threshold(CM_P_TARGET, CM_C_MISS, CM_C_FA), figures / "cm_scores.png")
+    doc.figure(figures / "cm_scores.png", "CM score histograms")
 
 
-def write_report(tasks: list[str], metrics_dir: Path, plots_dir: Path, live_dir: Path, models_dir: Path,
-                 scores_dir: Path, out: Path, pretrained: dict[str, str], corpora: dict[str, str]) -> None:
-    """`pretrained` and `corpora`: per task, model.pretrained.<task> and prepare.<task>.corpus."""
-    figures = out / "figures"
-    results = {t: json.loads((metrics_dir / f"{t}.json").read_text()) for t in tasks}
-    metas = {t: json.loads((models_dir / t / "compact" / "task.json").read_text()) for t in tasks}
-    det_figure({t: pd.read_csv(plots_dir / t / "det.csv") for t in tasks}, figures / "det.png")
-    training_figure({t: read_curves(live_dir / t) for t in tasks}, figures / "training.png")
-    structure_figure(metas, figures / "structure.png")
-    if "cm" in tasks:
-        score_histograms(pd.read_parquet(scores_dir / "cm" / "scores.parquet"),
-                         metrics.bayes_threshold(CM_P_TARGET, CM_C_MISS, CM_C_FA), figures / "cm_scores.png")
-
-    lines = ["# hp report", ""]
-    tiny = [t for t in tasks if pretrained[t] == "tiny"]
-    if tiny:
-        on = ", ".join(f"{t} on the {'built-in synthetic mini' if corpora[t] == 'mini' else corpora[t]} corpus"
-                       for t in tiny)
-        lines += [f"> **Smoke run ({on}).** The front end is `tiny`, a small WavLM-shaped model with *random* "
-                  "weights. The numbers show that the pipeline works end to end; they say nothing about WavLM's "
-                  "accuracy.", ""]
-    lines += ["Front end: " + ", ".join(f"{t} `{pretrained[t]}`" for t in tasks) + ".", "", "## Size", "",
-              "| task | target sparsity | achieved sparsity | params dense | params compact |", "|---|---|---|---|---|"]
-    for t, r in results.items():
-        lines.append(f"| {t} | {r['target_sparsity']:.3f} | {r['achieved_sparsity']:.4f} | "
-                     f"{r['params_dense']:,} | {r['params_compact']:,} |")
-    if "sv" in results:
-        r = results["sv"]
-        names = {"cosine": "cosine", "asnorm": f"AS-norm (top {r.get('asnorm_top_n')})",
-                 "qmf": f"QMF ({r.get('qmf_trials')} training trials)"}
-        lines += ["", "## Speaker verification", "",
-                  "| trial list | scoring | trials | EER (%) | minDCF (p=0.01) | minDCF (p=0.05) |",
-                  "|---|---|---|---|---|---|"]
-        for name, m in r["lists"].items():
-            shown = TRIAL_NAMES[name] if corpora["sv"] == "voxceleb" else f"{name} ({corpora['sv']} corpus)"
-            lines += [f"| {shown} | {names[kind]} | {m['trials']:,} | {_pct(m[kind]['eer'])} | "
-                      f"{m[kind]['min_dcf_0.01']:.4f} | {m[kind]['min_dcf_0.05']:.4f} |" for kind in names if kind in m]
-    if "cm" in results:
-        lines += _cm_section(results["cm"], corpora["cm"])
-    lines += ["", "## DET curves", "", "![DET curves](figures/det.png)", "",
-              "## Training", "", "![training curves](figures/training.png)", "",
-              "## Pruned structure", "", "![kept structure per layer](figures/structure.png)", ""]
-    for t, m in metas.items():
+def _structure_bullets(models: dict[str, dict]) -> list[str]:
+    out = []
+    for t, m in models.items():
         s = m["structure"]
         att = sum(bool(l["heads"]) for l in s["layers"])
         ffn = sum(l["ffn_dim"] > 0 for l in s["layers"])
-        lines.append(f"- {t}: CNN channels {s['conv_channels']}; attention blocks kept {att}/{len(s['layers'])}, "
-                     f"heads per layer {[len(l['heads']) for l in s['layers']]}; FFN blocks kept "
-                     f"{ffn}/{len(s['layers'])}, units per layer {[l['ffn_dim'] for l in s['layers']]}")
-    with atomic_path(out / "report.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        out.append(f"{t}: CNN channels {s['conv_channels']}; attention blocks kept {att}/{len(s['layers'])}, heads "
+                   f"per layer {[len(l['heads']) for l in s['layers']]}; FFN blocks kept {ffn}/{len(s['layers'])}, "
+                   f"units per layer {[l['ffn_dim'] for l in s['layers']]}")
+    return out
+
+
+def write_report(tasks: list[str], params: dict, root: Path, out: Path, code: dict,
+                 baseline: dict | None = None) -> Document:
+    """Read every task's outputs under `root` (the workspace) and write out/report.md, out/report.html and
+    out/figures/. `code`: hp.version.code_version(); `baseline`: the committed params.yaml to list changes
+    against (None: unknown)."""
+    figures = out / "figures"
+    outs = {t: TaskOutputs.read(root, t) for t in tasks}
+    pretrained = {t: params["model"]["pretrained"][t] for t in tasks}
+    corpora = {t: params["prepare"][t]["corpus"] for t in tasks}
+    doc = Document("hp report")
+    tiny = [t for t in tasks if pretrained[t] == "tiny"]
+    if tiny:
+        on = ", ".join(f"{t} on the {CORPUS_NAMES.get(corpora[t], corpora[t])}" for t in tiny)
+        doc.note(f"**Smoke run ({on}).** The front end is `tiny`, a small WavLM-shaped model with *random* weights. "
+                 "The numbers show that the pipeline works end to end; they say nothing about WavLM's accuracy.")
+    _summary(doc, outs, pretrained, corpora, code, None if baseline is None else changed_params(params, baseline))
+    _cost(doc, outs)
+    if "sv" in outs:
+        _sv(doc, outs["sv"].scored, corpora["sv"], figures, outs["sv"].scores)
+    if "cm" in outs:
+        _cm(doc, outs["cm"].scored, corpora["cm"], figures, outs["cm"].scores)
+    doc.heading("DET curves")
+    det_figure({t: o.det for t, o in outs.items()}, figures / "det.png")
+    doc.figure(figures / "det.png", "DET curves")
+    doc.paragraph("; ".join(f"{t}: {o.scored['det']}" for t, o in outs.items() if "det" in o.scored) + ".")
+    doc.heading("Training")
+    training_figure({t: o.curves for t, o in outs.items()}, figures / "training.png")
+    doc.figure(figures / "training.png", "training curves: task loss, expected / deterministic / target sparsity, "
+                                         "Lagrange multipliers, learning rate")
+    doc.heading("Pruned architecture")
+    models = {t: o.model for t, o in outs.items()}
+    architecture_figure(models, figures / "architecture.png")
+    doc.figure(figures / "architecture.png", "kept structure per layer, " + " and ".join(tasks) + " side by side")
+    doc.bullets(_structure_bullets(models))
+    doc.details("All parameters of this run (params.yaml)", yaml.safe_dump(params, sort_keys=False))
+    doc.write(out / "report.md", out / "report.html")
+    return doc

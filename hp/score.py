@@ -130,14 +130,17 @@ def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batc
 
 def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame,
              batch_seconds: float = 60.0, mean_subtraction: bool = True, top_n: int | None = 300,
-             qmf_trials: int | None = None, qmf_seed: int = 0, num_workers: int = 0) -> tuple[pd.DataFrame, dict]:
+             qmf_trials: int | None = None, qmf_seed: int = 0,
+             num_workers: int = 0) -> tuple[pd.DataFrame, dict, dict]:
     """Score every trial (of all lists at once: each utterance is embedded once) and evaluate each list.
 
     Scores: cosine after the training mean is subtracted (`mean_subtraction`), AS-norm with the training
     speakers as cohort (`top_n`; None: off), and QMF (`qmf_trials` trials drawn from the training set train
     a logistic regression on the AS-normed (else cosine) score, the trial's durations and embedding norms;
     None: off). Returns the trials with a column `score_<kind>` per kind (cosine, asnorm, qmf: the last is
-    the system's final score) and {"lists": {list: {"trials": n, kind: metrics}}}.
+    the system's final score), {"lists": {list: {"trials": n, kind: metrics}}}, and what scoring a new trial by
+    cosine needs: {"mean": the training mean embedding (None without mean subtraction), "threshold": the EER
+    threshold of the first list's cosine scores, "threshold_rule": saying so}.
     """
     test_emb, train_emb = (embed_utterances(model, t, batch_seconds, num_workers) for t in (test, train))
     speakers = train["speaker"].to_numpy()
@@ -161,7 +164,12 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
     for name, rows in trials.groupby("list", sort=False).indices.items():
         results[name] = {"trials": len(rows), **{kind: sv_metrics(score[rows], labels[rows])
                                                    for kind, score in columns.items()}}
-    return trials.assign(**{f"score_{kind}": score for kind, score in columns.items()}), {"lists": results}
+    first = trials.groupby("list", sort=False).indices[trials["list"].iat[0]]
+    cosine = {"mean": train_emb.mean(0).tolist() if mean_subtraction else None,
+              "threshold": metrics.eer_threshold(columns["cosine"][first], labels[first]),
+              "threshold_rule": f"EER of the cosine scores on trial list {trials['list'].iat[0]} (fitted on the "
+                                "evaluation trials themselves, so optimistic: set one from held-out trials)"}
+    return trials.assign(**{f"score_{kind}": score for kind, score in columns.items()}), {"lists": results}, cosine
 
 
 def det_table(scores: np.ndarray, labels: np.ndarray, max_points: int = 400) -> pd.DataFrame:

@@ -1,12 +1,13 @@
-"""report: reports/report.md and its figures from both tasks' outputs."""
+"""report: reports/report.md, reports/report.html and their figures from both tasks' outputs."""
 from pathlib import Path
 
-from hp.params import load_params, section
-from hp.report import write_report
+import yaml
 
-params = load_params()
-tasks = ["sv", "cm"]
-write_report(tasks, Path("metrics"), Path("plots"), Path("dvclive"), Path("models"), Path("scores"), Path("reports"),
-             pretrained={t: section(params, f"model.pretrained.{t}") for t in tasks},
-             corpora={t: section(params, f"prepare.{t}.corpus") for t in tasks})
-print("wrote reports/report.md")
+from hp.params import load_params
+from hp.report import write_report
+from hp.version import code_version, git
+
+committed = git("show", "HEAD:params.yaml")  # the defaults this run's params are compared with
+write_report(["sv", "cm"], load_params(), Path("."), Path("reports"), code_version(),
+             baseline=None if committed is None else yaml.safe_load(committed))
+print("wrote reports/report.md and reports/report.html")

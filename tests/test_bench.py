@@ -5,6 +5,7 @@ import torch
 
 import hp
 from hp import bench
+from hp.profile import count_macs
 
 
 def test_compaction_benchmark_prints_json_and_saves(tmp_path, capsys):
@@ -46,7 +47,7 @@ def test_mac_count_includes_attention():
     with torch.inference_mode(), FlopCounterMode(display=False) as plain:
         model(wave)
     attention_macs = 2 * c.num_hidden_layers * frames * frames * c.hidden_size
-    assert bench.count_macs(model, wave) == plain.get_total_flops() // 2 + attention_macs
+    assert count_macs(model, wave) == plain.get_total_flops() // 2 + attention_macs
 
 
 def test_scoring_benchmark_prints_json(capsys):

@@ -137,3 +137,26 @@ def test_act_dcf_bad_input():
             metrics.act_dcf(scores, labels, 0.95, 1, 10)
     with pytest.raises(ValueError, match="p_target"):
         metrics.act_dcf([0.1, 0.2], [0, 1], 1.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_eer_threshold_operates_at_the_eer(seed):
+    """On scores with ties: the threshold lies between the two neighbouring thresholds whose error rates
+    bracket the EER (where P_miss - P_fa changes sign), and deciding score >= it takes the upper one's decisions."""
+    rng = np.random.default_rng(seed)
+    labels = rng.random(400) < 0.3
+    scores = np.round(rng.normal(labels * 1.5, 1.0), 1)
+    t, eer = metrics.eer_threshold(scores, labels), metrics.eer(scores, labels)
+    thresholds, p_miss, p_fa = metrics.error_rates(scores, labels)
+    i = int(np.flatnonzero(p_miss >= p_fa)[0])
+    assert thresholds[i - 1] <= t <= thresholds[i]
+    assert min(p_miss[i - 1], p_miss[i]) <= eer <= max(p_miss[i - 1], p_miss[i])
+    if t > thresholds[i - 1]:
+        assert (scores[labels] < t).mean() == pytest.approx(p_miss[i])
+        assert (scores[~labels] >= t).mean() == pytest.approx(p_fa[i])
+
+
+def test_eer_threshold_separable_scores():
+    """Perfectly separated classes: the threshold lies between them, so every decision is right."""
+    t = metrics.eer_threshold([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1])
+    assert 0.2 <= t <= 0.8

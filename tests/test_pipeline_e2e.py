@@ -1,11 +1,14 @@
 """The DVC pipeline end to end in a throw-away git repository, then an `exp run -S` override."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -83,15 +86,15 @@ def test_dvc_repro_and_exp_run(tmp_path):
         assert 0 <= cm[split]["eer"] <= 1 and set(cm[split]["attacks"]) == {"A01", "A02"}
         cm_lines = (repo / "scores" / "cm" / f"{split}.txt").read_text().splitlines()
         assert cm_lines[0] == "filename\tcm-score" and len(cm_lines) == 1 + cm[split]["utterances"]
-    report = (repo / "reports" / "report.md").read_text()
-    assert "| eval | A02 |" in report and "| dev | - |" in report  # per-attack and per-codec rows
-    for figure in ("det.png", "training.png", "structure.png", "cm_scores.png"):
-        assert f"figures/{figure}" in report and (repo / "reports" / "figures" / figure).stat().st_size > 0
+    check_report(repo / "reports")
+    check_exports(repo, tmp_path)
     assert (repo / "dvc.lock").is_file()
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
 
-    run(["dvc", "exp", "run", "-S", "target_sparsity=0.5"], repo)
+    # the override reaches every stage that reads it; export and report are left out here (the sweep test
+    # runs whole experiments)
+    run(["dvc", "exp", "run", "-S", "target_sparsity=0.5", "score@sv", "score@cm"], repo)
     for task in ("sv", "cm"):
         m = json.loads((repo / "metrics" / f"{task}.json").read_text())
         assert m["target_sparsity"] == 0.5 and abs(m["achieved_sparsity"] - 0.5) <= tolerance[task] + 1e-9
@@ -99,5 +102,64 @@ def test_dvc_repro_and_exp_run(tmp_path):
     text = json.dumps(shown)
     assert '"target_sparsity": 0.5' in text and '"target_sparsity": 0.7' in text
     assert "metrics/sv.json" in run(["dvc", "metrics", "diff", "HEAD"], repo)
+    # the declared plots render the DET and training curves, alone and against the last commit
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json"], repo))["data"]
+    assert set(plots) >= {"DET curves (miss vs false alarm)", "Task loss", "Sparsity (expected, deterministic, "
+                          "target)", "Lagrange multipliers", "Learning rate"}
+    for name, rendered in plots.items():
+        if name.startswith("plots/"):  # the score stages' own DET files, also drawn alone
+            continue
+        values = rendered[0]["content"]["data"]["values"]
+        assert {v["rev"] for v in values} == {"workspace", "HEAD"}, name
+        sources = {v.get("filename") or v["filename::field"] for v in values}  # the latter with several fields
+        assert {source.split("/")[0] for source in sources} >= {"sv", "cm"}, name
     run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], repo)
     assert (tmp_path / "plots" / "index.html").is_file()
+
+
+def check_report(reports: Path) -> None:
+    """Every table, every figure written and referenced; the HTML self-contained (images inline, nothing
+    fetched)."""
+    md, page = (reports / "report.md").read_text(), (reports / "report.html").read_text()
+    for header in ("|  | sv | cm |", "| task | model | params (front end) | params (inference) | MMACs (4 s) | "
+                   "PyTorch CPU (ms) | onnxruntime CPU (ms) |", "| trial list | scoring | trials | EER (%) |",
+                   "| split | bona fide | spoof | EER (%) |", "| split | attack | spoofs |", "| split | codec |"):
+        assert header in md, header
+    assert "| eval | A02 |" in md and "| dev | - |" in md  # per-attack and per-codec rows
+    assert "| sv | compact |" in md and "| cm | dense |" in md
+    assert "Parameters: the committed defaults (params.yaml at git HEAD), none changed." in md
+    assert re.search(r"source digest `[0-9a-f]{12}`, git `[0-9a-f]{7}", md)
+    figures = sorted(p.name for p in (reports / "figures").iterdir())
+    assert figures == ["architecture.png", "cm_scores.png", "det.png", "sv_scores.png", "training.png"]
+    assert sorted(re.findall(r"\]\(figures/([a-z_]+\.png)\)", md)) == figures
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert len(sources) == len(figures) and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, flags=re.I)
+    assert page.count("<table>") == md.count("\n|---|") and "<details>" in page
+
+
+def check_exports(repo: Path, tmp_path: Path) -> None:
+    """The bundles: ONNX checked by the stage; cost measured; the command line answers from them."""
+    for task in ("sv", "cm"):
+        e = json.loads((repo / "metrics" / task / "export.json").read_text())
+        assert max(p["scaled"] for p in e["onnx"]["parity"].values()) <= e["onnx"]["tolerance"] == 1e-4
+        assert e["compact"]["macs"] < e["dense"]["macs"] and e["compact"]["params"] < e["dense"]["params"]
+        assert set(e["compact"]["latency_ms"]) >= {"torch_cpu", "onnxruntime_cpu"}
+    test = pd.read_parquet(repo / "data" / "sv" / "manifests" / "test.parquet")
+    a, b = test["path"].iat[0], test["path"].iat[1]
+    cli = [sys.executable, "-m", "hp"]
+    verdict = json.loads(run([*cli, "verify", a, b], repo))
+    assert verdict["decision"] in ("target", "nontarget") and -1 <= verdict["score"] <= 1
+    trials = pd.read_parquet(repo / "data" / "sv" / "manifests" / "trials.parquet")
+    scored = pd.read_parquet(repo / "scores" / "sv" / "scores.parquet")
+    pair = scored[((scored["enroll"] == test["utt"].iat[0]) & (scored["test"] == test["utt"].iat[1]))
+                  | ((scored["enroll"] == test["utt"].iat[1]) & (scored["test"] == test["utt"].iat[0]))]
+    if len(pair):  # the pipeline scored this pair: the command line's cosine is the same score
+        assert verdict["score"] == pytest.approx(pair["score_cosine"].iat[0], abs=1e-4)
+    assert len(trials) > 0
+    evaluation = pd.read_parquet(repo / "data" / "cm" / "manifests" / "eval.parquet").head(4)
+    out = tmp_path / "cm.tsv"
+    run([*cli, "detect", *evaluation["path"], "--out", str(out), "--runtime", "onnx"], repo)
+    detected = pd.read_csv(out, sep="\t")
+    llrs = pd.read_parquet(repo / "scores" / "cm" / "scores.parquet").set_index("utt")["score_llr"]
+    np.testing.assert_allclose(detected["llr"], llrs.loc[evaluation["utt"]].to_numpy(), atol=1e-3)

@@ -1,5 +1,6 @@
 """Pipeline pieces without DVC: params typing, manifests and their validation, task model save/load, heads."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -224,6 +225,25 @@ def test_score_names_a_bad_calibration_prior(tmp_path, bad):
     params = {"score": {"batch_seconds": 60, "cm": {"calibration_prior": bad}}}
     with pytest.raises(ConfigError, match="score.cm.calibration_prior must be in \\(0, 1\\) or null"):
         score("cm", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
+
+
+EXPORT = {"seconds": 4.0, "repeats": 20, "threads": 1, "parity_seconds": [1.0, 2.5], "tolerance": 1e-4}
+
+
+@pytest.mark.parametrize("key, bad, message", [
+    ("seconds", 0, "export.seconds must be a positive number, got 0"),
+    ("tolerance", "1e-4", "export.tolerance must be a positive number, got '1e-4'"),
+    ("parity_seconds", 2.0, "export.parity_seconds must be a list of lengths in seconds, got 2.0"),
+    ("parity_seconds", [1.0, -1], "export.parity_seconds must be a positive number, got -1"),
+    ("repeats", 2.5, "export.repeats must be a positive integer, got 2.5"),
+    ("threads", 0, "export.threads must be a positive integer or null, got 0")])
+def test_export_names_a_bad_setting_before_any_work(tmp_path, key, bad, message):
+    from hp.pipeline import export
+
+    params = {"export": {**EXPORT, key: bad}}
+    with pytest.raises(ConfigError, match=f"params.yaml: {re.escape(message)}"):
+        export("sv", params, *(tmp_path / name for name in ("compact", "scores", "out", "export.json")))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_each_task_has_its_own_front_end(tiny_checkpoint):

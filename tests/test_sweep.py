@@ -2,8 +2,10 @@
 in its own temporary checkout (tracked files only), several at once, with nothing shared but DVC's cache."""
 import json
 import shutil
+import sys
 import time
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -45,3 +47,12 @@ def test_queued_sparsity_sweep(tmp_path):
             assert metrics["target_sparsity"] == target and 0 < metrics["achieved_sparsity"] < 1
     assert results[0.3]["cm"]["params_compact"] > results[0.6]["cm"]["params_compact"]
     assert not (repo / "metrics").exists()  # the workspace itself was left alone
+    # the sweep report reads the same experiments: both targets, each with its measured latency, both fronts
+    run([sys.executable, "-m", "hp.sweep", "--repo", str(repo), "--out", str(tmp_path / "sweep")], ROOT)
+    table = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
+    assert sorted(zip(table["task"], table["target_sparsity"])) == [("cm", 0.3), ("cm", 0.6), ("sv", 0.3),
+                                                                    ("sv", 0.6)]
+    assert (table["latency_ms"] > 0).all() and table["front_params"].any() and table["front_latency"].any()
+    md = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "figures/pareto.png" in md and (tmp_path / "sweep" / "figures" / "pareto.png").stat().st_size > 0
+    assert 'src="http' not in (tmp_path / "sweep" / "sweep.html").read_text()

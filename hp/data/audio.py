@@ -9,11 +9,12 @@ SAMPLE_RATE = 16000
 
 
 def read_audio(path: str, start: int = 0, frames: int = -1) -> np.ndarray:
-    """Mono float32 samples of `path` (16 kHz), optionally a segment."""
+    """Float32 samples of `path` (16 kHz), optionally a segment; several channels are averaged (as the command
+    line does)."""
     wave, sr = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
     if sr != SAMPLE_RATE:
         raise ValueError(f"{path}: sample rate {sr} Hz, expected {SAMPLE_RATE}")
-    return wave[:, 0]
+    return wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1)
 
 
 def random_crop(path: str, num_frames: int, samples: int, rng: np.random.Generator) -> np.ndarray:

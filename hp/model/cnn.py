@@ -34,13 +34,15 @@ class ConvLayer(nn.Module):
         # A CNN layer has no residual path: it keeps at least one channel.
         self.gate = HardConcrete(out_channels, init_prune_prob=0.01, min_keep=1) if gated else None
 
-    def forward(self, x: torch.Tensor, in_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, in_mask: torch.Tensor | None,
+                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`lengths`: the real (unpadded) frames of each output; the group norm's statistics use only those."""
         if in_mask is not None:
             x = x * in_mask.to(x.dtype)[:, None]
         x = self.conv(x)
         mask = self.gate() if self.gate is not None else None
         if self.norm_type == "group":
-            x = self.norm(x)
+            x = self.norm(x) if lengths is None else masked_group_norm(x, lengths, self.norm)
         elif self.norm_type == "layer":
             alive = None if mask is None else mask != 0
             n = self.norm
@@ -81,6 +83,19 @@ class ConvLayer(nn.Module):
         return out_keep, out_scale
 
 
+def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+    """`norm` (one group per channel: a per-channel norm over time) with each utterance's statistics taken over
+    its first `lengths` frames only, two-pass. Half-precision input is normalised in float32 and stays float32,
+    as F.group_norm does under autocast. Padded frames come out finite and no real frame downstream reads them."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    real = (torch.arange(x.shape[-1], device=x.device) < lengths.to(x.device)[:, None]).to(x.dtype)[:, None]
+    n = real.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = (x * real).sum(-1, keepdim=True) / n
+    var = ((x - mean).square() * real).sum(-1, keepdim=True) / n
+    return (x - mean) * torch.rsqrt(var + norm.eps) * norm.weight.to(x.dtype)[:, None] + norm.bias.to(x.dtype)[:, None]
+
+
 class FeatureExtractor(nn.Module):
     """The CNN that turns a 16 kHz waveform into 50 Hz frames."""
 
@@ -93,11 +108,15 @@ class FeatureExtractor(nn.Module):
             n_in = n_out
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """[B, T] -> ([B, C, frames] before the last layer's mask, that mask or None)."""
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, T] -> ([B, C, frames] before the last layer's mask, that mask or None). With `lengths` (samples)
+        the output frames of an utterance do not depend on the padding after it: a frame's receptive field
+        lies inside the utterance, and the group norm (Base, Base+) takes its statistics over real frames."""
         x, mask = wave[:, None], None
         for layer in self.layers:
-            x, mask = layer(x, mask)
+            if lengths is not None:
+                lengths = conv_output_length(lengths, layer.conv.kernel_size[0], layer.conv.stride[0])
+            x, mask = layer(x, mask, lengths)
         return x, mask
 
     def count(self, mode: str):
@@ -153,8 +172,13 @@ class FeatureProjection(nn.Module):
         self.linear.bias.copy_(linear.bias)
 
 
+def conv_output_length(lengths: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
+    """Output frames of an unpadded convolution for each input length."""
+    return torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+
+
 def frame_lengths(lengths: torch.Tensor, config: WavLMConfig) -> torch.Tensor:
     """Number of CNN output frames for each input length (in samples)."""
     for k, s in zip(config.conv_kernel, config.conv_stride):
-        lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+        lengths = conv_output_length(lengths, k, s)
     return lengths

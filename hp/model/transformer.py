@@ -112,7 +112,10 @@ class SelfAttention(nn.Module):
         head_mask = self.head_gate() if self.head_gate is not None else None
         if head_mask is not None:
             out = out * head_mask.to(out.dtype)[:, None, None]
-        out = self.out_proj(out.transpose(1, 2).reshape(b, t, h * self.head_dim))
+        if torch.compiler.is_exporting():  # torch.export mis-decomposes the reshape below into a view
+            out = self.out_proj(torch.cat(out.unbind(1), dim=-1))
+        else:
+            out = self.out_proj(out.transpose(1, 2).reshape(b, t, h * self.head_dim))
         if head_mask is not None or self.block_gate is not None:
             out = out * block_scale(head_mask, self.block_gate, out.dtype)
         return out

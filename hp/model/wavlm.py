@@ -47,15 +47,15 @@ class WavLM(nn.Module):
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         if wave.dim() != 2:
             raise ValueError(f"wave must be [batch, samples], got shape {tuple(wave.shape)}")
-        features, channel_mask = self.cnn(wave)
+        # checked where it costs no device sync (lengths usually come from the CPU-side loader) and not while
+        # tracing for export, where the values are symbolic
+        if (lengths is not None and lengths.device.type == "cpu" and not torch.compiler.is_exporting()
+                and (lengths.shape != wave.shape[:1] or (lengths > wave.shape[1]).any()
+                     or (self.frame_lengths(lengths) < 1).any())):
+            raise ValueError(f"lengths {lengths.tolist()} do not fit a batch of shape {tuple(wave.shape)}")
+        features, channel_mask = self.cnn(wave, lengths)
         x = self.projection(features.transpose(1, 2), channel_mask)
-        frame_mask = None
-        if lengths is not None:
-            # checked where it costs no device sync: lengths usually come from the CPU-side loader
-            if lengths.device.type == "cpu" and (lengths.shape != wave.shape[:1] or (lengths > wave.shape[1]).any()
-                                                 or (self.frame_lengths(lengths) < 1).any()):
-                raise ValueError(f"lengths {lengths.tolist()} do not fit a batch of shape {tuple(wave.shape)}")
-            frame_mask = self.frame_mask(lengths, x.shape[1])
+        frame_mask = None if lengths is None else self.frame_mask(lengths, x.shape[1])
         return self.encoder(x, frame_mask)
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:

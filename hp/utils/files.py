@@ -69,8 +69,9 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def read_json(path: str | os.PathLike, error: type[Exception]) -> dict:
-    """Parse a JSON object; a missing or malformed file raises `error` naming it."""
+def read_json(path: str | os.PathLike, error: type[Exception], kind: type = dict, what: str = "a JSON object"):
+    """Parse a JSON value of type `kind` (described as `what`); a missing or malformed file raises `error`
+    naming it."""
     path = Path(path)
     try:
         obj = json.loads(path.read_text())
@@ -80,6 +81,6 @@ def read_json(path: str | os.PathLike, error: type[Exception]) -> dict:
         raise error(f"{path}: cannot read ({e.strerror or e})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(obj, dict):
-        raise error(f"{path}: expected a JSON object")
+    if not isinstance(obj, kind):
+        raise error(f"{path}: expected {what}")
     return obj

@@ -1,0 +1,389 @@
+"""python -m hp: off-the-shelf speaker embeddings, verification and spoofing detection with an exported bundle.
+
+A bundle is the directory the pipeline's export stage writes (models/<task>/export, see hp.export): the
+compacted model for PyTorch, the same graph as ONNX, and scoring.json (thresholds, the SV mean embedding, the CM
+calibration). Audio is read with soundfile (WAV, FLAC, OGG, ...), averaged over channels and resampled to 16 kHz
+(hp.data.resample). Every input is checked before the model runs, and output files are written whole or not at
+all: a user error (a missing or unreadable file, audio too short, the wrong bundle) prints one line naming the
+file and exits with status 2, leaving nothing behind.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from hp.data.audio import SAMPLE_RATE
+from hp.data.resample import resample
+from hp.errors import CheckpointError, HPError
+from hp.score import length_batches
+from hp.utils.files import atomic_path
+
+PROG = "python -m hp"
+MIN_SECONDS = 0.1  # shortest input accepted (after resampling), unless the model's receptive field is longer
+DEFAULT_MODELS = {"sv": "models/sv/export", "cm": "models/cm/export"}
+EMBED_SUFFIXES = (".npy", ".npz")
+
+
+class CliError(HPError, ValueError):
+    """A user error of the command line: one line, naming the offending file or option."""
+
+
+# ---- audio ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    samples: int  # at 16 kHz, after resampling
+
+
+def _open_error(path: str, e: Exception) -> CliError:
+    if not os.path.exists(path):
+        return CliError(f"{path}: file not found")
+    if os.path.isdir(path):
+        return CliError(f"{path}: is a directory, not an audio file")
+    if not os.access(path, os.R_OK):
+        return CliError(f"{path}: permission denied")
+    reason = getattr(e, "error_string", None) or str(e)
+    return CliError(f"{path}: not a readable audio file ({reason.strip().rstrip('.')})")
+
+
+def probe_audio(path: str, min_samples: int) -> AudioInfo:
+    """Length of `path` at 16 kHz from its header; errors (one line, naming the file) if it cannot be read, is
+    empty or shorter than `min_samples`."""
+    try:
+        with sf.SoundFile(path) as f:
+            frames, rate = f.frames, f.samplerate
+    except (sf.SoundFileError, OSError) as e:
+        raise _open_error(path, e) from None
+    samples = -(-frames * SAMPLE_RATE // rate)  # as resample() returns
+    _check_length(path, samples, min_samples)
+    return AudioInfo(path, samples)
+
+
+def _check_length(path: str, samples: int, min_samples: int) -> None:
+    if samples == 0:
+        raise CliError(f"{path}: no audio samples")
+    if samples < min_samples:
+        raise CliError(f"{path}: {samples / SAMPLE_RATE:.3f} s of audio; at least {min_samples / SAMPLE_RATE:g} s "
+                       "needed")
+
+
+def read_audio(path: str, min_samples: int = 0) -> np.ndarray:
+    """Mono float32 samples of `path` at 16 kHz: any format and rate soundfile reads, channels averaged."""
+    try:
+        wave, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, OSError) as e:
+        raise _open_error(path, e) from None
+    mono = wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1, dtype=np.float64).astype(np.float32)
+    if not np.isfinite(mono).all():
+        raise CliError(f"{path}: holds NaN or infinite samples")
+    mono = resample(mono, rate, SAMPLE_RATE)
+    _check_length(path, len(mono), min_samples)
+    return mono
+
+
+# ---- the model ----------------------------------------------------------------------------------------------
+def receptive_field(config) -> int:
+    """Samples the CNN needs for one output frame (400 for WavLM's 25 ms window)."""
+    field = 1
+    for kernel, stride in zip(reversed(config.conv_kernel), reversed(config.conv_stride)):
+        field = (field - 1) * stride + kernel
+    return field
+
+
+def load_bundle(directory: str | None, task: str | None, verb: str):
+    """The bundle in `directory` (None: the default of `task`), checked to be of `task` (None: either)."""
+    directory = directory or DEFAULT_MODELS[task or "sv"]
+    from safetensors import SafetensorError
+
+    from hp.export import Bundle
+
+    try:
+        bundle = Bundle.load(directory)
+    except HPError:
+        raise
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
+        raise CheckpointError(f"{directory}: cannot load the model bundle ({type(e).__name__}: {e})") from None
+    if task is not None and bundle.task != task:
+        kinds = {"sv": "an SV bundle (speaker verification)", "cm": "a CM bundle (anti-spoofing)"}
+        raise CliError(f"{directory}: {verb} needs {kinds[task]}; this is {kinds[bundle.task]}")
+    return bundle
+
+
+def make_runner(bundle, runtime: str, threads: int | None):
+    if runtime == "onnx":
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise CliError("--runtime onnx: onnxruntime is not installed (pip install onnxruntime, or use "
+                           "--runtime torch)")
+    return bundle.runner(runtime, threads)
+
+
+def run(runner, infos: list[AudioInfo], min_samples: int, batch_seconds: float) -> dict[str, np.ndarray]:
+    """The runner's outputs for every file, in input order: files are decoded a batch at a time, in batches of
+    similar length (hp.score.length_batches), zero-padded (the model's outputs do not depend on the padding)."""
+    outputs: dict[str, np.ndarray] = {}
+    durations = np.array([info.samples for info in infos]) / SAMPLE_RATE
+    for rows in length_batches(durations, batch_seconds):
+        waves = [read_audio(infos[i].path, min_samples) for i in rows]
+        lengths = np.array([len(w) for w in waves], dtype=np.int64)
+        batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
+        for row, wave in enumerate(waves):
+            batch[row, :lengths[row]] = wave
+        for name, value in runner(batch, lengths).items():
+            if name not in outputs:
+                outputs[name] = np.zeros((len(infos), *value.shape[1:]), dtype=value.dtype)
+            outputs[name][rows] = value
+    return outputs
+
+
+def model_outputs(args, bundle, paths: list[str]) -> dict[str, np.ndarray]:
+    """Check every input, then run the model: its outputs by name, in the order of `paths`."""
+    min_samples = max(round(MIN_SECONDS * SAMPLE_RATE), receptive_field(bundle.graph.model.frontend.config))
+    infos = [probe_audio(p, min_samples) for p in paths]  # every file is checked before any model work
+    runner = make_runner(bundle, args.runtime, args.threads)
+    return run(runner, infos, min_samples, args.batch_seconds)
+
+
+def threshold_of(bundle, given: float | None) -> float:
+    if given is not None:
+        return given
+    value = bundle.scoring.get("threshold")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise CheckpointError(f"{bundle.directory / 'scoring.json'}: no numeric threshold ({value!r}); "
+                              "pass --threshold")
+    return float(value)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.7g}"
+
+
+def _tsv_safe(path: str) -> str:
+    if any(c in path for c in "\t\n\r"):
+        raise CliError(f"{path!r}: a tab or line break in a file name cannot be written as TSV; rename the file")
+    return path
+
+
+# ---- verbs ---------------------------------------------------------------------------------------------------
+def cmd_embed(args) -> int:
+    out = args.out
+    if out is not None:
+        _check_out(out)
+        if Path(out).suffix.lower() not in EMBED_SUFFIXES:
+            raise CliError(f"{out}: --out must end in .npy (an array [files, dim]) or .npz (arrays paths and "
+                           "embeddings)")
+    else:
+        for p in args.wav:
+            _tsv_safe(p)
+    bundle = load_bundle(args.model, None, "embed")
+    embeddings = model_outputs(args, bundle, args.wav)["embeddings"].astype(np.float32)
+    if out is None:
+        sys.stdout.write("".join(f"{p}\t{' '.join(map(_fmt, e))}\n" for p, e in zip(args.wav, embeddings)))
+        return 0
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:  # a file object: numpy would append a suffix to tmp
+        if Path(out).suffix.lower() == ".npy":
+            np.save(f, embeddings)
+        else:
+            np.savez(f, paths=np.array(args.wav, dtype=str), embeddings=embeddings)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    bundle = load_bundle(args.model, "sv", "verify")
+    threshold = threshold_of(bundle, args.threshold)
+    mean = mean_of(bundle)
+    embeddings = model_outputs(args, bundle, [args.enroll, args.test])["embeddings"]
+    score = cosine_score(embeddings, mean)
+    print(json.dumps({"enroll": args.enroll, "test": args.test, "score": score, "threshold": threshold,
+                      "decision": "target" if score >= threshold else "nontarget"}))
+    return 0
+
+
+def mean_of(bundle) -> np.ndarray | None:
+    """scoring.json's mean embedding (None: no mean subtraction), checked against the model's embedding size."""
+    mean, size = bundle.scoring.get("mean"), bundle.graph.model.head_config.embedding
+    if mean is None:
+        return None
+    try:
+        mean = np.asarray(mean, dtype=np.float64)
+    except (TypeError, ValueError):
+        mean = None
+    if mean is None or mean.shape != (size,) or not np.isfinite(mean).all():
+        raise CheckpointError(f"{bundle.directory / 'scoring.json'}: mean must be null or {size} finite numbers "
+                              "(the embedding size)")
+    return mean
+
+
+def cosine_score(embeddings: np.ndarray, mean: np.ndarray | None) -> float:
+    """Cosine of embeddings [2, E] after subtracting `mean` (None: none): the pipeline's cosine score
+    (hp.score_norm.score_trials before AS-norm)."""
+    from hp.score_norm import trial_scores
+
+    if mean is not None:
+        embeddings = embeddings - mean
+    return float(trial_scores(embeddings, np.array([0]), np.array([1]))[0])
+
+
+def cmd_detect(args) -> int:
+    if args.out is not None:
+        _check_out(args.out)
+    for p in args.wav:
+        _tsv_safe(p)
+    bundle = load_bundle(args.model, "cm", "detect")
+    threshold = threshold_of(bundle, args.threshold)
+    llrs = model_outputs(args, bundle, args.wav)["llrs"].astype(np.float64)
+    lines = ["path\tllr\tdecision\n"] + [f"{p}\t{_fmt(llr)}\t{'bonafide' if llr >= threshold else 'spoof'}\n"
+                                         for p, llr in zip(args.wav, llrs)]
+    if args.out is None:
+        sys.stdout.write("".join(lines))
+    else:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text("".join(lines))
+    return 0
+
+
+def _check_out(out: str) -> None:
+    if os.path.isdir(out):
+        raise CliError(f"{out}: --out is a directory; name a file")
+
+
+# ---- argument parsing -------------------------------------------------------------------------------------------
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+    return parse
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps each paragraph of a description on its own; an epilog's lines stay as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return text
+        return "\n\n".join(textwrap.fill(" ".join(p.split()), width, initial_indent=indent,
+                                          subsequent_indent=indent) for p in text.split("\n\n"))
+
+
+def _add_common(parser: argparse.ArgumentParser, task: str | None) -> None:
+    group = parser.add_argument_group("model and runtime")
+    default = (f"default {DEFAULT_MODELS[task]}" if task else
+               f"default {DEFAULT_MODELS['sv']} (any bundle: a CM one gives its embeddings)")
+    group.add_argument("--model", metavar="DIR",
+                       help="a model bundle written by the pipeline's export stage (model.safetensors, task.json, "
+                            f"model.onnx, scoring.json); {default}")
+    group.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                       help="run the PyTorch model or its ONNX graph (onnxruntime, CPU); default torch")
+    group.add_argument("--threads", type=_positive(int), metavar="N",
+                       help="CPU threads (torch.set_num_threads; onnxruntime's intra-op threads); default: the "
+                            "libraries' own choice")
+    group.add_argument("--batch-seconds", type=_positive(float), default=60.0, metavar="S",
+                       help="files are run in batches of similar length holding about S seconds of padded "
+                            "audio; default 60 (results do not depend on it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=_Formatter,
+        description="Speaker embeddings, speaker verification and spoofing detection with a pruned WavLM "
+                    "exported by the pipeline (dvc repro writes models/sv/export and models/cm/export).\n\n"
+                    "Audio: any file soundfile reads (WAV, FLAC, OGG, ...), of any sample rate (resampled to "
+                    "16 kHz) and any number of channels (averaged), at least 0.1 s long.\n\n"
+                    "Errors (an unreadable file, audio too short, the wrong bundle) print one line naming the "
+                    "file and exit with status 2; no output file is written then.",
+        epilog="examples:\n"
+               f"  {PROG} embed a.wav b.flac --out embeddings.npz\n"
+               f"  {PROG} verify enroll.wav test.wav\n"
+               f"  {PROG} detect *.flac --out cm.tsv --runtime onnx\n"
+               f"  {PROG} <command> --help")
+    verbs = parser.add_subparsers(dest="command", metavar="command", required=True)
+
+    embed = verbs.add_parser(
+        "embed", formatter_class=_Formatter, help="speaker (or CM) embeddings of audio files",
+        description="Embeddings of audio files: the bundle's `embeddings` output (SV: the speaker embedding "
+                    "trials are scored with; a CM bundle gives its own). Without --out, one line per file on "
+                    "stdout: path, a tab, the values separated by spaces (7 significant digits).")
+    _add_common(embed, None)
+    embed.add_argument("wav", nargs="+", metavar="WAV", help="audio files")
+    embed.add_argument("--out", metavar="FILE",
+                       help="write a .npy file (float32 [files, dim], in input order) or a .npz file (arrays "
+                            "`paths` and `embeddings`) instead of printing")
+    embed.set_defaults(func=cmd_embed)
+
+    verify = verbs.add_parser(
+        "verify", formatter_class=_Formatter,
+        help="do two recordings hold the same speaker? (SV bundle)",
+        description="Score one speaker-verification trial as the pipeline's cosine scores are made: subtract "
+                    "the training mean embedding (scoring.json `mean`, when not null) from both embeddings, "
+                    "take their cosine. Prints one JSON line: enroll, test, score, threshold, decision "
+                    "(`target` if score >= threshold, else `nontarget`).")
+    _add_common(verify, "sv")
+    verify.add_argument("enroll", metavar="ENROLL", help="the enrollment recording")
+    verify.add_argument("test", metavar="TEST", help="the test recording")
+    verify.add_argument("--threshold", type=_finite, metavar="X",
+                        help="decision threshold on the cosine score; default: scoring.json `threshold`, the "
+                             "equal-error-rate threshold of the pipeline's cosine scores on its test list "
+                             "(`threshold_rule` says which)")
+    verify.set_defaults(func=cmd_verify)
+
+    detect = verbs.add_parser(
+        "detect", formatter_class=_Formatter, help="bona fide or spoofed speech? (CM bundle)",
+        description="Spoofing detection: the calibrated log-likelihood ratio of each file (natural log; "
+                    "positive favours bona fide speech) and a decision (`bonafide` if llr >= threshold, else "
+                    "`spoof`), as TSV with the header path, llr, decision.")
+    _add_common(detect, "cm")
+    detect.add_argument("wav", nargs="+", metavar="WAV", help="audio files")
+    detect.add_argument("--out", metavar="FILE", help="write the TSV to FILE instead of stdout")
+    detect.add_argument("--threshold", type=_finite, metavar="X",
+                        help="decision threshold on the LLR; default: scoring.json `threshold`, the Bayes "
+                             "threshold of the ASVspoof5 detection cost function (`threshold_rule` says so)")
+    detect.set_defaults(func=cmd_detect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default sys.argv[1:]); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), argparse's message already printed
+        return e.code if isinstance(e.code, int) else 2
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        return args.func(args)
+    except HPError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into head: the reader has gone, not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,244 @@
+"""ONNX export of a compacted task model, and the bundle that off-the-shelf use (python -m hp) reads.
+
+A bundle is one directory:
+  model.safetensors, task.json  the compacted TaskModel, for PyTorch
+  model.onnx                    the same computation. Inputs: wave [batch, samples] float32 (16 kHz mono,
+                                zero-padded) and lengths [batch] int64 (samples). Outputs: embeddings [batch, E];
+                                CM also scores (bona fide - spoof logit) and llrs (calibrated, natural log).
+                                Batch and time are dynamic axes.
+  scoring.json                  how outputs become decisions. SV: the training mean embedding subtracted before
+                                cosine scoring (or null) and a cosine threshold; CM: the calibration (already
+                                applied in `llrs`) and the Bayes threshold of the ASVspoof5 DCF.
+
+onnx and onnxruntime are imported where they are used: the training stages must not need them (the GPU image
+used for training has neither).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hp.calibration import LinearCalibration
+from hp.data.audio import SAMPLE_RATE
+from hp.errors import CheckpointError, ExportError
+from hp.model import WavLM
+from hp.profile import count_macs, hardware, median_latencies
+from hp.tasks import TaskModel
+from hp.utils.files import atomic_dir, read_json, write_json
+
+# output names; not "embedding", which a node of MHFA's graph already has
+OUTPUTS = {"sv": ("embeddings",), "cm": ("embeddings", "scores", "llrs")}
+CHECKED = ("embeddings", "scores")
+OPSET = 18
+
+
+class InferenceGraph(nn.Module):
+    """What a user needs from a task model: the embedding; for CM also the raw score and its calibrated LLR."""
+
+    def __init__(self, model: TaskModel, calibration: LinearCalibration | None = None):
+        super().__init__()
+        if (model.task == "cm") != (calibration is not None):
+            raise ValueError("a CM graph needs its calibration, an SV graph none")
+        if calibration is not None and len(calibration.weights) != 1:
+            raise ValueError(f"CM calibration maps one score, got {len(calibration.weights)} weights")
+        self.model = model.eval()
+        self.task = model.task
+        if calibration is not None:
+            self.register_buffer("llr_weight", torch.tensor(calibration.weights[0]))
+            self.register_buffer("llr_bias", torch.tensor(calibration.bias))
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        embedding = self.model.embed(wave, lengths)
+        if self.task == "sv":
+            return (embedding,)
+        score = self.model.cm_scores(embedding)
+        return embedding, score, score * self.llr_weight + self.llr_bias
+
+    @torch.inference_mode()
+    def run(self, wave: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+        """The outputs by name, as the ONNX session returns them."""
+        device = next(self.parameters()).device
+        outputs = self(torch.from_numpy(wave).to(device), torch.from_numpy(lengths).to(device))
+        return {name: out.float().cpu().numpy() for name, out in zip(OUTPUTS[self.task], outputs)}
+
+
+def export_onnx(graph: InferenceGraph, path: Path, opset: int = OPSET) -> None:
+    """Trace `graph` with torch.export (dynamic batch and time) and write it as one ONNX file, atomically."""
+    import onnx
+
+    example = torch.randn(2, 2 * SAMPLE_RATE), torch.tensor([2 * SAMPLE_RATE, SAMPLE_RATE + 123])
+    with torch.no_grad():  # not inference_mode: the cached tensors must be usable while tracing
+        graph.cpu().eval()(*example)  # fills per-device index caches now, not as attributes set while tracing
+    batch, samples = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
+    program = torch.onnx.export(graph, example, input_names=["wave", "lengths"],
+                                output_names=list(OUTPUTS[graph.task]), opset_version=opset, dynamo=True,
+                                dynamic_shapes={"wave": {0: batch, 1: samples}, "lengths": {0: batch}},
+                                verbose=False)
+    proto = program.model_proto
+    onnx.checker.check_model(proto)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        onnx.save(proto, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class OnnxGraph:
+    """An onnxruntime CPU session over an exported graph, called like InferenceGraph.run."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's business
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types, one per failure
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({type(e).__name__}: {e})") from None
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def run(self, wave: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(None, {"wave": np.ascontiguousarray(wave, dtype=np.float32),
+                                         "lengths": np.ascontiguousarray(lengths, dtype=np.int64)})
+        return dict(zip(self.outputs, values))
+
+
+def random_batch(seconds: list[float], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian-noise utterances of the given lengths, zero-padded into one batch."""
+    rng = np.random.default_rng(seed)
+    lengths = np.array([round(s * SAMPLE_RATE) for s in seconds], dtype=np.int64)
+    wave = np.zeros((len(lengths), int(lengths.max())), dtype=np.float32)
+    for i, n in enumerate(lengths):
+        wave[i, :n] = 0.1 * rng.standard_normal(n)
+    return wave, lengths
+
+
+def parity(graph: InferenceGraph, onnx_graph: OnnxGraph, seconds: list[float], seed: int = 0) -> dict[str, dict]:
+    """ONNX vs PyTorch per output over one padded batch of all `seconds` and each length alone: the largest
+    |difference| ("abs") and |difference| / (1 + |PyTorch|) ("scaled": absolute where values are small, relative
+    where large, as CM's raw score is an unbounded logit difference that float32 resolves to ~1e-7 of itself)."""
+    batches = [random_batch(seconds, seed)] + [random_batch([s], seed + 1 + i) for i, s in enumerate(seconds)]
+    worst: dict[str, dict] = {}
+    for wave, lengths in batches:
+        ours, theirs = graph.run(wave, lengths), onnx_graph.run(wave, lengths)
+        for name, value in ours.items():
+            diff = np.abs(theirs[name].astype(np.float64) - value)
+            w = worst.setdefault(name, {"abs": 0.0, "scaled": 0.0})
+            w["abs"] = max(w["abs"], float(diff.max()))
+            w["scaled"] = max(w["scaled"], float((diff / (1 + np.abs(value))).max()))
+    return worst
+
+
+@dataclass
+class Bundle:
+    """A compacted model ready to use: the PyTorch graph, the ONNX file and scoring.json's settings."""
+    directory: Path
+    graph: InferenceGraph
+    scoring: dict
+
+    @property
+    def task(self) -> str:
+        return self.graph.task
+
+    @classmethod
+    def write(cls, model: TaskModel, scoring: dict, out: Path, parity_seconds: list[float],
+              tolerance: float = 1e-4, opset: int = OPSET) -> tuple[Bundle, dict]:
+        """Save the model, export it to ONNX, check the ONNX graph against PyTorch on random utterances of
+        `parity_seconds` (see parity) and write scoring.json; the directory appears complete or, when the export
+        fails or its scaled difference exceeds `tolerance`, not at all. Returns the bundle and the parity.
+        `scoring`: SV {"mean", "threshold", "threshold_rule"}; CM {"calibration", "threshold", "threshold_rule"}."""
+        calibration = LinearCalibration.from_dict(scoring["calibration"]) if model.task == "cm" else None
+        graph = InferenceGraph(model, calibration)
+        with atomic_dir(out) as tmp:
+            model.save(tmp / "model")  # TaskModel.save writes a directory: lift its files into the bundle
+            for f in (tmp / "model").iterdir():
+                f.replace(tmp / f.name)
+            (tmp / "model").rmdir()
+            export_onnx(graph, tmp / "model.onnx", opset)
+            checked = parity(graph, OnnxGraph(tmp / "model.onnx"), parity_seconds)
+            for name in CHECKED:  # the network's outputs; llrs = w * scores + b only scales the scores' error
+                if name in checked and not checked[name]["scaled"] <= tolerance:
+                    raise ExportError(f"{out / 'model.onnx'}: ONNX {name} differ from PyTorch's by "
+                                      f"{checked[name]['scaled']:.3g} (scaled) on random utterances of "
+                                      f"{parity_seconds} s, above the tolerance {tolerance:g}")
+            write_json(tmp / "scoring.json", {"task": model.task, "sample_rate": SAMPLE_RATE, **scoring})
+        return cls(Path(out), graph, scoring), checked
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Bundle:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise CheckpointError(f"{directory}: no such model directory (a bundle: models/<task>/export)")
+        scoring = read_json(directory / "scoring.json", CheckpointError)
+        model = TaskModel.load(directory)
+        if scoring.get("task") != model.task:
+            raise CheckpointError(f"{directory / 'scoring.json'}: task {scoring.get('task')!r} differs from "
+                                  f"task.json's {model.task!r}")
+        try:
+            calibration = LinearCalibration.from_dict(scoring["calibration"]) if model.task == "cm" else None
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{directory / 'scoring.json'}: malformed calibration ({e})") from None
+        return cls(directory, InferenceGraph(model, calibration), scoring)
+
+    def runner(self, runtime: str = "torch", threads: int | None = None):
+        """A callable (wave, lengths) -> outputs by name: PyTorch (`torch`) or onnxruntime (`onnx`)."""
+        if runtime == "torch":
+            return self.graph.run
+        if runtime == "onnx":
+            return OnnxGraph(self.directory / "model.onnx", threads).run
+        raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+
+
+def dense_counterpart(model: TaskModel) -> TaskModel:
+    """The same task model over the unpruned front end of the same shape: what compaction is measured against.
+    Its weights are a fresh initialisation (cost does not depend on them)."""
+    frontend = WavLM(model.frontend.config, prune_units=())
+    return TaskModel(model.task, frontend, model.labels, model.head_config).eval()
+
+
+def _params(model: TaskModel) -> dict:
+    """Front-end parameters (what sparsity counts) and those inference runs: front end, back-end and, for CM,
+    the classifier whose logits give the score (SV's AAM head serves training only)."""
+    used = (model.frontend, model.backend) + ((model.loss,) if model.task == "cm" else ())
+    return {"params": model.frontend.num_params(), "params_inference": sum(p.numel() for m in used
+                                                                            for p in m.parameters())}
+
+
+def measure_costs(bundle: Bundle, seconds: float, repeats: int, threads: int | None = None) -> dict:
+    """Dense vs compact: parameters (front end; all that inference uses), multiply-accumulates and
+    median latency of one `seconds`-long utterance (batch 1) through PyTorch on CPU, onnxruntime on CPU (compact
+    only) and PyTorch on CUDA when present (float32 everywhere)."""
+    compact_model = bundle.graph.model
+    dense_model = dense_counterpart(compact_model)
+    wave, lengths = random_batch([seconds])
+    inputs = torch.from_numpy(wave), torch.from_numpy(lengths)
+    out = {name: {**_params(m), "macs": count_macs(m.embed, *inputs), "latency_ms": {}}
+           for name, m in (("dense", dense_model), ("compact", compact_model))}
+    onnx_graph = OnnxGraph(bundle.directory / "model.onnx", threads)
+    dense_s, compact_s, onnx_s = median_latencies(
+        [lambda: dense_model.embed(*inputs), lambda: compact_model.embed(*inputs),
+         lambda: onnx_graph.run(wave, lengths)], repeats, warmup=3)
+    out["dense"]["latency_ms"]["torch_cpu"] = round(1e3 * dense_s, 3)
+    out["compact"]["latency_ms"].update(torch_cpu=round(1e3 * compact_s, 3), onnxruntime_cpu=round(1e3 * onnx_s, 3))
+    if torch.cuda.is_available():
+        cuda = [copy.deepcopy(m).cuda() for m in (dense_model, compact_model)]
+        on_gpu = tuple(t.cuda() for t in inputs)
+        times = median_latencies([lambda m=m: m.embed(*on_gpu) for m in cuda], repeats, warmup=3,
+                                 sync=torch.cuda.synchronize)
+        for name, t in zip(("dense", "compact"), times):
+            out[name]["latency_ms"]["torch_cuda"] = round(1e3 * t, 3)
+    return {"input": {"batch": 1, "seconds": seconds}, **out,
+            "speedup": {kind: round(out["dense"]["latency_ms"][kind] / out["compact"]["latency_ms"][kind], 3)
+                        for kind in out["dense"]["latency_ms"]},
+            "hardware": hardware()}

@@ -1,0 +1,11 @@
+"""export@<task>: the deployable bundle (ONNX included) and dense-vs-compact cost.  Usage: python -m stages.export {sv,cm}"""
+import sys
+from pathlib import Path
+
+from hp.params import load_params
+from hp.pipeline import export
+
+task = sys.argv[1]
+result = export(task, load_params(), Path("models") / task / "compact", Path("scores") / task,
+                Path("models") / task / "export", Path("metrics") / task / "export.json")
+print({name: result[name]["latency_ms"] for name in ("dense", "compact")})

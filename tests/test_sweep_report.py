@@ -1,0 +1,220 @@
+"""hp.sweep, the sweep report, on the output of a real `dvc exp show --json`: a throw-away DVC repository whose
+one stage writes fake metrics from target_sparsity, swept through the experiment queue."""
+import copy
+import json
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hp.sweep import collect, main, pareto_front, write_sweep_report
+from test_pipeline_e2e import run
+
+# The fake stage: parameters and latency fall with the target; SV's EER rises with it (every point on the front),
+# CM's falls (the sparsest point dominates the rest). Without --export it writes no export.json (an older run).
+FAKE_STAGE = '''
+import json, os, sys, yaml
+t = yaml.safe_load(open("params.yaml"))["target_sparsity"]
+if t > 1:
+    sys.exit("target_sparsity above 1")
+def dump(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+size = {"task": None, "target_sparsity": t, "params_dense": 1000, "params_compact": round(1000 * (1 - t)),
+        "achieved_sparsity": t + 0.01}
+scores = {"eer": 0.02 + t / 10, "min_dcf_0.01": 0.1 + t / 2, "min_dcf_0.05": 0.05 + t / 2}
+dump("metrics/sv.json", {**size, "task": "sv", "lists": {"O": {"trials": 10, "cosine": scores, "asnorm": scores},
+                                                        "E": {"trials": 5, "cosine": scores, "asnorm": scores}}})
+cm = {"eer": 0.2 - t / 10, "min_dcf": 0.5 - t / 4, "act_dcf": 0.6, "cllr": 0.5}
+dump("metrics/cm.json", {**size, "task": "cm", "dev": cm, "eval": cm})
+if "--export" in sys.argv:
+    for task in ("sv", "cm"):
+        dump(f"metrics/{task}/export.json", {
+            "input": {"batch": 1, "seconds": 4.0},
+            "dense": {"params": 1000, "macs": 10000, "latency_ms": {"torch_cpu": 100.0}},
+            "compact": {"params": size["params_compact"], "macs": 10 * size["params_compact"],
+                        "latency_ms": {"torch_cpu": 100.0 * (1 - t), "onnxruntime_cpu": 50.0 * (1 - t)}}})
+'''
+
+
+def dvc_yaml(export: bool) -> str:
+    metrics = ["metrics/sv.json", "metrics/cm.json"] + (["metrics/sv/export.json", "metrics/cm/export.json"]
+                                                        if export else [])
+    stage = {"cmd": "python fake.py" + (" --export" if export else ""), "deps": ["fake.py"],
+             "params": ["target_sparsity"], "metrics": [{m: {"cache": False}} for m in metrics]}
+    return yaml.safe_dump({"stages": {"fake": stage}})
+
+
+@pytest.fixture(scope="module")
+def sweep_repo(tmp_path_factory):
+    """Baseline 0.7 committed; 0.3 and 0.9 queued and run, 1.5 queued and failed; 0.5 run in the workspace by the
+    older pipeline (no export.json), leaving the workspace equal to it. Returns (repo, `dvc exp show --json`)."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    repo = tmp_path_factory.mktemp("sweep") / "repo"
+    repo.mkdir()
+    (repo / "fake.py").write_text(FAKE_STAGE)
+    (repo / "params.yaml").write_text("target_sparsity: 0.7\n")
+    (repo / "dvc.yaml").write_text(dvc_yaml(export=True))
+    run(["git", "init", "-q"], repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "repro", "-q"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    run(["dvc", "exp", "run", "--queue", "-q", "-n", "low", "-S", "target_sparsity=0.3"], repo)
+    run(["dvc", "exp", "run", "--queue", "-q", "-n", "high", "-S", "target_sparsity=0.9"], repo)
+    run(["dvc", "exp", "run", "--queue", "-q", "-n", "broken", "-S", "target_sparsity=1.5"], repo)
+    run(["dvc", "queue", "start"], repo)
+    deadline = time.time() + 120
+    while any(word in (status := run(["dvc", "queue", "status"], repo)) for word in ("Queued", "Running")):
+        assert time.time() < deadline, status
+        time.sleep(0.5)
+    assert status.count("Success") == 2 and status.count("Failed") == 1, status
+    (repo / "dvc.yaml").write_text(dvc_yaml(export=False))
+    for task in ("sv", "cm"):
+        (repo / "metrics" / task / "export.json").unlink()
+    run(["dvc", "exp", "run", "-q", "-n", "old", "-S", "target_sparsity=0.5"], repo)
+    return repo, json.loads(run(["dvc", "exp", "show", "--json"], repo))
+
+
+def brute_front(cost, error):
+    n = len(cost)
+    ok = [np.isfinite(cost[i]) and np.isfinite(error[i]) for i in range(n)]
+    return np.array([ok[i] and not any(ok[j] and cost[j] <= cost[i] and error[j] <= error[i]
+                                       and (cost[j] < cost[i] or error[j] < error[i]) for j in range(n))
+                     for i in range(n)])
+
+
+def test_pareto_front_matches_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(0, 25))
+        cost = rng.integers(0, 6, n).astype(float)  # few distinct values: many ties in cost, error or both
+        error = rng.integers(0, 6, n).astype(float)
+        cost[rng.random(n) < 0.1] = np.nan
+        error[rng.random(n) < 0.1] = np.nan
+        assert np.array_equal(pareto_front(cost, error), brute_front(cost, error)), (cost, error)
+    assert pareto_front([1, 1], [2, 2]).tolist() == [True, True]  # equal points dominate neither
+    assert pareto_front([1, 1, 2], [2, 3, 1]).tolist() == [True, False, True]  # same cost, worse error
+    assert pareto_front([], []).tolist() == []
+
+
+def test_collect_from_dvc_exp_show(sweep_repo):
+    _, shown = sweep_repo
+    notes = []
+    table = collect(shown, notes)
+    baseline = next(c["rev"][:7] for c in shown if c["rev"] != "workspace")
+    for task in ("sv", "cm"):
+        rows = table[table["task"] == task]
+        # the workspace equals `old`, the failed run is left out; sorted by target
+        assert rows["experiment"].tolist() == ["low", "old", baseline, "high"]
+        assert rows["target_sparsity"].tolist() == [0.3, 0.5, 0.7, 0.9]
+        assert rows["kind"].tolist() == ["experiment", "experiment", "commit", "experiment"]
+        assert rows["params_compact"].tolist() == [700, 500, 300, 100]
+        latency = rows["latency_ms"].to_numpy()
+        assert np.isnan(latency[1]) and np.allclose(latency[[0, 2, 3]], [70, 30, 10])
+        assert rows["macs_compact"].isna().tolist() == [False, True, False, False]
+        assert rows["front_latency"].isna().tolist() == [False, True, False, False]  # `old` has no latency
+    sv, cm = table[table["task"] == "sv"], table[table["task"] == "cm"]
+    assert np.allclose(sv["eer"], [0.05, 0.07, 0.09, 0.11]) and set(sv["scored"]) == {"list O, AS-norm"}
+    assert np.allclose(cm["eer"], [0.17, 0.15, 0.13, 0.11])
+    assert np.allclose(cm["min_dcf"], 0.5 - cm["target_sparsity"] / 4)
+    assert sv["front_params"].tolist() == [True] * 4 and sv["front_latency"].tolist()[::2] == [True, True]
+    assert cm["front_params"].tolist() == [False, False, False, True]
+    assert cm["front_latency"].tolist()[2:] == [False, True] and cm["front_latency"].tolist()[0] is False
+    assert notes == ["broken: experiment failed"]
+
+
+def test_collect_workspace_queued_stale_and_broken(sweep_repo):
+    _, shown = sweep_repo
+    shown = copy.deepcopy(shown)
+    workspace = shown[0]["data"]
+    assert shown[0]["rev"] == "workspace"
+    workspace["metrics"]["metrics/sv.json"]["data"]["lists"]["O"]["asnorm"]["eer"] = 0.01  # uncommitted results
+    workspace["metrics"]["metrics/cm.json"] = {"error": {"type": "JSONFileCorruptedError", "msg": "corrupted"}}
+    experiments = shown[1]["experiments"]
+    high = next(e for e in experiments if e["name"] == "high")
+    high["executor"]["state"] = "queued"
+    low = next(e for e in experiments if e["name"] == "low")["revs"][0]["data"]
+    low["params"]["params.yaml"]["data"]["target_sparsity"] = 0.4  # params edited, not reproduced
+    old = next(e for e in experiments if e["name"] == "old")["revs"][0]["data"]
+    del old["metrics"]["metrics/cm.json"]["data"]["eval"]
+    notes = []
+    table = collect(shown, notes)
+    assert table[table["task"] == "sv"]["experiment"].tolist() == ["old", "workspace", shown[1]["rev"][:7]]
+    assert table[table["task"] == "cm"]["experiment"].tolist() == [shown[1]["rev"][:7]]
+    assert table[table["task"] == "cm"]["front_params"].isna().all()  # one point: no front
+    assert "old cm: metrics/cm.json lacks 'eval'" in notes
+    assert "high: experiment queued" in notes and "broken: experiment failed" in notes
+    assert "workspace cm: metrics/cm.json: corrupted" in notes
+    assert any(n.startswith("low sv: metrics/sv.json is for target_sparsity 0.3") for n in notes)
+    assert table[table["task"] == "sv"]["front_params"].tolist() == [False, True, True]
+
+
+def test_report(sweep_repo, tmp_path, capsys):
+    _, shown = sweep_repo
+    (tmp_path / "shown.json").write_text(json.dumps(shown))
+    out = tmp_path / "sweep"
+    assert main(["--json", str(tmp_path / "shown.json"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and "sweep.md" in printed[0] and str(out) in printed[0]
+    md, page = (out / "sweep.md").read_text(), (out / "sweep.html").read_text()
+    assert (out / "figures" / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](figures/pareto.png)" in md
+    assert 'src="data:image/png;base64,' in page and 'src="http' not in page
+    assert "SV: list O, AS-norm EER; CM: eval EER" in md
+    for heading in ("## Speaker verification (SV)", "## Anti-spoofing (CM)"):
+        section = md.split(heading)[1].split("\n## ")[0]
+        rows = [line for line in section.splitlines() if line.startswith("| ") and "experiment" not in line]
+        assert [row.split(" | ")[0][2:] for row in rows] == ["low", "old", shown[1]["rev"][:7], "high"]
+        assert "| 0.500 | 0.5100 | 500 | – | – |" in section  # `old`: no MACs, no latency
+    assert page.count("<table>") == 2 and "broken: experiment failed" in md
+    table = pd.read_csv(out / "sweep.csv")
+    assert len(table) == 8 and set(table["task"]) == {"sv", "cm"}
+    assert table.loc[table["task"] == "cm", "front_params"].tolist() == [False, False, False, True]
+
+
+def test_report_from_dvc_one_experiment_no_latency(sweep_repo, tmp_path, capsys):
+    """`--repo` runs dvc itself; a table of one experiment without export.json still gives a report."""
+    repo, shown = sweep_repo
+    assert main(["--repo", str(repo), "--out", str(tmp_path / "full")]) == 0
+    assert len(pd.read_csv(tmp_path / "full" / "sweep.csv")) == 8
+    old = collect(shown)
+    write_sweep_report(old[old["experiment"] == "old"], tmp_path / "one")
+    assert pd.read_csv(tmp_path / "one" / "sweep.csv")["front_params"].isna().all()  # one point makes no front
+    md = (tmp_path / "one" / "sweep.md").read_text()
+    assert md.count("Fewer than 2 experiments: no Pareto front.") == 2 and "| – | – |" in md
+    assert (tmp_path / "one" / "figures" / "pareto.png").is_file()
+
+
+def test_dvc_failure(tmp_path, capsys):
+    """Outside a DVC repository: dvc's own error, on one line."""
+    assert main(["--repo", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`dvc exp show --json` failed" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{broken", "not valid JSON"),
+    ("", "not valid JSON"),
+    ("{}", "expected the list"),
+    ("[]", "no usable experiment"),
+    (json.dumps([{"rev": "workspace", "data": {"params": {}, "metrics": {}}, "error": None, "experiments": None}]),
+     "no usable experiment"),
+    (None, "file not found"),
+])
+def test_bad_input(tmp_path, capsys, content, message):
+    path = tmp_path / "shown.json"
+    if content is not None:
+        path.write_text(content)
+    assert main(["--json", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    if "usable" not in message:
+        assert str(path) in err[0]  # names the file
+    assert not (tmp_path / "out").exists()
