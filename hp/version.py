@@ -27,11 +27,17 @@ def git(*args: str, cwd: Path | None = None) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def code_version(cwd: Path | None = None) -> dict:
-    """{"hp": package version, "source": 12 hex digits of source_digest, "git": describe --always --dirty (None
-    outside git)}."""
+def code_version(cwd: Path | None = None, ignore: tuple[str, ...] = ()) -> dict:
+    """{"hp": package version, "source": 12 hex digits of source_digest, "git": describe --always, "-dirty" when
+    a tracked file outside `ignore` (e.g. the caller's own outputs, which DVC removes before a stage runs)
+    differs from HEAD; None outside git}."""
     try:
         package = version("hp")
     except PackageNotFoundError:
         package = None
-    return {"hp": package, "source": source_digest()[:12], "git": git("describe", "--always", "--dirty", cwd=cwd)}
+    described = git("describe", "--always", cwd=cwd)
+    if described is not None:
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                      *(f":(exclude){path}" for path in ignore), cwd=cwd)
+        described += "-dirty" if changed else ""
+    return {"hp": package, "source": source_digest()[:12], "git": described}

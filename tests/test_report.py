@@ -58,3 +58,25 @@ def test_changed_params():
     assert changed_params(now, base) == [("finetune.sv.head.heads", 8, 4), ("new", ABSENT, [1, 2]),
                                          ("old", 1, ABSENT), ("target_sparsity", 0.7, 0.5)]
     assert changed_params(base, base) == []
+
+
+def test_code_version_ignores_the_callers_outputs(tmp_path):
+    import subprocess
+
+    from hp.version import code_version
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "r.md").write_text("old")
+    (tmp_path / "params.yaml").write_text("a: 1")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "x")
+    (tmp_path / "reports" / "r.md").unlink()  # DVC removes a stage's outputs before running it
+    clean = code_version(tmp_path, ignore=("reports",))["git"]
+    assert re.fullmatch(r"[0-9a-f]{7,}", clean) and code_version(tmp_path)["git"] == clean + "-dirty"
+    (tmp_path / "params.yaml").write_text("a: 2")
+    assert code_version(tmp_path, ignore=("reports",))["git"] == clean + "-dirty"
+    assert code_version(tmp_path.parent / "not-a-repo-xyz")["git"] is None
