@@ -9,12 +9,12 @@ SAMPLE_RATE = 16000
 
 
 def read_audio(path: str, start: int = 0, frames: int = -1) -> np.ndarray:
-    """Float32 samples of `path` (16 kHz), optionally a segment; several channels are averaged (as the command
-    line does)."""
+    """Float32 samples of `path` (16 kHz), optionally a segment; of several channels the first (RIRS_NOISES'
+    multi-microphone RIRs must not be averaged across microphones; the speech corpora are mono)."""
     wave, sr = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
     if sr != SAMPLE_RATE:
         raise ValueError(f"{path}: sample rate {sr} Hz, expected {SAMPLE_RATE}")
-    return wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1)
+    return wave[:, 0]
 
 
 def random_crop(path: str, num_frames: int, samples: int, rng: np.random.Generator) -> np.ndarray:
