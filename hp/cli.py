@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from hp.data.audio import SAMPLE_RATE
+from hp.data.audio import SAMPLE_RATE, pad_batch
 from hp.data.resample import resample
 from hp.errors import CheckpointError, HPError
 from hp.score import length_batches
@@ -133,12 +133,8 @@ def run(runner, infos: list[AudioInfo], min_samples: int, batch_seconds: float) 
     outputs: dict[str, np.ndarray] = {}
     durations = np.array([info.samples for info in infos]) / SAMPLE_RATE
     for rows in length_batches(durations, batch_seconds):
-        waves = [read_audio(infos[i].path, min_samples) for i in rows]
-        lengths = np.array([len(w) for w in waves], dtype=np.int64)
-        batch = np.zeros((len(waves), int(lengths.max())), dtype=np.float32)
-        for row, wave in enumerate(waves):
-            batch[row, :lengths[row]] = wave
-        for name, value in runner(batch, lengths).items():
+        batch, lengths = pad_batch([read_audio(infos[i].path, min_samples) for i in rows])
+        for name, value in runner(batch.numpy(), lengths.numpy()).items():
             if name not in outputs:
                 outputs[name] = np.zeros((len(infos), *value.shape[1:]), dtype=value.dtype)
             outputs[name][rows] = value

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from hp.calibration import LinearCalibration
-from hp.data.audio import SAMPLE_RATE
+from hp.data.audio import SAMPLE_RATE, pad_batch
 from hp.errors import CheckpointError, ExportError
 from hp.model import WavLM
 from hp.profile import count_macs, hardware, median_latencies
@@ -117,11 +117,8 @@ class OnnxGraph:
 def random_batch(seconds: list[float], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-noise utterances of the given lengths, zero-padded into one batch."""
     rng = np.random.default_rng(seed)
-    lengths = np.array([round(s * SAMPLE_RATE) for s in seconds], dtype=np.int64)
-    wave = np.zeros((len(lengths), int(lengths.max())), dtype=np.float32)
-    for i, n in enumerate(lengths):
-        wave[i, :n] = 0.1 * rng.standard_normal(n)
-    return wave, lengths
+    wave, lengths = pad_batch([0.1 * rng.standard_normal(round(s * SAMPLE_RATE)) for s in seconds])
+    return wave.numpy(), lengths.numpy()
 
 
 def parity(graph: InferenceGraph, onnx_graph: OnnxGraph, seconds: list[float], seed: int = 0) -> dict[str, dict]:

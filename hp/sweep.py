@@ -23,12 +23,12 @@ import pandas as pd  # noqa: E402
 
 from hp.document import Document  # noqa: E402
 from hp.errors import HPError  # noqa: E402
+from hp.report import TRIAL_NAMES  # noqa: E402
 from hp.utils.files import atomic_path, read_json  # noqa: E402
 
 NAME = "hp.sweep"
 TASKS = ("sv", "cm")
 TASK_NAMES = {"sv": "Speaker verification (SV)", "cm": "Anti-spoofing (CM)"}
-TRIAL_NAMES = {"O": "Vox1-O", "E": "Vox1-E", "H": "Vox1-H"}
 SCORING_NAMES = {"qmf": "QMF", "asnorm": "AS-norm", "cosine": "cosine"}
 COSTS = {"params_compact": "parameters (millions, compact model)", "latency_ms": "CPU latency (ms, torch, batch 1)"}
 SCALE = {"params_compact": 1e-6, "latency_ms": 1.0}
