@@ -181,7 +181,7 @@ def train_variant(variant: str, shape: str, batch: int, seconds: float, steps: i
     if variant == "pruned":
         controller = SparsityController(0.5, warmup_steps=0).to(device)
         main_groups, reg_groups = param_groups(model, controller, lr, reg_lr)
-        main_params = [p for g in main_groups for p in g["params"]]
+        clipped = [p for p in model.parameters() if p.requires_grad]  # as hp.train: gates included
         optimizers = [torch.optim.AdamW(main_groups), torch.optim.AdamW(reg_groups)]
     else:
         optimizers = [torch.optim.AdamW(model.parameters(), lr=lr)]
@@ -198,7 +198,7 @@ def train_variant(variant: str, shape: str, batch: int, seconds: float, steps: i
             loss = loss + controller(model.expected_sparsity(), i)[0]
         loss.backward()
         if pruned:
-            torch.nn.utils.clip_grad_norm_(main_params, 3.0)
+            torch.nn.utils.clip_grad_norm_(clipped, 3.0)
         for optimizer in optimizers:
             optimizer.step()
         if pruned:

@@ -1,4 +1,4 @@
-"""Task losses over utterance embeddings: AAM-softmax (SV) and a linear classifier (CM)."""
+"""Task losses over utterance embeddings: AAM-softmax (SV) and a softmax classifier (CM)."""
 from __future__ import annotations
 
 import math
@@ -36,9 +36,10 @@ class AAMSoftmax(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cosine = self.cosine(embeddings).clamp(-1 + 1e-7, 1 - 1e-7)
         theta = torch.acos(cosine)
-        # past theta = pi - m the margin would make the logit grow again; keep it monotonic there
+        # past theta = pi - m the margin would make the logit grow again: there, as WeSpeaker's ArcMarginProduct,
+        # cos(theta) - (1 - cos m), which meets cos(theta + m) = -1 at the boundary and keeps falling
         target = torch.where(theta + self.margin < math.pi, torch.cos(theta + self.margin),
-                             cosine - self.margin * math.sin(self.margin))
+                             cosine - (1.0 - math.cos(self.margin)))
         onehot = F.one_hot(labels, cosine.shape[1]).bool()
         logits = torch.where(onehot, target, cosine)
         if self.topk:
@@ -48,15 +49,20 @@ class AAMSoftmax(nn.Module):
         return F.cross_entropy(self.scale * logits, labels)
 
 
-class LinearClassifier(nn.Module):
-    """Cross-entropy over a linear map of the embedding; its logits are the CM scores.
+class SoftmaxClassifier(nn.Module):
+    """Cross-entropy over the logits of BatchNorm1d -> ReLU -> Linear applied to the embedding: the authors' CM
+    "softmax" projection (wedefense's models/projections.py). Its logits are the CM scores.
 
+    The batch norm normalises each training micro-batch by its own statistics (per process under DDP, as the
+    authors' plain DDP does) and applies its running statistics in eval mode, where it is an affine map: an
+    utterance's score then depends on that utterance alone.
     `weights` (one per class) weight each utterance's loss by its class, e.g. against ASVspoof's ~1:9 bona fide
     to spoof imbalance; the batch loss is then the weighted mean, as in torch's cross_entropy.
     """
 
     def __init__(self, embedding: int, classes: int, weights: list[float] | None = None):
         super().__init__()
+        self.norm = nn.BatchNorm1d(embedding)
         self.linear = nn.Linear(embedding, classes)
         if weights is not None and len(weights) != classes:
             raise ValueError(f"{len(weights)} class weights for {classes} classes")
@@ -65,7 +71,7 @@ class LinearClassifier(nn.Module):
                              persistent=False)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return self.linear(embeddings)
+        return self.linear(torch.relu(self.norm(embeddings)))
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(embeddings), labels, weight=self.weights)

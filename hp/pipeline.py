@@ -142,17 +142,29 @@ def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     return summary
 
 
+def layerdrop(params: dict) -> float:
+    """`model.layerdrop`: the LayerDrop probability training uses, whatever the checkpoint's config.json says
+    (transformers' default is 0.1, the hub's Base+ config 0.05; the authors run every layer: 0)."""
+    value = section(params, "model.layerdrop")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"params.yaml: model.layerdrop must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
 def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
-    """The pretrained WavLM of `model.pretrained.<task>`, with gates on `model.prune_units` (none if not `prune`)."""
+    """The pretrained WavLM of `model.pretrained.<task>`, with gates on `model.prune_units` (none if not `prune`)
+    and the LayerDrop of `model.layerdrop` in place of its config's."""
     pretrained = section(params, f"model.pretrained.{task}")
     units = tuple(section(params, "model.prune_units"))
+    drop = layerdrop(params)
     if pretrained != TINY:
-        return load_wavlm(pretrained, prune_units=units if prune else ())
+        return load_wavlm(pretrained, prune_units=units if prune else (), layerdrop=drop)
     torch.manual_seed(int(section(params, "model.seed")))
-    model = WavLM(SHAPES[TINY], prune_units=units)  # the gates' initialisation draws from the same generator
+    config = SHAPES[TINY].replace(layerdrop=drop)
+    model = WavLM(config, prune_units=units)  # the gates' initialisation draws from the same generator
     if prune:
         return model
-    dense = WavLM(SHAPES[TINY], prune_units=())  # so copy the weights: both phases must see the same random front end
+    dense = WavLM(config, prune_units=())  # so copy the weights: both phases must see the same random front end
     missing, _ = dense.load_state_dict(model.state_dict(), strict=False)
     assert not missing, missing
     return dense
@@ -200,7 +212,8 @@ def _run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augme
         return None, checkpoints
     logger.close()
     device = distributed.device(cfg.device)
-    return {"train_seconds": round(time.time() - start, 1), **run, "processes": distributed.world_size(),
+    return {"train_seconds": round(time.time() - start, 1), **run, "layerdrop": model.frontend.config.layerdrop,
+            "processes": distributed.world_size(),
             "augmentation": augmenter is not None, "utterances": len(table),
             "hardware": {"device": device.type, **hardware(device)}}, checkpoints
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hp.backends import ECAPATDNN, MHFA, GradMultiply
-from hp.losses import AAMSoftmax, LinearClassifier
+from hp.losses import AAMSoftmax, SoftmaxClassifier
 from hp.model.config import WavLMConfig
 from hp.model.structure import WavLMStructure
 from hp.model.wavlm import WavLM, compact
@@ -24,6 +24,10 @@ CM_LABELS = ("spoof", "bonafide")  # class 1 = bona fide, the positive class of 
 
 
 BACKENDS = ("mhfa", "ecapa")
+# Means subtracted from every hidden state before the back-end (HeadConfig.mean_norm): "frames", each channel's
+# mean over the utterance's real frames (the mean part of cmvn); "channels", each frame's mean over its channels,
+# which is what the authors' apply_cmvn(dim=1) computes on their [batch, channels, frames, layers] features.
+MEAN_NORMS = ("frames", "channels")
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,13 @@ class HeadConfig:
     topk_penalty: float = 0.06
     grad_multiplier: float = 1.0  # on the gradient flowing into WavLM
     class_weights: dict[str, float] | None = None  # CM: cross-entropy weight per label, {bonafide: .9, spoof: .1}
+    mean_norm: str | None = None  # one of MEAN_NORMS, or None: the hidden states as the front end gives them
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if self.mean_norm is not None and self.mean_norm not in MEAN_NORMS:
+            raise ValueError(f"mean_norm must be null or one of {list(MEAN_NORMS)}, got {self.mean_norm!r}")
         weights = self.class_weights
         if weights is not None and not (isinstance(weights, dict) and all(
                 isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights.values())):
@@ -77,7 +84,7 @@ class TaskModel(nn.Module):
                                   mfa_channels=head.ecapa_mfa_channels))
         self.loss = (AAMSoftmax(head.embedding, len(labels), head.margin, head.scale, head.subcenters, head.topk,
                                 head.topk_penalty) if task == "sv"
-                     else LinearClassifier(head.embedding, len(labels), class_weights(head, task, self.labels)))
+                     else SoftmaxClassifier(head.embedding, len(labels), class_weights(head, task, self.labels)))
 
     def freeze_frontend(self) -> TaskModel:
         """Train only the back-end and loss: WavLM runs in eval mode without gradients (the authors' phase 1)."""
@@ -97,6 +104,8 @@ class TaskModel(nn.Module):
         if self.training and self.head_config.grad_multiplier != 1.0:
             states = tuple(GradMultiply.apply(h, self.head_config.grad_multiplier) for h in states)
         frame_mask = None if lengths is None else self.frontend.frame_mask(lengths, states[0].shape[1])
+        if self.head_config.mean_norm is not None:
+            states = tuple(subtract_mean(h, self.head_config.mean_norm, frame_mask) for h in states)
         return self.backend(states, frame_mask)
 
     def forward(self, wave: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -170,6 +179,17 @@ class TaskModel(nn.Module):
             raise CheckpointError(f"{directory / 'task.json'}: malformed ({type(e).__name__}: {e})") from None
         model._load_weights(directory / "model.safetensors", "task.json")
         return model
+
+
+def subtract_mean(h: torch.Tensor, over: str, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """h [B, T, D] minus its mean over the real frames of each channel (`frames`; padded frames, which the
+    back-ends ignore, come out shifted too) or over the channels of each frame (`channels`)."""
+    if over == "channels":
+        return h - h.mean(-1, keepdim=True)
+    if frame_mask is None:
+        return h - h.mean(1, keepdim=True)
+    weights = frame_mask[..., None].to(h.dtype)
+    return h - (h * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
 
 
 def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from hp.data.audio import SAMPLE_RATE, random_crop
 from hp.data.augment import Augmenter
 from hp.utils.files import atomic_path
 from hp.model.gates import HardConcrete
+from hp.schedules import LRSchedule, MarginSchedule
 from hp.sparsity import CONSTRAINED, SparsityController, param_groups
 from hp.tasks import TaskModel
 
@@ -38,13 +38,15 @@ class TrainConfig:
     aug_prob: float = 0.6  # MUSAN / RIR augmentation of each crop, when the manifests list them
     optimizer: str = "adamw"  # or "sgd" (Nesterov momentum; the authors' frozen-front-end phase)
     momentum: float = 0.9  # sgd only
-    lr: float = 1e-4  # peak learning rate of the model (front end and back-end)
-    final_lr: float = 1e-6  # reached by exponential decay at the last step
+    lr: float = 1e-4  # lr0 of the model (front end and back-end): the exponential decay starts from it ...
+    final_lr: float = 1e-6  # ... at step 0 and reaches this at the end of the run (hp.schedules.LRSchedule)
     lr_reference_batch: int | None = None  # set: lr and final_lr scale by batch_size / this (authors: 64)
-    warmup_epochs: float = 1.0  # linear lr warm-up
-    weight_decay: float = 1e-7
-    margin_start_epoch: float = 0.0  # AAM margin 0 until here, then linear up to the head's margin at ...
-    margin_full_epoch: float = 0.0  # ... this epoch (equal: the full margin from the start)
+    warmup_epochs: float = 1.0  # the linear warm-up multiplying the decay over these first epochs ...
+    warmup_from_zero: bool = True  # ... from 0 (else from 1 to the batch scale, as WeSpeaker's warm_from_zero)
+    weight_decay: float = 1e-7  # on weights of 2 or more dimensions (biases and norms: none)
+    margin_start_epoch: float = 0.0  # AAM margin 0 until here, then up to the head's margin at ...
+    margin_full_epoch: float = 0.0  # ... this epoch (both 0: the full margin from the start)
+    margin_schedule: str = "linear"  # or "exp": WeSpeaker's exponential rise (hp.schedules.MarginSchedule)
     average_last: int = 1  # the result is the parameter average of the last N epochs' ends (gates: the last)
     reg_lr: float = 0.05  # log_alpha (+) and, unless lambda_lr is set, the lambdas (-)
     lambda_lr: float | None = None
@@ -56,7 +58,7 @@ class TrainConfig:
     # after the target warm-up, freeze the gates at the first step whose deterministic sparsity is this close
     # to the target; the rest of the run fine-tunes that fixed structure (None: the gates learn to the end)
     freeze_tolerance: float | None = None
-    grad_clip: float = 3.0
+    grad_clip: float | None = 3.0  # max gradient norm over all model parameters, gates included; None: no clipping
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
@@ -74,8 +76,10 @@ class TrainConfig:
             raise ValueError(f"aug_prob must be in [0, 1], got {self.aug_prob}")
         if self.average_last < 1 or self.average_last > max(1, self.epochs):
             raise ValueError(f"average_last must be in 1..epochs ({self.epochs}), got {self.average_last}")
-        if self.margin_full_epoch < self.margin_start_epoch:
-            raise ValueError("margin_full_epoch must not be before margin_start_epoch")
+        self.margin_ramp()  # checks the margin settings
+        clip = self.grad_clip
+        if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip > 0):
+            raise ValueError(f"grad_clip must be a positive number or null, got {clip!r}")
         if self.lr_reference_batch is not None and self.lr_reference_batch < 1:
             raise ValueError(f"lr_reference_batch must be a positive integer or null, got {self.lr_reference_batch}")
         if self.constrain not in CONSTRAINED:
@@ -109,6 +113,13 @@ class TrainConfig:
         """Global batch / reference batch (1 without a reference): the authors' linear lr scaling."""
         return 1.0 if self.lr_reference_batch is None else self.batch_size / self.lr_reference_batch
 
+    def lr_schedule(self, steps_per_epoch: int) -> LRSchedule:
+        return LRSchedule(self.lr, self.final_lr, self.epochs * steps_per_epoch,
+                          round(self.warmup_epochs * steps_per_epoch), self.warmup_from_zero, self.lr_scale)
+
+    def margin_ramp(self) -> MarginSchedule:
+        return MarginSchedule(self.margin_start_epoch, self.margin_full_epoch, self.margin_schedule)
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -137,23 +148,6 @@ class CropDataset(Dataset):
         if self.augment is not None:
             wave = self.augment(wave, rng)
         return wave, self.targets[i]
-
-
-def lr_factor(step: int, warmup: int, total: int, final_ratio: float) -> float:
-    """Linear warm-up to 1, then exponential decay to `final_ratio` at the last step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return math.exp(math.log(final_ratio) * progress)
-
-
-def margin_factor(epoch: float, start: float, full: float) -> float:
-    """Share of the AAM margin at (fractional) `epoch`: 0 before `start`, linear up to 1 at `full`.
-
-    Starting margin-free lets the classes spread before the angular margin makes the loss hard (WeSpeaker)."""
-    if full <= start:
-        return 1.0
-    return min(1.0, max(0.0, (epoch - start) / (full - start)))
 
 
 class ParameterAverage:
@@ -252,6 +246,9 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     device = distributed.device(cfg.device)
     distributed.init(device)
     micro = cfg.micro_batch(world)
+    if micro < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError(f"each forward sees {micro} utterance (batch_size / (processes x grad_accumulation)), too "
+                         "few for the batch norm of the back-end or CM head: it needs at least 2")
     seed_everything(cfg.seed + rank)  # dropout differs between ranks ...
     model.to(device).train()
     sampling = model.frontend.share_sampling(cfg.seed)  # ... gate samples and LayerDrop agree
@@ -268,14 +265,13 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     controller = SparsityController(cfg.target_sparsity, round(cfg.sparsity_warmup_epochs * steps_per_epoch),
                                     cfg.sparsity_schedule, cfg.clamp_lambda1, cfg.lambda2_init,
                                     cfg.constrain).to(device)
-    lr, reg_lr = cfg.lr * cfg.lr_scale, cfg.reg_lr
-    main_groups, reg_groups = param_groups(model, controller, lr, reg_lr, cfg.weight_decay, cfg.lambda_lr)
+    lr_at, margin_at = cfg.lr_schedule(steps_per_epoch), cfg.margin_ramp()
+    # the reg optimiser's rates stay fixed (the authors schedule the model's only)
+    main_groups, reg_groups = param_groups(model, controller, lr_at(0), cfg.reg_lr, cfg.weight_decay, cfg.lambda_lr)
     optimizer = make_optimizer(cfg, main_groups)
     reg_optimizer = torch.optim.AdamW(reg_groups) if pruning else None
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, warmup, total, cfg.final_lr / cfg.lr))
-    main_params = [p for g in main_groups for p in g["params"]]
+    # the authors clip one norm over the whole model, gates included (the lambdas are not the model's)
+    clipped = [p for p in model.parameters() if p.requires_grad]
     full_margin = getattr(model.loss, "margin", None)  # AAM-softmax (SV) only
     full_penalty = getattr(model.loss, "topk_penalty", None)
     average = ParameterAverage(model, cfg.average_last)
@@ -293,7 +289,6 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
         if reg_optimizer is not None:
             reg_optimizer.load_state_dict(state["reg_optimizer"])
         controller.load_state_dict(state["controller"])
-        scheduler.load_state_dict(state["scheduler"])
         average.load_state_dict(state["average"])
         step, frozen_at = state["step"], state["frozen_at"]
         resumed = step
@@ -311,7 +306,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
         if checkpoints is not None and rank == 0:
             checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                               "reg_optimizer": None if reg_optimizer is None else reg_optimizer.state_dict(),
-                              "controller": controller.state_dict(), "scheduler": scheduler.state_dict(),
+                              "controller": controller.state_dict(),
                               "average": average.state_dict(), "step": step, "frozen_at": frozen_at, "rng": rng,
                               "sampling": {name: g.get_state() for name, g in sampling.items()}})
         distributed.barrier()
@@ -325,8 +320,11 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
         batches = iter(loader)
         for _ in range(len(sampler) // (micro * cfg.grad_accumulation)):
             if full_margin is not None:  # the inter-top-k penalty follows the margin's ramp (as in WeSpeaker)
-                ramp = margin_factor(step / steps_per_epoch, cfg.margin_start_epoch, cfg.margin_full_epoch)
+                ramp = margin_at(step / steps_per_epoch)
                 model.loss.margin, model.loss.topk_penalty = full_margin * ramp, full_penalty * ramp
+            lr = lr_at(step)  # set before the step, as the authors' scheduler does: the rate this step uses
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             target = controller.target_at(step) if pruning else 0.0
             log_step = step % cfg.log_every == 0 or step == total - 1  # the same on every rank
             logging = logger is not None and log_step
@@ -359,17 +357,17 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
                         (loss / cfg.grad_accumulation).backward()
             if logging and pruning:  # before the gates' update: the sparsity this step was constrained at
                 expected = frontend.expected_sparsity().item()
-            torch.nn.utils.clip_grad_norm_(main_params, cfg.grad_clip)
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(clipped, cfg.grad_clip)
             optimizer.step()
             if constraining:
                 reg_optimizer.step()
                 controller.clamp_()
-            scheduler.step()
             if log_step:  # the loss of the whole global batch, not of rank 0's share
                 task_loss = distributed.mean(task_loss.item())
                 progress.set_postfix(loss=f"{task_loss:.3f}", refresh=False)
             if logging:
-                values = {"task_loss": task_loss, "lr": optimizer.param_groups[0]["lr"]}
+                values = {"task_loss": task_loss, "lr": lr}
                 if full_margin is not None:
                     values["margin"] = model.loss.margin
                 if pruning:
@@ -389,7 +387,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
         model.loss.margin, model.loss.topk_penalty = full_margin, full_penalty
     average.apply(model)
     model.eval()
-    return {"steps": step, "lr": lr, "gates_frozen_at_step": frozen_at, "resumed_at_step": resumed}
+    return {"steps": step, "peak_lr": lr_at.peak, "gates_frozen_at_step": frozen_at, "resumed_at_step": resumed}
 
 
 class LiveLogger:

@@ -17,7 +17,7 @@ from hp import metrics
 from hp.calibration import fit_logistic
 from hp.data.manifest import DataError
 from hp.errors import ConfigError
-from hp.losses import LinearClassifier
+from hp.losses import SoftmaxClassifier
 from hp.pipeline import manifests, prepare
 from hp.score import cm_breakdown, score_cm
 from hp.tasks import CM_LABELS, HeadConfig, TaskModel
@@ -207,7 +207,7 @@ def test_mini_corpus_moves_with_its_directory(tmp_path):
 # ---- model and scoring ----------------------------------------------------------------------------------
 def test_class_weights_weight_the_cross_entropy():
     torch.manual_seed(0)
-    head = LinearClassifier(4, 2, weights=[0.1, 0.9])
+    head = SoftmaxClassifier(4, 2, weights=[0.1, 0.9])
     x, y = torch.randn(10, 4), torch.tensor([0, 1] * 5)
     logp = torch.log_softmax(head.logits(x), dim=1)[torch.arange(10), y]
     w = torch.tensor([0.1, 0.9])[y]
@@ -220,6 +220,33 @@ def test_class_weights_weight_the_cross_entropy():
         TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS), HeadConfig(class_weights={"bonafide": 1.0}))
     with pytest.raises(ValueError, match="class_weights must be null or a mapping"):
         HeadConfig(class_weights={"bonafide": -1.0, "spoof": 1.0})
+
+
+def test_cm_projection_is_batch_norm_relu_linear_as_the_authors():
+    """wedefense's softmax projection: BatchNorm1d -> ReLU -> Linear on the embedding, the batch's own statistics
+    in training (biased variance, eps 1e-5), the running ones in eval (an affine map: one utterance alone gives
+    its score)."""
+    torch.manual_seed(0)
+    head = SoftmaxClassifier(6, 2)
+    with torch.no_grad():
+        head.norm.weight.uniform_(0.5, 1.5)
+        head.norm.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(8, 6) * 3 + 1
+    normed = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5) * head.norm.weight + head.norm.bias
+    expected = torch.relu(normed) @ head.linear.weight.T + head.linear.bias
+    torch.testing.assert_close(head.train().logits(x), expected)
+    torch.testing.assert_close(head.norm.running_mean, 0.1 * x.mean(0))  # momentum 0.1 from zero
+    head.eval()
+    running = ((x - head.norm.running_mean) / torch.sqrt(head.norm.running_var + 1e-5) * head.norm.weight
+               + head.norm.bias)
+    torch.testing.assert_close(head.logits(x), torch.relu(running) @ head.linear.weight.T + head.linear.bias)
+    torch.testing.assert_close(head.logits(x[:1]), head.logits(x)[:1])
+    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS), HeadConfig(heads=2, compression=8,
+                                                                                        embedding=8))
+    assert [type(m).__name__ for m in model.loss.children()] == ["BatchNorm1d", "Linear"]
+    assert {k for k in model.state_dict() if k.startswith("loss.")} == {
+        "loss.norm.weight", "loss.norm.bias", "loss.norm.running_mean", "loss.norm.running_var",
+        "loss.norm.num_batches_tracked", "loss.linear.weight", "loss.linear.bias"}
 
 
 def test_breakdown_per_attack_and_codec_matches_direct_metrics():

@@ -188,3 +188,60 @@ def test_one_hot_layer_weights_select_that_layer():
         out = model(frames)
         torch.testing.assert_close(out, single((frames[k],)), rtol=0, atol=1e-6)
         assert (out - single((frames[k - 1],))).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("backend", ["ecapa", "mhfa"])
+def test_frame_mean_norm_ignores_padding(backend):
+    """mean_norm `frames` subtracts each channel's mean over the utterance's real frames: padded inside a batch
+    (noise on the padded frames), an utterance keeps the embedding it has alone."""
+    from hp.tasks import subtract_mean
+
+    model = make(backend)
+    short = states(1, 13, seed=3)
+    batch, mask = padded_batch(short, pad=7, pad_value="noise")
+    with torch.no_grad():
+        alone = model(tuple(subtract_mean(h, "frames") for h in short))
+        both = model(tuple(subtract_mean(h, "frames", mask) for h in batch), mask)
+        unnormed = model(short)
+    assert (both[1] - alone[0]).abs().max() < 1e-5
+    assert (alone - unnormed).abs().max() > 1e-3  # the normalisation changes the embedding: not vacuous
+    normed = subtract_mean(batch[0], "frames", mask)
+    torch.testing.assert_close(normed[1, :13].mean(0), torch.zeros(D), rtol=0, atol=1e-6)
+
+
+def test_channel_mean_norm_is_the_authors_cmvn_on_their_layout():
+    """The authors stack the hidden states as [batch, channels, frames, layers] and their apply_cmvn subtracts
+    the mean over dim 1: per frame and layer, the mean over the channels. `channels` computes that."""
+    from hp.tasks import subtract_mean
+
+    hidden = states(2, 9)
+    theirs = torch.stack(hidden, dim=0).permute(1, 3, 2, 0)  # [B, D, T, L] as in their front end's forward
+    theirs = theirs - theirs.mean(dim=1, keepdim=True)
+    ours = torch.stack([subtract_mean(h, "channels") for h in hidden], dim=0).permute(1, 3, 2, 0)
+    torch.testing.assert_close(ours, theirs)
+    frames = torch.stack([subtract_mean(h, "frames") for h in hidden], dim=0).permute(1, 3, 2, 0)
+    assert (frames - theirs).abs().max() > 0.1  # the two normalisations differ
+
+
+def test_mean_norm_setting_is_checked_and_used_by_the_task_model():
+    import hp
+    from hp.tasks import HeadConfig, TaskModel
+
+    with pytest.raises(ValueError, match="mean_norm must be null or one of"):
+        HeadConfig(mean_norm="time")
+    torch.manual_seed(0)
+    frontend = hp.WavLM(hp.SHAPES["tiny"], prune_units=()).eval()
+    with torch.no_grad():  # a LayerNorm at its init (1, 0) leaves every frame's channel mean at 0 already
+        for name, p in frontend.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    wave = torch.randn(2, 8000)
+    embeddings = {}
+    for norm in (None, "frames", "channels"):
+        torch.manual_seed(1)
+        model = TaskModel("cm", frontend, ["spoof", "bonafide"], HeadConfig(heads=2, compression=8, embedding=8,
+                                                                             mean_norm=norm)).eval()
+        with torch.no_grad():
+            embeddings[norm] = model.embed(wave)
+    assert (embeddings["frames"] - embeddings[None]).abs().max() > 1e-3
+    assert (embeddings["channels"] - embeddings[None]).abs().max() > 1e-3

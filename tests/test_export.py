@@ -123,3 +123,27 @@ def test_dense_vs_compact_costs(bundle):
     assert set(compact["latency_ms"]) == {"torch_cpu", "onnxruntime_cpu"} and set(dense["latency_ms"]) == {"torch_cpu"}
     assert all(v > 0 for v in [*compact["latency_ms"].values(), *dense["latency_ms"].values()])
     assert costs["input"] == {"batch": 1, "seconds": 1.0} and costs["hardware"]["cores"] >= 1
+
+
+@pytest.mark.parametrize("mean_norm", ["frames", "channels"])
+def test_cm_graph_with_the_authors_head_and_mean_norm_matches_pytorch(tmp_path, mean_norm):
+    """The CM head's batch norm (trained running statistics) and either mean normalisation of the hidden states
+    (the frames one masked by the lengths) export with parity, on padded batches the export never saw."""
+    config = SHAPES["tiny"].replace(num_hidden_layers=2, intermediate_size=64, conv_dim=(16,) * 7)
+    torch.manual_seed(0)
+    head = HeadConfig(heads=2, compression=8, embedding=8, mean_norm=mean_norm)
+    model = TaskModel("cm", WavLM(config), ["spoof", "bonafide"], head)
+    with torch.no_grad():
+        randomise_gates(model.frontend, torch.Generator().manual_seed(0), spread=1.5)
+        for name, p in model.frontend.named_parameters():
+            if "norm" in name:  # the channel mean of a LayerNorm output is its affine's doing: make it matter
+                p.add_(torch.randn_like(p) * 0.3)
+        model.loss.norm.running_mean.normal_()
+        model.loss.norm.running_var.uniform_(0.5, 2.0)
+    calibration = export.LinearCalibration((1.5,), -0.2, 0.5)
+    scoring = {"calibration": calibration.to_dict(), "threshold": 0.0, "threshold_rule": "test"}
+    written, checked = Bundle.write(model.compacted(), scoring, tmp_path / "cm", parity_seconds=[0.6, 1.3])
+    assert set(checked) == {"embeddings", "scores", "llrs"} and max(c["scaled"] for c in checked.values()) <= 1e-4
+    onnx_graph = OnnxGraph(written.directory / "model.onnx")
+    worst = parity(written.graph, onnx_graph, [1.9, 0.5, 1.1], seed=5)
+    assert max(w["scaled"] for w in worst.values()) <= 1e-4

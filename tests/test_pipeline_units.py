@@ -17,7 +17,7 @@ from hp.losses import AAMSoftmax
 from hp.params import typed
 from hp.pipeline import _cm_score_settings
 from hp.tasks import HeadConfig, TaskModel
-from hp.train import TrainConfig, lr_factor
+from hp.train import TrainConfig
 
 from conftest import ROOT_DIR
 
@@ -128,13 +128,6 @@ def test_aam_softmax_and_grad_multiply():
     torch.testing.assert_close(x.grad, torch.full((3,), 0.1))
 
 
-def test_lr_schedule():
-    assert lr_factor(0, 10, 100, 0.01) == pytest.approx(0.1)
-    assert lr_factor(9, 10, 100, 0.01) == pytest.approx(1.0)
-    assert lr_factor(10, 10, 100, 0.01) == pytest.approx(1.0)
-    assert lr_factor(100, 10, 100, 0.01) == pytest.approx(0.01)
-
-
 class _Curves:
     """Records the deterministic sparsity and every log_alpha after each step."""
 
@@ -197,6 +190,32 @@ def test_aam_subcentres_and_inter_topk():
         AAMSoftmax(4, 3, topk=3)
 
 
+def test_aam_target_logit_past_pi_minus_m_is_continuous_and_falling():
+    """WeSpeaker's ArcMarginProduct: cos(theta + m) up to theta = pi - m, then cos(theta) - (1 - cos m): the two
+    meet at -1, so the target logit falls monotonically over all angles."""
+    import math
+
+    aam = AAMSoftmax(2, 2, margin=0.2, scale=1.0)
+    with torch.no_grad():
+        aam.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    theta = torch.linspace(0.05, math.pi - 0.01, 400, dtype=torch.float64)
+    emb = torch.stack([torch.cos(theta), torch.sin(theta)], 1).float()  # at angle theta from class 0
+    target = _aam_target_logit(aam, emb).double()
+    past = theta > math.pi - 0.2
+    assert past.any() and (~past).any()
+    torch.testing.assert_close(target[past], torch.cos(theta[past]) - (1 - math.cos(0.2)), atol=1e-4, rtol=0)
+    torch.testing.assert_close(target[~past], torch.cos(theta[~past] + 0.2), atol=1e-4, rtol=0)
+    assert (target.diff() < 0).all()  # no jump up at the boundary: the old m sin(m) offset jumped by 0.02
+
+
+def _aam_target_logit(aam: AAMSoftmax, emb: torch.Tensor) -> torch.Tensor:
+    """The margin-modified logit of class 0 that AAMSoftmax's cross-entropy sees, solved from its loss:
+    loss = -s t + log(e^{s t} + e^{s c}) with c class 1's plain cosine, so t = c - log(e^loss - 1) / s."""
+    cosine = aam.cosine(emb).detach().double()
+    loss = torch.stack([aam(e[None], torch.zeros(1, dtype=torch.long)) for e in emb]).detach().double()
+    return cosine[:, 1] - torch.log(torch.expm1(loss)) / aam.scale
+
+
 @pytest.mark.parametrize("key", ["asnorm_top_n", "qmf_trials"])
 @pytest.mark.parametrize("bad", [0, 2.5, True, "300"])
 def test_score_names_a_bad_count_before_any_work(tmp_path, key, bad):
@@ -251,10 +270,12 @@ def test_each_task_has_its_own_front_end(tiny_checkpoint):
     from hp.pipeline import pretrained_frontend
 
     path, hf = tiny_checkpoint
-    params = {"model": {"pretrained": {"sv": "tiny", "cm": str(path)}, "prune_units": ["head"], "seed": 0}}
+    params = {"model": {"pretrained": {"sv": "tiny", "cm": str(path)}, "prune_units": ["head"], "layerdrop": 0.0,
+                        "seed": 0}}
     sv, cm = pretrained_frontend(params, "sv"), pretrained_frontend(params, "cm")
     assert sv.config.num_hidden_layers == hp.SHAPES["tiny"].num_hidden_layers
     assert cm.config.num_hidden_layers == hf.config.num_hidden_layers and cm.prune_units == {"head"}
     assert pretrained_frontend(params, "cm", prune=False).prune_units == set()
     with pytest.raises(ConfigError, match="missing key model.pretrained.cm"):
-        pretrained_frontend({"model": {"pretrained": {"sv": "tiny"}, "prune_units": [], "seed": 0}}, "cm")
+        pretrained_frontend({"model": {"pretrained": {"sv": "tiny"}, "prune_units": [], "layerdrop": 0.0, "seed": 0}},
+                            "cm")

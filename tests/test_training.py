@@ -1,4 +1,6 @@
 """Training schedule pieces: margin ramp, parameter averaging, lr scaling, the frozen-front-end phase."""
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,14 +10,25 @@ import torch
 import hp
 from hp.errors import CheckpointError
 from hp.tasks import HeadConfig, TaskModel
-from hp.train import ParameterAverage, TrainConfig, margin_factor, train
+from hp.schedules import MarginSchedule
+from hp.train import ParameterAverage, TrainConfig, train
 
 HEAD = HeadConfig(heads=2, compression=8, embedding=8)
 
 
-def test_margin_factor_ramps_linearly_between_the_epochs():
-    assert [margin_factor(e, 1, 3) for e in (0, 1, 1.5, 2, 3, 7)] == [0, 0, 0.25, 0.5, 1, 1]
-    assert margin_factor(0, 0, 0) == 1 and margin_factor(5, 2, 2) == 1  # no ramp: the full margin throughout
+def test_margin_ramps_between_the_epochs_linearly_or_as_wespeaker():
+    linear = MarginSchedule(1, 3)
+    assert [linear(e) for e in (0, 1, 1.5, 2, 3, 7)] == [0, 0, 0.25, 0.5, 1, 1]
+    assert MarginSchedule()(0) == 1 and MarginSchedule(2, 2)(5) == 1  # no ramp: the full margin throughout
+    assert MarginSchedule(2, 2)(1.9) == 0  # WeSpeaker's: the initial margin until the fix epoch
+    # MarginScheduler(increase_type="exp"): ratio = 1 - exp(p * ln(1e-3 / (1 + 1e-6))), p the share of the ramp
+    exp = MarginSchedule(1, 4, "exp")
+    for epoch in (1, 1.3, 2.5, 3.99):
+        p = (epoch - 1) / 3
+        assert exp(epoch) == pytest.approx(1 - math.exp(p * math.log(1e-3 / (1 + 1e-6))), abs=1e-12)
+    assert exp(0.5) == 0 and exp(4) == 1 and exp(2) > linear(2)  # rises fast, then levels off
+    with pytest.raises(ValueError, match="margin_schedule"):
+        MarginSchedule(0, 1, "cosine")
 
 
 def test_parameter_average_means_weights_but_keeps_the_last_gates():
@@ -41,7 +54,8 @@ def test_lr_scales_with_the_global_batch_and_configs_are_checked():
     assert TrainConfig(batch_size=128, lr_reference_batch=64).lr_scale == 2.0
     assert TrainConfig(batch_size=128).lr_scale == 1.0
     for bad in (dict(optimizer="adam"), dict(aug_prob=1.5), dict(average_last=0), dict(epochs=2, average_last=3),
-                dict(margin_start_epoch=3, margin_full_epoch=1), dict(lr_reference_batch=0)):
+                dict(margin_start_epoch=3, margin_full_epoch=1), dict(lr_reference_batch=0), dict(grad_clip=0),
+                dict(grad_clip=True), dict(margin_schedule="step")):
         with pytest.raises(ValueError):
             TrainConfig(**bad)
 
@@ -82,3 +96,188 @@ def test_frozen_frontend_phase_trains_only_the_head_and_hands_it_over(corpus, tm
     other = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, HeadConfig(heads=2, compression=8, embedding=16))
     with pytest.raises(CheckpointError, match="head.json: head differs from this model's"):
         other.load_head(tmp_path / "warm")
+
+
+def authors_lr(i: int, lr0: float, lr_t: float, total: int, warmup: int, scale: float, from_zero: bool) -> float:
+    """WeSpeaker's ExponentialDecrease (wespeaker/utils/schedulers.py), written out: c(i) lr0 (lrT / lr0)^(i / T)
+    with c = scale * i / W during the W warm-up steps from zero, (scale - 1) * i / W + 1 otherwise (scale > 1),
+    then c = scale."""
+    if i < warmup:
+        c = scale * i / warmup if from_zero else ((scale - 1) * i / warmup + 1 if scale > 1 else scale)
+    else:
+        c = scale
+    return c * lr0 * (lr_t / lr0) ** (i / total)
+
+
+def test_the_decay_runs_from_step_zero_under_the_warm_up():
+    """12 epochs with a 2-epoch warm-up: at its end the rate is lr0 * 0.01^(2/12), not lr0 (2.15x less than a
+    warm-up to the peak followed by the decay)."""
+    from hp.schedules import LRSchedule
+
+    schedule = LRSchedule(1e-4, 1e-6, 1200, 200)
+    assert schedule(200) == pytest.approx(1e-4 * 0.01 ** (1 / 6)) and 1e-4 / schedule(200) == pytest.approx(2.154, abs=1e-3)
+    assert schedule(0) == 0 and schedule(100) == pytest.approx(0.5 * 1e-4 * 0.01 ** (1 / 12))
+    assert LRSchedule(1e-4, 1e-6, 1200, 200, scale=4)(1199) == pytest.approx(4 * 1e-4 * 0.01 ** (1199 / 1200))
+    assert LRSchedule(1e-4, 1e-6, 1200, 200, from_zero=False, scale=4)(0) == pytest.approx(1e-4)
+    assert LRSchedule(1e-4, 1e-6, 1200, 200, from_zero=False, scale=0.5)(0) == pytest.approx(0.5e-4)
+
+
+@pytest.mark.parametrize("from_zero,reference", [(True, 2), (False, 2), (False, 8)])
+def test_logged_lr_is_the_authors_schedule_at_every_step(corpus, tmp_path, from_zero, reference):
+    """A real short run's DVCLive `lr` curve against the closed form above at every logged step (3 steps per
+    epoch, 4 epochs, a 2-epoch warm-up; scale = batch / reference: 2, or 0.5, where not from zero means none)."""
+    from hp.train import LiveLogger
+
+    labels = sorted(corpus["label"].unique())
+    torch.manual_seed(0)
+    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, HEAD)
+    cfg = TrainConfig(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, lr=1e-3, final_lr=1e-5,
+                      lr_reference_batch=reference, warmup_epochs=2, warmup_from_zero=from_zero,
+                      sparsity_warmup_epochs=2, log_every=1, device="cpu")
+    logger = LiveLogger(str(tmp_path / "live"))
+    run = train(model, corpus, cfg, logger)
+    logger.close()
+    curve = pd.read_csv(tmp_path / "live" / "plots" / "metrics" / "lr.tsv", sep="\t")
+    assert curve["step"].tolist() == list(range(12)) and run["steps"] == 12
+    expected = [authors_lr(i, 1e-3, 1e-5, 12, 6, 4 / reference, from_zero) for i in range(12)]
+    np.testing.assert_allclose(curve["lr"], expected, rtol=1e-12, atol=0)
+    assert run["peak_lr"] == pytest.approx(max(expected))
+
+
+@pytest.mark.parametrize("layerdrop", [None, 0.5])
+def test_training_runs_every_layer_unless_layerdrop_is_asked_for(corpus, tiny_checkpoint, layerdrop):
+    """A local transformers checkpoint whose config.json says layerdrop 0.1 (transformers' default): by default
+    (model.layerdrop 0.0, the authors') every layer runs in every training step; model.layerdrop 0.5 skips some."""
+    import json
+
+    import yaml
+
+    from conftest import ROOT_DIR
+    from hp.pipeline import pretrained_frontend
+
+    path, _ = tiny_checkpoint
+    assert json.loads((path / "config.json").read_text())["layerdrop"] == 0.1
+    params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
+    params["model"]["pretrained"]["sv"] = str(path)
+    if layerdrop is not None:
+        params["model"]["layerdrop"] = layerdrop
+    frontend = pretrained_frontend(params, "sv")
+    assert frontend.config.layerdrop == (0.0 if layerdrop is None else layerdrop)
+    torch.manual_seed(0)
+    model = TaskModel("sv", frontend, sorted(corpus["label"].unique()), HEAD)
+    calls = [0] * len(frontend.encoder.layers)
+    for i, layer in enumerate(frontend.encoder.layers):
+        layer.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    cfg = TrainConfig(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, sparsity_warmup_epochs=2,
+                      device="cpu")
+    run = train(model, corpus, cfg)
+    if layerdrop is None:
+        assert calls == [run["steps"]] * len(calls)
+    else:
+        assert calls[0] == run["steps"] and calls[1] < run["steps"]  # LayerDrop never skips layer 0
+
+
+def test_layerdrop_param_is_checked():
+    import yaml
+
+    from conftest import ROOT_DIR
+    from hp.errors import ConfigError
+    from hp.pipeline import layerdrop
+
+    params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
+    assert layerdrop(params) == 0.0
+    for bad in (1.5, "0.1", True):
+        params["model"]["layerdrop"] = bad
+        with pytest.raises(ConfigError, match="params.yaml: model.layerdrop must be a probability in"):
+            layerdrop(params)
+
+
+class _Lambdas:
+    def __init__(self):
+        self.lambda1 = []
+
+    def log(self, step, values):
+        self.lambda1.append(values["lambda1"])
+
+
+@pytest.mark.parametrize("clamp", [True, False])
+def test_lambda1_is_clamped_in_training_when_asked(corpus, clamp):
+    """clamp_lambda1 (the authors'): lambda1 >= 0 after every step. Ascent drives it negative while the expected
+    sparsity lags the warming-up target, so without the clamp it does go below 0 here."""
+    torch.manual_seed(0)
+    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
+    cfg = TrainConfig(target_sparsity=0.6, epochs=4, batch_size=4, crop_seconds=0.5, sparsity_warmup_epochs=2,
+                      reg_lr=0.05, clamp_lambda1=clamp, log_every=1, device="cpu")
+    lambdas = _Lambdas()
+    train(model, corpus, cfg, lambdas)
+    assert (min(lambdas.lambda1) >= 0) == clamp
+
+
+@pytest.mark.parametrize("grad_clip", [3.0, None])
+def test_gradient_clipping_covers_the_whole_model_gates_included(corpus, monkeypatch, grad_clip):
+    """One norm over every trained parameter of the model, log_alpha included (the authors' clip_grad_norm_ over
+    model.parameters()); the lambdas are not the model's. grad_clip null: no clipping at all."""
+    calls = []
+    original = torch.nn.utils.clip_grad_norm_
+
+    def recording(parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        calls.append(({id(p) for p in parameters}, max_norm))
+        return original(parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+    torch.manual_seed(0)
+    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
+    cfg = TrainConfig(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5, grad_clip=grad_clip,
+                      device="cpu")
+    run = train(model, corpus, cfg)
+    if grad_clip is None:
+        assert calls == []
+        return
+    assert len(calls) == run["steps"] and all(norm == 3.0 for _, norm in calls)
+    gates = {id(p) for g in model.frontend.gates().values() for p in g.parameters()}
+    everything = {id(p) for p in model.parameters()}
+    assert gates and calls[0][0] == everything and gates <= calls[0][0]
+
+
+def test_recipes_set_the_authors_optimiser_details():
+    """Weight decay 0 on every group (their param groups override the config's 1e-7), lambda1 clamped, clipping
+    as their code of each task: none in the SV paper-era executor, 3.0 in the CM one; LayerDrop 0."""
+    import yaml
+
+    from conftest import ROOT_DIR
+    from hp.sparsity import SparsityController, param_groups
+
+    recipes = sorted((ROOT_DIR / "recipes").glob("*.yaml"))
+    cm = [{stage: yaml.safe_load(r.read_text())[stage]["cm"] for stage in ("warmup", "finetune")} for r in recipes]
+    assert len(recipes) == 2 and cm[0] == cm[1]  # one CM recipe (WavLM Base on ASVspoof5) in both presets
+    for recipe in recipes:
+        params = yaml.safe_load(recipe.read_text())
+        assert params["model"]["layerdrop"] == 0.0, recipe.name
+        for task, clip in (("sv", None), ("cm", 3.0)):
+            group = params["finetune"][task]
+            assert group["weight_decay"] == 0.0 and group["clamp_lambda1"] is True, (recipe.name, task)
+            assert group["grad_clip"] == clip and group["warmup_from_zero"] is True, (recipe.name, task)
+    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), ["a", "b"], HEAD)
+    main, reg = param_groups(model, SparsityController(0.5, 10), lr=1e-4, reg_lr=0.05, weight_decay=0.0)
+    assert all(g["weight_decay"] == 0.0 for g in main + reg)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_weight_decay_reaches_the_optimiser_as_the_params_say(corpus, monkeypatch, weight_decay):
+    """finetune.<task>.weight_decay on the weights (0 on every group at the authors' 0); biases, norms, gates
+    and lambdas never decay."""
+    import hp.train as training
+
+    made = []
+    original = training.make_optimizer
+    monkeypatch.setattr(training, "make_optimizer", lambda cfg, groups: made.append(groups) or original(cfg, groups))
+    torch.manual_seed(0)
+    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
+    train(model, corpus, TrainConfig(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5,
+                                     weight_decay=weight_decay, device="cpu"))
+    (groups,) = made
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert {g["weight_decay"] for g in groups} == ({0.0} if weight_decay == 0 else {0.0, weight_decay})
+    weights = {id(p) for n, p in model.named_parameters() if p.dim() >= 2 and "log_alpha" not in n}
+    assert decayed == (set() if weight_decay == 0 else weights)

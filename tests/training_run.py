@@ -1,4 +1,4 @@
-"""A short CM training run for the resume and DDP tests (not a test module itself):
+"""A short training run on the mini CM corpus for the resume and DDP tests (not a test module itself):
 
     python tests/training_run.py <train.parquet> <out dir> [key=value ...]      (TrainConfig overrides)
     python -m torch.distributed.run --standalone --nproc-per-node 2 tests/training_run.py ...
@@ -6,6 +6,8 @@
 A tiny WavLM without dropout or LayerDrop, so that the only randomness is the seeded crops and gate samples.
 Writes <out>/final.safetensors and <out>/run.json from rank 0; checkpoints go to <out>/checkpoints.
 `die_at_step=N` ends the process abruptly (os._exit, no clean-up) when step N begins: a killed run.
+`task="sv"` trains the SV head (AAM over the two labels) instead of the CM one, whose batch norm normalises
+each micro-batch and so differs between process counts by design.
 """
 import json
 import os
@@ -44,10 +46,11 @@ def main(manifest: str, out: str, *overrides: str) -> None:
     torch.set_num_threads(1)
     changes = {k: json.loads(v) for k, v in (o.split("=", 1) for o in overrides)}
     die_at = changes.pop("die_at_step", None)
+    task = changes.pop("task", "cm")
     config = replace(SHAPES["tiny"], hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
                      layerdrop=0.0)
     torch.manual_seed(0)
-    model = TaskModel("cm", WavLM(config), list(CM_LABELS), HeadConfig(heads=2, compression=16, embedding=16))
+    model = TaskModel(task, WavLM(config), list(CM_LABELS), HeadConfig(heads=2, compression=16, embedding=16))
     table = pd.read_parquet(manifest)
     cfg = TrainConfig(**{**SETTINGS, **changes})
     out = Path(out)
