@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from hp import metrics  # noqa: E402
+from hp import anchors, metrics  # noqa: E402
 from hp.document import Document  # noqa: E402
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
@@ -280,7 +280,22 @@ def _cost(doc: Document, outs: dict[str, TaskOutputs]) -> None:
                  + f" on random utterances of {o.export['onnx']['parity_seconds']} s" for t, o in outs.items()])
 
 
-def _sv(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame) -> None:
+def _authors_sv(doc: Document, r: dict, frontend: dict) -> None:
+    """The authors' EER per list at their pruning ratio nearest our target (Base+ or Large front ends only)."""
+    anchor = anchors.sv_anchor(frontend, r["target_sparsity"], list(r["lists"]))
+    if anchor is None:
+        return
+    shape = {"base-plus": "WavLM Base+", "large": "WavLM Large"}[anchors.shape_of(frontend)]
+    kinds = [k for k in ("cosine", "asnorm") if all(k in m for m in r["lists"].values())]
+    doc.table(["trial list", *(f"hp {k} EER (%)" for k in kinds), f"theirs at {anchor.ratio:.0%} EER (%)"],
+              [[TRIAL_NAMES[name], *(_pct(m[k]["eer"]) for k in kinds), f"{anchor.eer[name]:.3f}"]
+               for name, m in r["lists"].items() if name in anchor.eer],
+              caption=f"The authors' published {shape} result at the pruning ratio nearest this run's target "
+                      f"{r['target_sparsity']:g} ({anchor.ratio:.0%} removed, {anchor.params_m:.2f}M parameters "
+                      f"with MHFA; theirs, not hp's: {anchor.source}):")
+
+
+def _sv(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame, frontend: dict) -> None:
     names = {"cosine": "cosine", "asnorm": f"AS-norm (top {r.get('asnorm_top_n')})",
              "qmf": f"QMF ({r.get('qmf_trials')} training trials)"}
     doc.heading("Speaker verification")
@@ -290,6 +305,8 @@ def _sv(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame
         rows += [[shown, names[kind], f"{m['trials']:,}", _pct(m[kind]["eer"]), f"{m[kind]['min_dcf_0.01']:.4f}",
                   f"{m[kind]['min_dcf_0.05']:.4f}"] for kind in names if kind in m]
     doc.table(["trial list", "scoring", "trials", "EER (%)", "minDCF (p=0.01)", "minDCF (p=0.05)"], rows)
+    if corpus == "voxceleb":
+        _authors_sv(doc, r, frontend)
     sv_histograms(scores, figures / "sv_scores.png")
     doc.figure(figures / "sv_scores.png", "SV score histograms (first trial list)")
 
@@ -301,7 +318,22 @@ def _cm_row(m: dict) -> list[str]:
     return [_pct(m["eer"]), f"{m['min_dcf']:.4f}", f"{m['act_dcf']:.4f}", f"{m['cllr']:.4f}"]
 
 
-def _cm(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame) -> None:
+def _authors_cm(doc: Document, r: dict, splits: list[str]) -> None:
+    """The authors' ASVspoof5 EER per split at their ratio nearest our target, and their single system."""
+    anchor = anchors.cm_anchor(r["target_sparsity"], splits)
+    rows = [[s, _pct(r[s]["eer"]), f"{r[s]['min_dcf']:.4f}",
+             f"{anchor.eer[s]:.3f}" if anchor is not None and s in anchor.eer else "–",
+             f"{anchors.CM_SYSTEM[s]['eer']:.3f}", f"{anchors.CM_SYSTEM[s]['min_dcf']:.4f}"] for s in splits]
+    ratio = anchors.nearest_ratio(r["target_sparsity"])
+    doc.table(["split", "hp EER (%)", "hp minDCF", f"theirs at {ratio:.0%} EER (%)", "their HP system EER (%)",
+               "their HP system minDCF"], rows,
+              caption=f"The authors' published WavLM Base results (theirs, not hp's): EER at the pruning ratio "
+                      f"nearest this run's target {r['target_sparsity']:g} ({anchors.CM_SOURCE}; the curve their "
+                      f"plot labels 'Proposed'), and the single system of {anchors.CM_SYSTEM_SOURCE} (its "
+                      "pruning ratio not stated):")
+
+
+def _cm(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame, frontend: dict) -> None:
     shown = {"mini": "mini corpus, ASVspoof5 layout"}.get(corpus, CORPUS_NAMES.get(corpus, corpus))
     doc.heading(f"Anti-spoofing ({shown}; bona fide = positive)")
     doc.paragraph("Scores are natural-log LLRs from a logistic regression fitted on dev (so dev's actDCF and Cllr "
@@ -318,6 +350,8 @@ def _cm(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame
               [[s, codec, f"{m['bonafide']:,}", f"{m['spoof']:,}", *_cm_row(m)]
                for s in splits for codec, m in r[s]["codecs"].items()],
               caption="Per codec (the utterances coded with it; `-`: none):")
+    if corpus == "asvspoof5" and anchors.shape_of(frontend) == "base-plus":  # their CM front end: WavLM Base
+        _authors_cm(doc, r, splits)
     cm_histograms(scores, metrics.bayes_threshold(CM_P_TARGET, CM_C_MISS, CM_C_FA), figures / "cm_scores.png")
     doc.figure(figures / "cm_scores.png", "CM score histograms")
 
@@ -352,9 +386,9 @@ def write_report(tasks: list[str], params: dict, root: Path, out: Path, code: di
     _summary(doc, outs, pretrained, corpora, code, None if baseline is None else changed_params(params, baseline))
     _cost(doc, outs)
     if "sv" in outs:
-        _sv(doc, outs["sv"].scored, corpora["sv"], figures, outs["sv"].scores)
+        _sv(doc, outs["sv"].scored, corpora["sv"], figures, outs["sv"].scores, outs["sv"].model["frontend"])
     if "cm" in outs:
-        _cm(doc, outs["cm"].scored, corpora["cm"], figures, outs["cm"].scores)
+        _cm(doc, outs["cm"].scored, corpora["cm"], figures, outs["cm"].scores, outs["cm"].model["frontend"])
     doc.heading("DET curves")
     det_figure({t: o.det for t, o in outs.items()}, figures / "det.png")
     doc.figure(figures / "det.png", "DET curves")
