@@ -13,6 +13,7 @@ SV_SOURCE = "JunyiPeng00/wespeaker_hubert, wespeaker/frontend/plt_vox3.py (commi
 CM_SOURCE = "JunyiPeng00/wespeaker_hubert, wespeaker/frontend/plt_asv5.py (commit 6f09f20)"
 CM_SYSTEM_SOURCE = "zlin0/wedefense, egs/detection/asvspoof5/v15_ssl_mhfa_pruning/README.md"
 RATIOS = tuple(round(0.1 * i, 1) for i in range(10))
+SV_FRONT_ENDS = {"base-plus": "WavLM Base+", "large": "WavLM Large"}
 
 # front-end shape -> trial list -> EER (%) per ratio in RATIOS; and the parameters (M) per ratio
 SV_EER = {
@@ -57,9 +58,10 @@ def nearest_ratio(target: float) -> float:
 
 @dataclass(frozen=True)
 class Anchor:
-    """Their result at one ratio: EER (%) per trial list or split, and where it comes from."""
+    """Their result at one ratio: EER (%) per trial list or split, of which front end, and where it comes from."""
     ratio: float
     eer: dict[str, float]
+    front_end: str
     source: str
     params_m: float | None = None
 
@@ -71,7 +73,7 @@ def sv_anchor(frontend: dict, target: float, lists: list[str]) -> Anchor | None:
         return None
     i = RATIOS.index(nearest_ratio(target))
     eer = {name: SV_EER[shape][name][i] for name in lists if name in SV_EER[shape]}
-    return Anchor(RATIOS[i], eer, SV_SOURCE, SV_PARAMS_M[shape][i]) if eer else None
+    return Anchor(RATIOS[i], eer, SV_FRONT_ENDS[shape], SV_SOURCE, SV_PARAMS_M[shape][i]) if eer else None
 
 
 def cm_anchor(target: float, splits: list[str]) -> Anchor | None:
@@ -79,4 +81,4 @@ def cm_anchor(target: float, splits: list[str]) -> Anchor | None:
     out; None if none is left)."""
     i = RATIOS.index(nearest_ratio(target))
     eer = {s: CM_EER[s][i] for s in splits if s in CM_EER and CM_EER[s][i] is not None}
-    return Anchor(RATIOS[i], eer, CM_SOURCE) if eer else None
+    return Anchor(RATIOS[i], eer, "WavLM Base", CM_SOURCE) if eer else None

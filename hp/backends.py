@@ -87,6 +87,15 @@ def weighted_mean_std(x: torch.Tensor, weights: torch.Tensor, eps: float = 1e-4)
     return mean, var.clamp(min=eps).sqrt()
 
 
+def subtract_mean(h: torch.Tensor, over: str, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """A hidden state h [B, T, D] minus its mean over the real frames of each channel (`frames`; padded frames,
+    which the back-ends ignore, come out shifted too) or over the channels of each frame (`channels`)."""
+    if over == "channels":
+        return h - h.mean(-1, keepdim=True)
+    x = h.transpose(1, 2)  # [B, D, T], the layout of the frame statistics above
+    return (x - weighted_mean(x, frame_weights(x, frame_mask))).transpose(1, 2)
+
+
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d over [B, C, T] that normalises the real frames only: padded frames neither enter the
     training statistics (they would bias them towards zero) nor come out non-zero (the shift)."""

@@ -285,12 +285,11 @@ def _authors_sv(doc: Document, r: dict, frontend: dict) -> None:
     anchor = anchors.sv_anchor(frontend, r["target_sparsity"], list(r["lists"]))
     if anchor is None:
         return
-    shape = {"base-plus": "WavLM Base+", "large": "WavLM Large"}[anchors.shape_of(frontend)]
     kinds = [k for k in ("cosine", "asnorm") if all(k in m for m in r["lists"].values())]
     doc.table(["trial list", *(f"hp {k} EER (%)" for k in kinds), f"theirs at {anchor.ratio:.0%} EER (%)"],
               [[TRIAL_NAMES[name], *(_pct(m[k]["eer"]) for k in kinds), f"{anchor.eer[name]:.3f}"]
                for name, m in r["lists"].items() if name in anchor.eer],
-              caption=f"The authors' published {shape} result at the pruning ratio nearest this run's target "
+              caption=f"The authors' published {anchor.front_end} result at the pruning ratio nearest this run's target "
                       f"{r['target_sparsity']:g} ({anchor.ratio:.0%} removed, {anchor.params_m:.2f}M parameters "
                       f"with MHFA; theirs, not hp's: {anchor.source}):")
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hp.backends import ECAPATDNN, MHFA, GradMultiply
+from hp.backends import ECAPATDNN, MHFA, GradMultiply, subtract_mean
 from hp.losses import AAMSoftmax, SoftmaxClassifier
 from hp.model.config import WavLMConfig
 from hp.model.structure import WavLMStructure
@@ -179,17 +179,6 @@ class TaskModel(nn.Module):
             raise CheckpointError(f"{directory / 'task.json'}: malformed ({type(e).__name__}: {e})") from None
         model._load_weights(directory / "model.safetensors", "task.json")
         return model
-
-
-def subtract_mean(h: torch.Tensor, over: str, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """h [B, T, D] minus its mean over the real frames of each channel (`frames`; padded frames, which the
-    back-ends ignore, come out shifted too) or over the channels of each frame (`channels`)."""
-    if over == "channels":
-        return h - h.mean(-1, keepdim=True)
-    if frame_mask is None:
-        return h - h.mean(1, keepdim=True)
-    weights = frame_mask[..., None].to(h.dtype)
-    return h - (h * weights).sum(1, keepdim=True) / weights.sum(1, keepdim=True)
 
 
 def _save_weights(state: dict[str, torch.Tensor], path: Path) -> None:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from hp.backends import ECAPATDNN, MHFA, AttentiveStatsPool, Res2Conv, weighted_sum
+from hp.backends import ECAPATDNN, MHFA, AttentiveStatsPool, Res2Conv, subtract_mean, weighted_sum
 
 L, D = 4, 16  # hidden states, their width
 
@@ -194,8 +194,6 @@ def test_one_hot_layer_weights_select_that_layer():
 def test_frame_mean_norm_ignores_padding(backend):
     """mean_norm `frames` subtracts each channel's mean over the utterance's real frames: padded inside a batch
     (noise on the padded frames), an utterance keeps the embedding it has alone."""
-    from hp.tasks import subtract_mean
-
     model = make(backend)
     short = states(1, 13, seed=3)
     batch, mask = padded_batch(short, pad=7, pad_value="noise")
@@ -212,8 +210,6 @@ def test_frame_mean_norm_ignores_padding(backend):
 def test_channel_mean_norm_is_the_authors_cmvn_on_their_layout():
     """The authors stack the hidden states as [batch, channels, frames, layers] and their apply_cmvn subtracts
     the mean over dim 1: per frame and layer, the mean over the channels. `channels` computes that."""
-    from hp.tasks import subtract_mean
-
     hidden = states(2, 9)
     theirs = torch.stack(hidden, dim=0).permute(1, 3, 2, 0)  # [B, D, T, L] as in their front end's forward
     theirs = theirs - theirs.mean(dim=1, keepdim=True)
