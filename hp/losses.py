@@ -33,6 +33,15 @@ class AAMSoftmax(nn.Module):
         cosine = F.linear(F.normalize(embeddings), F.normalize(self.weight))
         return cosine.view(len(embeddings), -1, self.subcenters).amax(2)
 
+    def chance_loss(self) -> float:
+        """The loss of an embedding orthogonal to every class (all cosines 0), at the full margin: what a model
+        that learned nothing scores. The target's logit is s cos(pi/2 + m) = -s sin m, the k penalised
+        impostors' s cos(pi/2 - m') = s sin m', the others' 0."""
+        classes = self.weight.shape[0] // self.subcenters
+        target = -self.scale * math.sin(self.margin)
+        others = (classes - 1 - self.topk) + self.topk * math.exp(self.scale * math.sin(self.topk_penalty))
+        return math.log(math.exp(target) + others) - target
+
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cosine = self.cosine(embeddings).clamp(-1 + 1e-7, 1 - 1e-7)
         theta = torch.acos(cosine)
@@ -69,6 +78,10 @@ class SoftmaxClassifier(nn.Module):
         # not persistent: the weights come from the head config, and checkpoints keep one layout either way
         self.register_buffer("weights", None if weights is None else torch.tensor(weights, dtype=torch.float32),
                              persistent=False)
+
+    def chance_loss(self) -> float:
+        """The loss of equal logits for every class (log of the class count, whatever the class weights)."""
+        return math.log(self.linear.out_features)
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.linear(torch.relu(self.norm(embeddings)))

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from hp import distributed, metrics
+from hp.baselines import score_ltas
 from hp.checkpoint import Checkpoints, fingerprint
 from hp.data import asvspoof, synth, voxceleb
 from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
@@ -249,29 +250,32 @@ def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Pa
 
 def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out: Path, live_dir: Path,
              metrics_path: Path, checkpoint_dir: Path) -> dict | None:
-    """Phase 2: joint pruning + fine-tuning, from the warm-up's head when there was a warm-up. Under torchrun
-    only rank 0 writes (the others return None)."""
+    """Phase 2: joint pruning + fine-tuning, from the warm-up's head when there was a warm-up; at target_sparsity
+    0 the dense front end, without gates, fine-tuned plainly. Under torchrun only rank 0 writes (the others
+    return None)."""
     cfg, head, table, labels, augmenter = _training_setup(task, params, "finetune", manifests_dir,
                                                         target_sparsity=float(params["target_sparsity"]))
     seed_everything(cfg.seed)
-    model = TaskModel(task, pretrained_frontend(params, task), labels, head)
+    model = TaskModel(task, pretrained_frontend(params, task, prune=cfg.target_sparsity != 0), labels, head)
     if (warmup_dir / "head.safetensors").is_file():
         model.load_head(warmup_dir)
     run, checkpoints = _run_training(model, table, cfg, augmenter, live_dir, checkpoint_dir)
     if run is None:
         return None
     model.cpu().save(out)
-    result = {"expected_sparsity": model.frontend.expected_sparsity().item(),
-              "deterministic_sparsity": model.frontend.deterministic_sparsity(), **run, "classes": len(labels)}
+    result = {"expected_sparsity": model.frontend.expected_sparsity().item(),  # no gates: 0
+              "deterministic_sparsity": model.frontend.deterministic_sparsity(),
+              "gates": bool(model.frontend.gates()), **run, "classes": len(labels)}
     write_json(metrics_path, result)
     checkpoints.clear()
     return result
 
 
 def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dict:
-    """Physically prune the fine-tuned model; record dense vs compact size and the structure."""
+    """Physically prune the fine-tuned model (one without gates, the dense run, passes through unchanged); record
+    dense vs compact size and the structure."""
     model = TaskModel.load(finetuned).eval()
-    small = model.compacted()
+    small = model.compacted() if model.frontend.gates() else model
     small.save(out)
     dense = model.frontend.dense_num_params
     result = {"target_sparsity": float(params["target_sparsity"]), "params_dense": dense,
@@ -328,10 +332,12 @@ def _cm_score_settings(params: dict) -> dict:
 
 def _score_sv(model: TaskModel, manifests_dir: Path, batch_seconds: float, workers: int, asnorm_top_n: int | None,
               qmf_trials: int | None, qmf_seed: int, mean_subtraction: bool):
-    """hp.score.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks."""
+    """hp.score.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks; beside them the
+    training-free hp.baselines.score_ltas (metrics under "baseline_ltas": {list: EER, minDCF})."""
     trials = pd.read_parquet(manifests_dir / "trials.parquet")
     train = pd.read_parquet(manifests_dir / "train.parquet")
-    table, task_metrics, cosine = score_sv(model, pd.read_parquet(manifests_dir / "test.parquet"), trials, train,
+    test = pd.read_parquet(manifests_dir / "test.parquet")
+    table, task_metrics, cosine = score_sv(model, test, trials, train,
                                            batch_seconds, mean_subtraction, asnorm_top_n, qmf_trials, qmf_seed,
                                            workers)
     final = next(f"score_{kind}" for kind in ("qmf", "asnorm", "cosine") if f"score_{kind}" in table)
@@ -342,13 +348,16 @@ def _score_sv(model: TaskModel, manifests_dir: Path, batch_seconds: float, worke
     if asnorm_top_n is not None:
         task_metrics["asnorm_top_n"] = min(asnorm_top_n, train["speaker"].nunique())
     task_metrics.update(qmf_trials=qmf_trials, det=f"{table['list'].iat[0]} {final}")
+    task_metrics["baseline_ltas"] = score_ltas(test, trials, train, num_workers=workers)[1]
     return table, task_metrics, exports, (first[final].to_numpy(), first["label"].to_numpy())
 
 
 def _score_cm(model: TaskModel, manifests_dir: Path, batch_seconds: float, workers: int, prior: float | None):
-    """hp.score.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec."""
+    """hp.score.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec, and
+    on the attacks the training manifest does not carry (unseen), pooled."""
     dev, evaluation = (pd.read_parquet(manifests_dir / f"{split}.parquet") for split in ("dev", "eval"))
-    table, calibration, task_metrics = score_cm(model, dev, evaluation, batch_seconds, prior, workers)
+    train = pd.read_parquet(manifests_dir / "train.parquet", columns=["label", "attack"])
+    table, calibration, task_metrics = score_cm(model, dev, evaluation, batch_seconds, prior, workers, train=train)
     exports = {f"{split}.txt": partial(write_cm_scores, rows["utt"], rows["score_llr"].to_numpy())
                for split, rows in table.groupby("split", sort=False)}
     exports["calibration.json"] = partial(write_json, obj=calibration.to_dict())

@@ -18,6 +18,7 @@ import yaml  # noqa: E402
 from hp import anchors, metrics  # noqa: E402
 from hp.document import Document  # noqa: E402
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
+from hp.pretrain import is_hp_pretrained  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
 
 TASK_NAMES = {"sv": "Speaker verification", "cm": "Anti-spoofing (CM)"}
@@ -25,7 +26,9 @@ TRIAL_NAMES = {"O": "Vox1-O", "E": "Vox1-E", "H": "Vox1-H"}
 CORPUS_NAMES = {"mini": "built-in mini corpus", "voxceleb": "VoxCeleb", "asvspoof5": "ASVspoof5 track 1",
                 "asvspoof2019la": "ASVspoof 2019 LA"}
 SCORE_KINDS = ("cosine", "asnorm", "qmf")
+BASELINE_LTAS = "baseline: LTAS cosine (no training)"
 CURVES = ("task_loss", "expected_sparsity", "deterministic_sparsity", "target_sparsity", "lambda1", "lambda2", "lr")
+GATE_CURVES = CURVES[1:6]  # logged only when the front end has gates (none at target_sparsity 0: the dense run)
 LATENCIES = {"torch_cpu": "PyTorch CPU", "onnxruntime_cpu": "onnxruntime CPU", "torch_cuda": "PyTorch CUDA"}
 
 
@@ -52,9 +55,10 @@ class TaskOutputs:
 
 
 def read_curves(live_dir: Path) -> pd.DataFrame:
-    """The DVCLive TSVs of one training run joined on step."""
-    frames = [pd.read_csv(live_dir / "plots" / "metrics" / f"{name}.tsv", sep="\t")[["step", name]]
-              for name in CURVES]
+    """The DVCLive TSVs of one training run joined on step; a dense run (no gates) has no GATE_CURVES."""
+    tsv = live_dir / "plots" / "metrics"
+    frames = [pd.read_csv(tsv / f"{name}.tsv", sep="\t")[["step", name]]
+              for name in CURVES if name not in GATE_CURVES or (tsv / f"{name}.tsv").is_file()]
     out = frames[0]
     for f in frames[1:]:
         out = out.merge(f, on="step")
@@ -91,17 +95,25 @@ def training_figure(curves: dict[str, pd.DataFrame], path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     for task, c in curves.items():
         axes[0].plot(c["step"], c["task_loss"], label=task)
-        line, = axes[1].plot(c["step"], c["expected_sparsity"], label=f"{task} expected")
-        axes[1].plot(c["step"], c["deterministic_sparsity"], ":", color=line.get_color(), label=f"{task} deterministic")
-        axes[1].plot(c["step"], c["target_sparsity"], "--", color=line.get_color(), label=f"{task} target")
-        axes[2].plot(c["step"], c["lambda1"], label=f"{task} λ1")
-        axes[2].plot(c["step"], c["lambda2"], ":", label=f"{task} λ2")
+        if all(name in c for name in GATE_CURVES):
+            line, = axes[1].plot(c["step"], c["expected_sparsity"], label=f"{task} expected")
+            axes[1].plot(c["step"], c["deterministic_sparsity"], ":", color=line.get_color(),
+                         label=f"{task} deterministic")
+            axes[1].plot(c["step"], c["target_sparsity"], "--", color=line.get_color(), label=f"{task} target")
+            axes[2].plot(c["step"], c["lambda1"], label=f"{task} λ1")
+            axes[2].plot(c["step"], c["lambda2"], ":", label=f"{task} λ2")
         axes[3].plot(c["step"], c["lr"], label=task)
+    dense = [task for task, c in curves.items() if not all(name in c for name in GATE_CURVES)]
+    for ax in axes[1:3]:  # a dense run has no gates: no sparsity, no multipliers to show
+        if dense:
+            ax.text(0.5, 0.5, f"{', '.join(dense)}: dense, no gates", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
     for ax, title in zip(axes, ("task loss", "sparsity", "Lagrange multipliers", "learning rate")):
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     _save(fig, path)
 
 
@@ -228,6 +240,14 @@ def _data(task: str, corpus: str, out: TaskOutputs) -> str:
     return f"{shown}: train {d['train']:,}, dev {d['dev']:,}, eval {d['eval']:,} utterances"
 
 
+def _loss(finetune: dict) -> str:
+    """The last step's task loss beside the loss of a model that learned nothing (e.g. an AAM head whose
+    embeddings are orthogonal to every class): a run that ends at its chance value learned nothing."""
+    if finetune.get("final_task_loss") is None:
+        return "not recorded"
+    return f"{finetune['final_task_loss']:.3f} / {finetune['chance_task_loss']:.3f}"
+
+
 def _summary(doc: Document, outs: dict[str, TaskOutputs], pretrained: dict, corpora: dict, code: dict,
              changed: list | None) -> None:
     doc.heading("Run")
@@ -237,8 +257,11 @@ def _summary(doc: Document, outs: dict[str, TaskOutputs], pretrained: dict, corp
             ["sparsity (target / achieved)",
              *(f"{o.scored['target_sparsity']:.3f} / {o.scored['achieved_sparsity']:.4f}" for o in outs.values())],
             ["training", *(f"{o.finetune['steps']:,} steps in {o.finetune['train_seconds']:,} s on "
-                           f"{o.finetune['processes']} process{'es' * (o.finetune['processes'] != 1)}; gates frozen at step "
-                           f"{o.finetune['gates_frozen_at_step']}" for o in outs.values())],
+                           f"{o.finetune['processes']} process{'es' * (o.finetune['processes'] != 1)}; "
+                           + (f"gates frozen at step {o.finetune['gates_frozen_at_step']}"
+                              if o.finetune.get("gates", True) else "dense fine-tuning, no gates")
+                           for o in outs.values())],
+            ["task loss: last step / chance", *(_loss(o.finetune) for o in outs.values())],
             ["training hardware", *(_hardware(o.finetune["hardware"]) if "hardware" in o.finetune else "not recorded"
                                     for o in outs.values())],
             ["timing hardware", *(_hardware(o.export["hardware"]) for o in outs.values())]]
@@ -303,7 +326,15 @@ def _sv(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame
         shown = TRIAL_NAMES[name] if corpus == "voxceleb" else f"{name} ({CORPUS_NAMES.get(corpus, corpus)})"
         rows += [[shown, names[kind], f"{m['trials']:,}", _pct(m[kind]["eer"]), f"{m[kind]['min_dcf_0.01']:.4f}",
                   f"{m[kind]['min_dcf_0.05']:.4f}"] for kind in names if kind in m]
+        b = r.get("baseline_ltas", {}).get(name)
+        if b is not None:
+            rows.append([shown, BASELINE_LTAS, f"{m['trials']:,}", _pct(b["eer"]), f"{b['min_dcf_0.01']:.4f}",
+                         f"{b['min_dcf_0.05']:.4f}"])
     doc.table(["trial list", "scoring", "trials", "EER (%)", "minDCF (p=0.01)", "minDCF (p=0.05)"], rows)
+    if r.get("baseline_ltas"):
+        doc.paragraph(f"*{BASELINE_LTAS}*: a reference row, not this model: cosine of each utterance's long-term "
+                      "average log power spectrum (25 ms Hann frames, 512-point FFT) minus the mean over (at most "
+                      "2,000) training utterances, on the same trials (`hp.baselines`).")
     if corpus == "voxceleb":
         _authors_sv(doc, r, frontend)
     sv_histograms(scores, figures / "sv_scores.png")
@@ -342,9 +373,21 @@ def _cm(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame
     doc.table(["split", "bona fide", "spoof", "EER (%)", "minDCF", "actDCF", "Cllr (bits)", "raw actDCF", "raw Cllr"],
               [[s, f"{r[s]['bonafide']:,}", f"{r[s]['spoof']:,}", *_cm_row(r[s]), f"{r[s]['raw']['act_dcf']:.4f}",
                 f"{r[s]['raw']['cllr']:.4f}"] for s in splits])
-    doc.table(["split", "attack", "spoofs", "EER (%)", "minDCF", "actDCF", "Cllr"],
-              [[s, attack, f"{m['spoofs']:,}", *_cm_row(m)] for s in splits for attack, m in r[s]["attacks"].items()],
-              caption="Per attack (all bona fide utterances of the split against one attack's spoofs):")
+    seen = {True: "unseen", False: "seen"}
+    doc.table(["split", "attack", "spoofs", "in training", "EER (%)", "minDCF", "actDCF", "Cllr"],
+              [[s, attack, f"{m['spoofs']:,}", seen.get(m.get("unseen"), "–"), *_cm_row(m)]
+               for s in splits for attack, m in r[s]["attacks"].items()],
+              caption="Per attack (all bona fide utterances of the split against one attack's spoofs; *unseen*: "
+                      "no training utterance carries it):")
+    pooled = [s for s in splits if r[s].get("unseen", {}).get("spoofs")]
+    if pooled:
+        doc.table(["split", "unseen attacks", "bona fide", "spoof", "EER (%)", "minDCF", "actDCF", "Cllr"],
+                  [[s, ", ".join(r[s]["unseen"]["attacks"]), f"{r[s]['unseen']['bonafide']:,}",
+                    f"{r[s]['unseen']['spoofs']:,}", *_cm_row(r[s]["unseen"])] for s in pooled],
+                  caption="Attacks unseen in training, pooled (all bona fide utterances of the split against the "
+                          "spoofs of every attack no training utterance carries):")
+    elif any("unseen" in r[s] for s in splits):
+        doc.paragraph("Attacks unseen in training: none; every dev and eval attack is in the training set.")
     doc.table(["split", "codec", "bona fide", "spoof", "EER (%)", "minDCF", "actDCF", "Cllr"],
               [[s, codec, f"{m['bonafide']:,}", f"{m['spoof']:,}", *_cm_row(m)]
                for s in splits for codec, m in r[s]["codecs"].items()],
@@ -382,6 +425,11 @@ def write_report(tasks: list[str], params: dict, root: Path, out: Path, code: di
         on = ", ".join(f"{t} on the {CORPUS_NAMES.get(corpora[t], corpora[t])}" for t in tiny)
         doc.note(f"**Smoke run ({on}).** The front end is `tiny`, a small WavLM-shaped model with *random* weights. "
                  "The numbers show that the pipeline works end to end; they say nothing about WavLM's accuracy.")
+    own = [t for t in tasks if is_hp_pretrained(root / pretrained[t])]
+    if own:
+        doc.note(f"**Toy scale ({', '.join(own)}).** The front end is hp's own tiny WavLM, pretrained by masked "
+                 "prediction on unlabeled synthetic speech (`python -m stages.pretrain`, metrics/pretrain.json). "
+                 "The numbers show the method at work on a pretrained model; they say nothing about WavLM's accuracy.")
     _summary(doc, outs, pretrained, corpora, code, None if baseline is None else changed_params(params, baseline))
     _cost(doc, outs)
     if "sv" in outs:

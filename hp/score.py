@@ -80,14 +80,30 @@ def cm_metrics(llrs: np.ndarray, labels: np.ndarray) -> dict:
             "act_dcf": metrics.act_dcf(llrs, labels, *costs), "cllr": metrics.cllr(llrs, labels)}
 
 
-def cm_breakdown(rows: pd.DataFrame, llrs: np.ndarray) -> dict:
+def seen_attacks(train: pd.DataFrame) -> set[str]:
+    """The attacks some training utterance carries (its spoofs' ATTACK_LABEL / SYSTEM_ID)."""
+    return set(train.loc[train["label"] != "bonafide", "attack"])
+
+
+def cm_breakdown(rows: pd.DataFrame, llrs: np.ndarray, seen: set[str] | None = None) -> dict:
     """Metrics of one split per attack (all bona fide vs that attack's spoofs) and per codec (the utterances
-    with that codec; '-' is none); a codec group holding one class only reports its size."""
+    with that codec; '-' is none); a codec group holding one class only reports its size.
+
+    With `seen` (seen_attacks of the training set), each attack says whether it is `unseen` in training, and
+    "unseen" pools the split's bona fide utterances with the spoofs of all its unseen attacks: {attacks (their
+    names), bonafide, spoofs} and, when there is such a spoof, the four metrics."""
     labels = (rows["label"] == "bonafide").to_numpy()
     out: dict = {"attacks": {}, "codecs": {}}
     for attack in sorted(rows.loc[~labels, "attack"].unique()):
         keep = labels | (rows["attack"] == attack).to_numpy()
-        out["attacks"][attack] = {"spoofs": int((keep & ~labels).sum()), **cm_metrics(llrs[keep], labels[keep])}
+        out["attacks"][attack] = {"spoofs": int((keep & ~labels).sum()), **cm_metrics(llrs[keep], labels[keep]),
+                                  **({} if seen is None else {"unseen": attack not in seen})}
+    if seen is not None:
+        unseen = [attack for attack in out["attacks"] if attack not in seen]
+        spoofs = ~labels & rows["attack"].isin(unseen).to_numpy()
+        keep = labels | spoofs
+        out["unseen"] = {"attacks": unseen, "bonafide": int(labels.sum()), "spoofs": int(spoofs.sum()),
+                         **(cm_metrics(llrs[keep], labels[keep]) if spoofs.any() and labels.any() else {})}
     for codec in sorted(rows["codec"].unique()):
         keep = (rows["codec"] == codec).to_numpy()
         counts = {"bonafide": int((keep & labels).sum()), "spoof": int((keep & ~labels).sum())}
@@ -97,13 +113,17 @@ def cm_breakdown(rows: pd.DataFrame, llrs: np.ndarray) -> dict:
 
 
 def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batch_seconds: float = 60.0,
-             prior: float | None = None, num_workers: int = 0) -> tuple[pd.DataFrame, LinearCalibration, dict]:
+             prior: float | None = None, num_workers: int = 0,
+             train: pd.DataFrame | None = None) -> tuple[pd.DataFrame, LinearCalibration, dict]:
     """Raw scores (bona fide - spoof logit) of dev and eval, LLRs from a logistic regression fitted on dev at
     bona fide prior `prior` (None: the effective prior of the ASVspoof5 DCF), metrics of both splits.
 
     Returns the utterances of both splits with columns score_raw and score_llr, the calibration, and
     {split: {utterances, bonafide, spoof, eer, min_dcf, act_dcf, cllr, raw: {act_dcf, cllr}, attacks, codecs}}.
     Dev's actDCF and Cllr are those of the data the calibration was fitted on (optimistic); eval's are honest.
+    With `train` (the training manifest; its label and attack columns are read), each attack is marked unseen or
+    not and each split has "unseen": its bona fide utterances against the spoofs of attacks unseen in training,
+    pooled (cm_breakdown).
     """
     if prior is None:
         prior = metrics.effective_prior(CM_P_TARGET, CM_C_MISS, CM_C_FA)
@@ -122,7 +142,7 @@ def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batc
                           **cm_metrics(llrs, y),
                           "raw": {"act_dcf": metrics.act_dcf(raw[split], y, CM_P_TARGET, CM_C_MISS, CM_C_FA),
                                   "cllr": metrics.cllr(raw[split], y)},
-                          **cm_breakdown(table, llrs)}
+                          **cm_breakdown(table, llrs, None if train is None else seen_attacks(train))}
         scored.append(table[["utt", "split", "label", "attack", "codec", "gender"]]
                       .assign(score_raw=raw[split], score_llr=llrs))
     return pd.concat(scored, ignore_index=True), calibration, results

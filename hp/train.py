@@ -234,7 +234,8 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     """Fine-tune `model` (in place) on the manifest `table` while its gates learn the structure.
 
     With the front end frozen (TaskModel.freeze_frontend) only the back-end and loss learn and nothing is
-    pruned: the authors' first phase. Under torchrun the model is wrapped in DDP: every rank sees its share of
+    pruned: the authors' first phase; one without gates (target_sparsity 0) is fine-tuned plainly, no
+    Lagrangian. Under torchrun the model is wrapped in DDP: every rank sees its share of
     each global batch (`cfg.batch_size` utterances per optimiser step, over all ranks and accumulation
     micro-batches), gradients are averaged, and the gates and lambdas, updated from the same averaged
     gradients and the same (rank-independent) sparsity terms, stay identical on all ranks. `checkpoints`
@@ -261,10 +262,15 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(data)} training utterances")
     total = cfg.epochs * steps_per_epoch
-    pruning = not model.frontend_frozen
+    # a front end without gates (prune_units empty: target 0, the dense model fine-tuned) trains plainly: no
+    # Lagrangian, no reg optimiser, no structure to freeze, no sparsity curves
+    pruning = not model.frontend_frozen and bool(model.frontend.gates())
     controller = SparsityController(cfg.target_sparsity, round(cfg.sparsity_warmup_epochs * steps_per_epoch),
                                     cfg.sparsity_schedule, cfg.clamp_lambda1, cfg.lambda2_init,
                                     cfg.constrain).to(device)
+    if not model.frontend_frozen and not pruning and cfg.target_sparsity != 0:
+        raise ValueError(f"target_sparsity {cfg.target_sparsity} needs gates, but the front end has none "
+                         "(prune_units empty)")
     lr_at, margin_at = cfg.lr_schedule(steps_per_epoch), cfg.margin_ramp()
     # the reg optimiser's rates stay fixed (the authors schedule the model's only)
     main_groups, reg_groups = param_groups(model, controller, lr_at(0), cfg.reg_lr, cfg.weight_decay, cfg.lambda_lr)
@@ -281,7 +287,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.use_bf16(device))
 
     frontend = model.frontend
-    step, frozen_at, start_epoch, skip, resumed = 0, None, 0, 0, None
+    step, frozen_at, start_epoch, skip, resumed, last_loss = 0, None, 0, 0, None, None
     state = checkpoints.latest() if checkpoints is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -364,7 +370,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
                 reg_optimizer.step()
                 controller.clamp_()
             if log_step:  # the loss of the whole global batch, not of rank 0's share
-                task_loss = distributed.mean(task_loss.item())
+                task_loss = last_loss = distributed.mean(task_loss.item())
                 progress.set_postfix(loss=f"{task_loss:.3f}", refresh=False)
             if logging:
                 values = {"task_loss": task_loss, "lr": lr}
@@ -387,7 +393,9 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
         model.loss.margin, model.loss.topk_penalty = full_margin, full_penalty
     average.apply(model)
     model.eval()
-    return {"steps": step, "peak_lr": lr_at.peak, "gates_frozen_at_step": frozen_at, "resumed_at_step": resumed}
+    # the last step's loss, beside what a model that learned nothing scores (at the full margin)
+    return {"steps": step, "peak_lr": lr_at.peak, "gates_frozen_at_step": frozen_at, "resumed_at_step": resumed,
+            "final_task_loss": last_loss, "chance_task_loss": model.loss.chance_loss()}
 
 
 class LiveLogger:

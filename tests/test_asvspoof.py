@@ -19,7 +19,7 @@ from hp.data.manifest import DataError
 from hp.errors import ConfigError
 from hp.losses import SoftmaxClassifier
 from hp.pipeline import manifests, prepare
-from hp.score import cm_breakdown, score_cm
+from hp.score import cm_breakdown, score_cm, seen_attacks
 from hp.tasks import CM_LABELS, HeadConfig, TaskModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,6 +273,34 @@ def test_breakdown_per_attack_and_codec_matches_direct_metrics():
     assert set(out["attacks"]) == {"A17", "A18", "A19"}  # bona fide's own ATTACK_LABEL is not an attack
 
 
+def test_breakdown_marks_unseen_attacks_and_pools_them():
+    """By hand: training carries A01 and A02 (its bona fide rows' ATTACK_LABEL is no attack), so eval's A17 and
+    A18 are unseen. Bona fide LLRs 1, 2, 3, 4; A01's spoofs -3, -2 lie below them all; the unseen spoofs -1, 0
+    (A18), 2.5 (A17), 5 (A18): between 2 and 2.5 half the bona fide are missed and half the unseen spoofs accepted,
+    so their pooled EER is 1/2 (with A01's spoofs in, all spoofs together, it is lower)."""
+    train = pd.DataFrame({"label": ["bonafide", "spoof", "spoof", "spoof"],
+                          "attack": ["bonafide", "A01", "A02", "A01"]})
+    assert seen_attacks(train) == {"A01", "A02"}
+    rows = pd.DataFrame({"label": ["bonafide"] * 4 + ["spoof"] * 6,
+                         "attack": ["bonafide"] * 4 + ["A01", "A01", "A18", "A18", "A17", "A18"], "codec": "-"})
+    llrs = np.array([1.0, 2.0, 3.0, 4.0, -3.0, -2.0, -1.0, 0.0, 2.5, 5.0])
+    out = cm_breakdown(rows, llrs, seen_attacks(train))
+    assert {a: m["unseen"] for a, m in out["attacks"].items()} == {"A01": False, "A17": True, "A18": True}
+    pooled = out["unseen"]
+    assert (pooled["attacks"], pooled["bonafide"], pooled["spoofs"]) == (["A17", "A18"], 4, 4)
+    keep = np.array([True] * 4 + [False, False, True, True, True, True])
+    bona = (rows["label"] == "bonafide").to_numpy()
+    assert pooled["eer"] == metrics.eer(llrs[keep], bona[keep]) == 0.5 > metrics.eer(llrs, bona)
+    assert pooled["min_dcf"] == metrics.min_dcf(llrs[keep], bona[keep], 0.95, 1, 10)
+    assert pooled["cllr"] == metrics.cllr(llrs[keep], bona[keep])
+    assert out["attacks"]["A01"]["eer"] == 0.0  # the seen attack alone is separated
+    # every attack seen: the pool is empty and has no metrics; without `seen`, no marking at all
+    everything = cm_breakdown(rows, llrs, {"A01", "A17", "A18"})["unseen"]
+    assert everything == {"attacks": [], "bonafide": 4, "spoofs": 0}
+    plain = cm_breakdown(rows, llrs)
+    assert "unseen" not in plain and all("unseen" not in m for m in plain["attacks"].values())
+
+
 def _manifest(split: str, n: int, seed: int, tmp_path: Path) -> pd.DataFrame:
     rows = []
     for i in range(n):
@@ -292,7 +320,9 @@ def test_score_cm_calibrates_on_dev_and_applies_to_eval(tmp_path):
     with torch.no_grad():  # make the untrained model's logit difference vary between utterances
         model.loss.linear.weight.mul_(50)
     dev, evaluation = _manifest("dev", 24, 0, tmp_path), _manifest("eval", 18, 100, tmp_path)
-    table, calibration, results = score_cm(model, dev, evaluation, batch_seconds=6.0, prior=0.5)
+    evaluation.loc[evaluation.index[2::3], "attack"] = "A17"  # an attack the training manifest lacks
+    train = dev.assign(split="train")
+    table, calibration, results = score_cm(model, dev, evaluation, batch_seconds=6.0, prior=0.5, train=train)
     assert list(table["utt"]) == list(dev["utt"]) + list(evaluation["utt"])
     assert np.allclose(table["score_llr"], calibration.llr(table["score_raw"].to_numpy()))
     for split, rows in table.groupby("split"):
@@ -300,6 +330,14 @@ def test_score_cm_calibrates_on_dev_and_applies_to_eval(tmp_path):
         assert results[split]["cllr"] == pytest.approx(metrics.cllr(rows["score_llr"], y))
         assert results[split]["raw"]["cllr"] == pytest.approx(metrics.cllr(rows["score_raw"], y))
         assert results[split]["bonafide"] == y.sum() and results[split]["utterances"] == len(y)
+    assert results["dev"]["unseen"] == {"attacks": [], "bonafide": 8, "spoofs": 0}
+    rows = table[table["split"] == "eval"]
+    pooled = (rows["label"] == "bonafide") | (rows["attack"] == "A17")
+    y = (rows["label"] == "bonafide").to_numpy()[pooled.to_numpy()]
+    unseen = results["eval"]["unseen"]
+    assert (unseen["attacks"], unseen["bonafide"], unseen["spoofs"]) == (["A17"], 6, 6)
+    assert unseen["eer"] == pytest.approx(metrics.eer(rows["score_llr"].to_numpy()[pooled.to_numpy()], y))
+    assert results["eval"]["attacks"]["A17"]["unseen"] and not results["eval"]["attacks"]["A01"]["unseen"]
     # fitted at prior 0.5 on dev, the regression minimises dev's Cllr: no worse than the raw scores, nor than
     # the uninformative LLR 0 (1 bit), up to the fit's tiny L2 penalty
     dev_result = results["dev"]

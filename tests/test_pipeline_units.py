@@ -1,5 +1,6 @@
 """Pipeline pieces without DVC: params typing, manifests and their validation, task model save/load, heads."""
 import json
+import math
 import re
 
 import numpy as np
@@ -279,3 +280,23 @@ def test_each_task_has_its_own_front_end(tiny_checkpoint):
     with pytest.raises(ConfigError, match="missing key model.pretrained.cm"):
         pretrained_frontend({"model": {"pretrained": {"sv": "tiny"}, "prune_units": [], "layerdrop": 0.0, "seed": 0}},
                             "cm")
+
+
+@pytest.mark.parametrize("margin, topk", [(0.0, 0), (0.2, 0), (0.2, 5)])
+def test_chance_loss_is_the_loss_of_an_embedding_orthogonal_to_every_class(margin, topk):
+    from hp.losses import AAMSoftmax, SoftmaxClassifier
+
+    loss = AAMSoftmax(8, 24, margin=margin, scale=32.0, topk=topk, subcenters=2)
+    with torch.no_grad():  # class weights along e_1 .. e_7 (sub-centres alike), the embedding along e_8
+        loss.weight.copy_(torch.eye(8)[torch.arange(48) % 7])
+    embeddings = torch.zeros(3, 8)
+    embeddings[:, 7] = 1.0
+    # cosines are exactly 0 here, so the kernel's clamp (1e-7) moves the loss by ~1e-5 at most
+    assert loss(embeddings, torch.tensor([0, 5, 23])).item() == pytest.approx(loss.chance_loss(), abs=1e-4)
+    if margin == 0 and topk == 0:
+        assert loss.chance_loss() == pytest.approx(math.log(24))
+    classifier = SoftmaxClassifier(8, 2, weights=[0.9, 0.1])
+    with torch.no_grad():
+        classifier.linear.weight.zero_()
+        classifier.linear.bias.zero_()
+    assert classifier(torch.randn(4, 8), torch.tensor([0, 1, 1, 0])).item() == pytest.approx(classifier.chance_loss())

@@ -151,3 +151,138 @@ def test_anchor_shapes_and_ratios():
     assert [anchors.nearest_ratio(t) for t in (0.0, 0.04, 0.05, 0.66, 0.7, 0.99)] == [0.0, 0.0, 0.0, 0.7, 0.7, 0.9]
     assert anchors.cm_anchor(0.6, ["dev", "eval"]).eer == {"eval": 11.456}  # their plot has no dev point at 60%
     assert anchors.sv_anchor(SHAPES["tiny"].to_dict(), 0.7, ["O"]) is None
+
+
+@pytest.mark.parametrize("with_baseline", [True, False])
+def test_sv_section_shows_the_ltas_baseline_when_scored(tmp_path, with_baseline):
+    """The training-free reference row sits in the per-list table (Markdown and HTML alike), labelled as a
+    baseline, with a note of what it is; metrics without it give no such row."""
+    from hp import baselines
+    from hp.model.config import SHAPES
+    from hp.report import BASELINE_LTAS, _sv
+
+    r = sv_result(0.3)
+    if with_baseline:
+        r["baseline_ltas"] = {name: {"eer": 0.2 + 0.1 * i, "min_dcf_0.01": 0.9, "min_dcf_0.05": 0.8}
+                              for i, name in enumerate("OEH")}
+    doc = Document("t")
+    _sv(doc, r, "voxceleb", tmp_path, sv_scores(), SHAPES["tiny"].to_dict())
+    doc.write(tmp_path / "r.md", tmp_path / "r.html")
+    md, page = (tmp_path / "r.md").read_text(), (tmp_path / "r.html").read_text()
+    assert (f"| Vox1-O | {BASELINE_LTAS} | 100 | 20.00 | 0.9000 | 0.8000 |" in md) == with_baseline
+    assert (f"| Vox1-H | {BASELINE_LTAS} | 100 | 40.00 | 0.9000 | 0.8000 |" in md) == with_baseline
+    assert (BASELINE_LTAS in page) == (md.count(BASELINE_LTAS) == 4) == with_baseline  # 3 rows + the note
+    assert ("no training" in page) == with_baseline
+    assert ("at most " f"{baselines.MEAN_UTTERANCES:,}" in md) == with_baseline  # the note's count is the code's
+    assert "| Vox1-O | cosine | 100 | 1.00 |" in md
+
+
+def test_a_dense_run_beside_a_pruned_one(tmp_path):
+    """target_sparsity 0 fine-tunes without gates: no sparsity or multiplier curves, finetune.json's `gates`
+    false. The summary says so instead of a freezing step; the training figure draws the pruned task's curves
+    and marks the dense one's panels."""
+    import pandas as pd
+
+    from hp.report import TaskOutputs, _summary, training_figure
+
+    steps = pd.DataFrame({"step": range(3), "task_loss": [3.0, 2.0, 1.0], "lr": [1e-3] * 3})
+    gated = steps.assign(expected_sparsity=0.1, deterministic_sparsity=0.1, target_sparsity=0.2, lambda1=0.0,
+                         lambda2=10.0)
+    training_figure({"sv": steps, "cm": gated}, tmp_path / "training.png")
+    assert (tmp_path / "training.png").read_bytes()[:4] == b"\x89PNG"
+    machine = {"device": "cpu", "cpu": "x", "cores": 2, "torch_threads": 1, "gpu": None}
+
+    def outputs(target, gates, frozen):
+        trained = {"steps": 3, "train_seconds": 1.0, "processes": 1, "gates_frozen_at_step": frozen,
+                   "hardware": machine, "classes": 2, **({} if gates is None else {"gates": gates})}
+        data = {"train": 8, "dev": 4, "eval": 4, "test": 4, "trials_per_list": {"O": 6}}
+        return TaskOutputs({"target_sparsity": target, "achieved_sparsity": target}, trained,
+                           {"hardware": machine}, {}, data, None, None, None)
+
+    doc = Document("t")
+    outs = {"cm": outputs(0.0, False, None), "sv": outputs(0.7, None, 2)}  # sv: a finetune.json from before
+    _summary(doc, outs, {"cm": "tiny", "sv": "tiny"}, {"cm": "mini", "sv": "mini"}, {}, [])
+    doc.write(tmp_path / "r.md", tmp_path / "r.html")
+    md = (tmp_path / "r.md").read_text()
+    assert "| sparsity (target / achieved) | 0.000 / 0.0000 | 0.700 / 0.7000 |" in md
+    assert "dense fine-tuning, no gates" in md and "gates frozen at step 2" in md
+
+
+def test_cm_section_marks_unseen_attacks_and_reports_them_pooled(tmp_path):
+    """The per-attack table says which attacks training never saw; a table of its own gives each split's EER
+    on those attacks pooled (bona fide against all unseen spoofs), labelled as such. Metrics from before the
+    marking (no `unseen`) give '–' and no pooled table; a split whose attacks were all seen gives no row."""
+    import numpy as np
+    import pandas as pd
+
+    from hp.model.config import SHAPES
+    from hp.report import _cm
+
+    def group(eer, **extra):
+        return {"eer": eer, "min_dcf": 0.2, "act_dcf": 0.3, "cllr": 0.4, **extra}
+
+    def split(attacks, unseen):
+        return {"bonafide": 36, "spoof": 36, **group(0.1), "raw": {"act_dcf": 0.5, "cllr": 0.6},
+                "attacks": attacks, "codecs": {"-": {"bonafide": 24, "spoof": 24, **group(0.05)}},
+                **({} if unseen is None else {"unseen": unseen})}
+
+    rng = np.random.default_rng(0)
+    scores = pd.DataFrame({"split": ["dev", "eval"] * 20, "label": ["bonafide", "spoof"] * 20,
+                           "score_llr": rng.normal(size=40)})
+    seen = {"A01": {"spoofs": 9, **group(0.0, unseen=False)}, "A02": {"spoofs": 9, **group(0.01, unseen=False)}}
+    r = {"target_sparsity": 0.7,
+         "dev": split(seen, {"attacks": [], "bonafide": 36, "spoofs": 0}),
+         "eval": split({**seen, "A17": {"spoofs": 9, **group(0.25, unseen=True)},
+                        "A18": {"spoofs": 9, **group(0.4, unseen=True)}},
+                       {"attacks": ["A17", "A18"], "bonafide": 36, "spoofs": 18, **group(0.3125)})}
+    doc = Document("t")
+    _cm(doc, r, "mini", tmp_path, scores, SHAPES["tiny"].to_dict())
+    doc.write(tmp_path / "r.md", tmp_path / "r.html")
+    md = (tmp_path / "r.md").read_text()
+    assert "| split | attack | spoofs | in training | EER (%) |" in md
+    assert "| dev | A01 | 9 | seen | 0.00 |" in md and "| eval | A02 | 9 | seen | 1.00 |" in md
+    assert "| eval | A17 | 9 | unseen | 25.00 |" in md and "| eval | A18 | 9 | unseen | 40.00 |" in md
+    assert "Attacks unseen in training, pooled" in md
+    assert "| split | unseen attacks | bona fide | spoof | EER (%) |" in md
+    assert "| eval | A17, A18 | 36 | 18 | 31.25 | 0.2000 | 0.3000 | 0.4000 |" in md
+    pooled = md.split("| split | unseen attacks |")[1].split("\n\n")[0]
+    assert "| eval |" in pooled and "| dev |" not in pooled  # dev: no unseen spoof, no row
+
+    for s in ("dev", "eval"):  # metrics written before attacks were marked
+        r[s].pop("unseen")
+        for m in r[s]["attacks"].values():
+            m.pop("unseen", None)  # (dev and eval share A01's and A02's)
+    doc = Document("t")
+    _cm(doc, r, "mini", tmp_path, scores, SHAPES["tiny"].to_dict())
+    doc.write(tmp_path / "r.md", tmp_path / "r.html")
+    md = (tmp_path / "r.md").read_text()
+    assert "| eval | A17 | 9 | – | 25.00 |" in md and "unseen attacks" not in md and "Attacks unseen" not in md
+
+
+def test_summary_gives_the_last_loss_beside_its_chance_value(tmp_path):
+    from hp.report import TaskOutputs, _summary
+
+    machine = {"device": "cpu", "cpu": "x", "cores": 2, "torch_threads": 1, "gpu": None}
+    data = {"train": 8, "dev": 4, "eval": 4, "test": 4, "trials_per_list": {"O": 6}}
+
+    def outputs(**loss):
+        trained = {"steps": 3, "train_seconds": 1.0, "processes": 1, "gates_frozen_at_step": 2,
+                   "hardware": machine, "classes": 2, **loss}
+        return TaskOutputs({"target_sparsity": 0.7, "achieved_sparsity": 0.7}, trained, {"hardware": machine},
+                           {}, data, None, None, None)
+
+    doc = Document("t")
+    outs = {"sv": outputs(final_task_loss=2.5, chance_task_loss=9.4897), "cm": outputs()}  # cm: an older run
+    _summary(doc, outs, {"sv": "tiny", "cm": "tiny"}, {"sv": "mini", "cm": "mini"}, {}, [])
+    doc.write(tmp_path / "r.md", tmp_path / "r.html")
+    assert "| task loss: last step / chance | 2.500 / 9.490 | not recorded |" in (tmp_path / "r.md").read_text()
+
+
+def test_a_front_end_pretrained_by_hp_is_told_by_its_provenance_file(tmp_path):
+    """What write_report's toy-scale banner keys on (the e2e test reads the banner itself)."""
+    from hp.pretrain import PROVENANCE, is_hp_pretrained
+
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / PROVENANCE).write_text("{}")
+    assert is_hp_pretrained(tmp_path / "own")
+    assert not is_hp_pretrained(tmp_path / "microsoft/wavlm-base-plus") and not is_hp_pretrained(tmp_path)

@@ -1,9 +1,11 @@
 """hp.sweep, the sweep report, on the output of a real `dvc exp show --json`: a throw-away DVC repository whose
 one stage writes fake metrics from target_sparsity, swept through the experiment queue."""
 import copy
+import re
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,15 +51,10 @@ def dvc_yaml(export: bool) -> str:
     return yaml.safe_dump({"stages": {"fake": stage}})
 
 
-@pytest.fixture(scope="module")
-def sweep_repo(tmp_path_factory):
-    """Baseline 0.7 committed; 0.3 and 0.9 queued and run, 1.5 queued and failed; 0.5 run in the workspace by the
-    older pipeline (no export.json), leaving the workspace equal to it. Returns (repo, `dvc exp show --json`)."""
-    if shutil.which("git") is None:
-        pytest.skip("needs git")
-    repo = tmp_path_factory.mktemp("sweep") / "repo"
+def committed_baseline(repo: Path, stage: str) -> Path:
+    """A git + DVC repository whose fake pipeline (`stage`) ran at target 0.7 and was committed."""
     repo.mkdir()
-    (repo / "fake.py").write_text(FAKE_STAGE)
+    (repo / "fake.py").write_text(stage)
     (repo / "params.yaml").write_text("target_sparsity: 0.7\n")
     (repo / "dvc.yaml").write_text(dvc_yaml(export=True))
     run(["git", "init", "-q"], repo)
@@ -65,6 +62,16 @@ def sweep_repo(tmp_path_factory):
     run(["dvc", "repro", "-q"], repo)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def sweep_repo(tmp_path_factory):
+    """Baseline 0.7 committed; 0.3 and 0.9 queued and run, 1.5 queued and failed; 0.5 run in the workspace by the
+    older pipeline (no export.json), leaving the workspace equal to it. Returns (repo, `dvc exp show --json`)."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    repo = committed_baseline(tmp_path_factory.mktemp("sweep") / "repo", FAKE_STAGE)
     run(["dvc", "exp", "run", "--queue", "-q", "-n", "low", "-S", "target_sparsity=0.3"], repo)
     run(["dvc", "exp", "run", "--queue", "-q", "-n", "high", "-S", "target_sparsity=0.9"], repo)
     run(["dvc", "exp", "run", "--queue", "-q", "-n", "broken", "-S", "target_sparsity=1.5"], repo)
@@ -218,3 +225,42 @@ def test_bad_input(tmp_path, capsys, content, message):
     if "usable" not in message:
         assert str(path) in err[0]  # names the file
     assert not (tmp_path / "out").exists()
+
+
+def test_make_sweep_targets_with_the_baseline_give_five_points_dense_included(tmp_path):
+    """`make sweep`'s SPARSITIES queued as it queues them, beside the committed baseline (0.7): hp.sweep reports the
+    five targets 0, 0.3, 0.5, 0.7, 0.9 per task; the dense run (0: nothing removed, compact = dense parameters) is
+    a row of its own and, with the lowest SV EER, on SV's front vs parameters."""
+    from test_pipeline_e2e import ROOT
+
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    sparsities = re.search(r"^SPARSITIES \?= (\S+)$", (ROOT / "Makefile").read_text(), flags=re.M).group(1)
+    assert sparsities.split(",")[0] == "0"
+    stage = FAKE_STAGE.replace('"achieved_sparsity": t + 0.01', '"achieved_sparsity": t + 0.01 * (t > 0)')
+    assert stage != FAKE_STAGE
+    repo = committed_baseline(tmp_path / "repo", stage)
+    run(["dvc", "exp", "run", "--queue", "-q", "-S", f"target_sparsity={sparsities}"], repo)  # as the Makefile
+    run(["dvc", "queue", "start"], repo)
+    deadline = time.time() + 180
+    while any(word in (status := run(["dvc", "queue", "status"], repo)) for word in ("Queued", "Running")):
+        assert time.time() < deadline, status
+        time.sleep(0.5)
+    assert status.count("Success") == 4, status
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
+    notes = []
+    table = collect(shown, notes)
+    assert notes == []
+    for task in ("sv", "cm"):
+        rows = table[table["task"] == task]
+        assert rows["target_sparsity"].tolist() == [0.0, 0.3, 0.5, 0.7, 0.9]
+        assert rows["kind"].tolist() == ["experiment", "experiment", "experiment", "commit", "experiment"]
+        dense = rows.iloc[0]
+        assert dense["achieved_sparsity"] == 0.0 and dense["params_compact"] == dense["params_dense"] == 1000
+    assert table[table["task"] == "sv"]["front_params"].tolist() == [True] * 5
+    out = tmp_path / "sweep"
+    write_sweep_report(table, out, notes)
+    for heading in ("## Speaker verification (SV)", "## Anti-spoofing (CM)"):
+        section = (out / "sweep.md").read_text().split(heading)[1].split("\n## ")[0]
+        assert "| 0.000 | 0.0000 | 1,000 |" in section
+    assert sorted(pd.read_csv(out / "sweep.csv")["target_sparsity"]) == sorted([0.0, 0.3, 0.5, 0.7, 0.9] * 2)

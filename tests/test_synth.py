@@ -141,16 +141,21 @@ def test_cm_protocols_and_audio(cm):
         assert all(len(r) == 10 for r in rows)
         for spk, name, gender, codec, codec_q, codec_seed, tag, label, key, tmp in rows:
             assert re.fullmatch(rf"{prefix}_\d{{4}}", spk) and re.fullmatch(rf"{prefix}_\d{{10}}", name)
-            assert gender in ("M", "F") and codec == codec_q == codec_seed == tmp == "-"
+            assert gender in ("M", "F") and tmp == "-"
+            if codec == "-":
+                assert codec_q == codec_seed == "-"
+            else:  # CODEC_SEED: the uncoded source, here the file itself (coded in place)
+                assert int(codec_q) in synth.CM_CODECS[codec] and codec_seed == name
             if key == "bonafide":
                 assert (tag, label) == ("-", "bonafide")
             else:
-                assert key == "spoof" and tag != "-" and label in ("A01", "A02")
+                assert key == "spoof" and tag == synth.CM_ATTACKS[label] and re.fullmatch(r"AC\d", tag)
             check_audio(root / AUDIO[split] / f"{name}.flac", 1.0, 2.0)
         speakers[split] = {r[0] for r in rows}
         names |= {r[1] for r in rows}
         keys = [r[8] for r in rows]
-        assert {r[7] for r in rows} == {"bonafide", "A01", "A02"}  # both attacks in every split
+        assert {r[7] for r in rows} == {"bonafide", *synth.CM_SPLIT_ATTACKS[split]}  # every attack of the split
+        assert summary[split]["attacks"] == {a: sum(r[7] == a for r in rows) for a in synth.CM_SPLIT_ATTACKS[split]}
         assert keys.count("bonafide") == len(speakers[split]) * CM_ARGS["bonafide_per_speaker"]
         assert keys.count("spoof") == len(speakers[split]) * CM_ARGS["spoofed_per_speaker"]
         assert summary[split]["bonafide"] == keys.count("bonafide") and summary[split]["spoof"] == keys.count("spoof")
@@ -221,9 +226,11 @@ def test_same_speaker_sounds_alike(sv):
 
 def test_spoofs_are_detectable_and_keep_the_voice(cm):
     """Nearest centroid (bona fide, A01, A02) on the standardised spoof_features, leaving one speaker out at a time,
-    tells spoof from bona fide; and a spoof's spectral envelope is nearer its own speaker's bona fide ones."""
+    tells spoof from bona fide; and a spoof's spectral envelope is nearer its own speaker's bona fide ones (the
+    uncoded utterances of the attacks every split has)."""
     root, _ = cm
-    rows = [(split, r) for split in PROTOCOLS for r in protocol(root, split)]
+    rows = [(split, r) for split in PROTOCOLS for r in protocol(root, split)
+            if r[3] == "-" and r[7] in ("bonafide", "A01", "A02")]
     waves = [sf.read(root / AUDIO[split] / f"{r[1]}.flac")[0] for split, r in rows]
     rows = [r for _, r in rows]
     x = np.stack([spoof_features(w) for w in waves])
@@ -240,3 +247,101 @@ def test_spoofs_are_detectable_and_keep_the_voice(cm):
 
     spoof = labels != "bonafide"
     assert speaker_margin(np.stack([band_levels(w) for w in waves]), speakers, spoof, ~spoof) > 0.03
+
+
+def test_eval_holds_attacks_that_training_and_dev_never_saw(cm):
+    """As in ASVspoof5: dev holds an attack training lacks, eval one that neither training nor dev carries
+    (synth.CM_SPLIT_ATTACKS), in ASVspoof5's naming (ATTACK_LABEL Ann, its ATTACK_TAG ACn)."""
+    root, _ = cm
+    attacks = {split: {r[7] for r in protocol(root, split) if r[8] == "spoof"} for split in PROTOCOLS}
+    assert attacks["train"] == {"A01", "A02"} and attacks["dev"] == {"A01", "A02", "A17"}
+    assert attacks["eval"] - attacks["train"] - attacks["dev"] == {"A18"}
+    assert attacks["eval"] - attacks["train"] == {"A17", "A18"} and attacks["eval"] >= attacks["dev"]
+    assert all(re.fullmatch(r"A\d\d", a) and re.fullmatch(r"AC\d", synth.CM_ATTACKS[a]) for a in attacks["eval"])
+    # any eval split with the fewest spoofs allowed (2 per speaker, 1 speaker) still holds an unseen attack
+    assert set(synth.CM_SPLIT_ATTACKS["eval"][:2]) - set(synth.CM_SPLIT_ATTACKS["train"])
+
+
+def test_codecs_fill_their_columns_in_every_split_and_change_the_audio(cm):
+    """Every third bona fide and every third spoof of each split is coded (CODEC, CODEC_Q, CODEC_SEED filled);
+    read back from the FLAC, a band-limited file has ~no energy outside its band and a quantised one at most
+    2 ** bits distinct sample values, where an uncoded file has thousands."""
+    root, summary = cm
+    checked = set()
+    for split in PROTOCOLS:
+        rows = protocol(root, split)
+        for key in ("bonafide", "spoof"):
+            of_class = [r for r in rows if r[8] == key]
+            coded = [r for r in of_class if r[3] != "-"]
+            assert len(coded) == len(of_class) // synth.CODED_EVERY > 0, (split, key)
+        assert summary[split]["codecs"] == {c: sum(r[3] == c for r in rows) for c in ["-", *synth.CM_CODECS]}
+        for r in rows:
+            wave = sf.read(root / AUDIO[split] / f"{r[1]}.flac", dtype="int16")[0].astype(float)
+            levels = len(np.unique(wave))
+            if r[3] == "-":
+                assert levels > 1000, r
+                continue
+            channel = synth.CM_CODECS[r[3]][int(r[4])]
+            if channel.bits is not None:
+                assert levels <= 2 ** channel.bits, r
+                checked.add("levels")
+            else:
+                power = np.abs(np.fft.rfft(wave)) ** 2
+                freqs = np.fft.rfftfreq(len(wave), 1 / synth.SAMPLE_RATE)
+                outside = (freqs > channel.high_hz) | (freqs < channel.low_hz)
+                assert power[outside].sum() < 1e-6 * power.sum() and outside.any(), r
+                checked.add("band")
+    assert checked == {"levels", "band"}
+
+
+def test_codec_channels():
+    """Each channel of CM_CODECS on one utterance: same length, audibly changed; band limiting leaves nothing
+    outside the band (the input had plenty there); quantisation leaves at most 2 ** bits levels, mu-law ones
+    finer near zero than coarse linear ones."""
+    rng = synth._rng(0, 99)
+    voice = synth.speaker_voice(rng)
+    wave = synth.synthesize(rng, voice, synth.recording_session(rng), 1.5).wave
+    wave /= np.abs(wave).max()
+    freqs = np.fft.rfftfreq(len(wave), 1 / synth.SAMPLE_RATE)
+    power_in = np.abs(np.fft.rfft(wave)) ** 2
+    for codec, qualities in synth.CM_CODECS.items():
+        assert re.fullmatch(r"C\d\d", codec) and sorted(qualities) == list(range(1, len(qualities) + 1))
+        for quality, channel in qualities.items():
+            out = synth.codec_channel(wave, channel)
+            assert out.shape == wave.shape and np.isfinite(out).all()
+            assert np.mean((out / np.abs(out).max() - wave) ** 2) > 1e-6 * np.mean(wave ** 2), (codec, quality)
+            np.testing.assert_array_equal(out, synth.codec_channel(wave, channel))  # deterministic
+            outside = (freqs > channel.high_hz) | (freqs < channel.low_hz)
+            if channel.bits is None:
+                power = np.abs(np.fft.rfft(out)) ** 2
+                assert power[outside].sum() < 1e-12 * power.sum() < power_in[outside].sum(), (codec, quality)
+            else:
+                values = np.unique(out)
+                assert len(values) <= 2 ** channel.bits
+                smallest = np.abs(values).min()
+                assert smallest <= (0.1 if channel.mu else 1.0) * 2 ** -channel.bits, (codec, quality)
+
+
+def test_unseen_attacks_are_closer_to_bona_fide_than_the_seen_ones():
+    """The eval-only attacks are built to be harder: on the standardised spoof_features their spoofs lie nearer
+    the bona fide centroid than A01's and A02's, and re-synthesise the utterance's long-term spectrum at least as
+    faithfully as A02 does."""
+    features, spectra = {name: [] for name in ["bonafide", *synth.CM_SPOOFERS]}, {a: [] for a in synth.CM_SPOOFERS}
+    for s in range(6):
+        voice = synth.speaker_voice(synth._rng(7, s))
+        for k in range(2):
+            rng = synth._rng(7, s, k)
+            utterance = synth.synthesize(rng, voice, synth.recording_session(rng), 2.0)
+            reference = log_spectrum(utterance.wave / np.abs(utterance.wave).max())
+            features["bonafide"].append(spoof_features(utterance.wave / np.abs(utterance.wave).max()))
+            for attack, spoof in synth.CM_SPOOFERS.items():
+                wave = spoof(synth._rng(8, s, k), utterance)
+                wave /= np.abs(wave).max()
+                features[attack].append(spoof_features(wave))
+                difference = (log_spectrum(wave) - reference)[:200]
+                spectra[attack].append(np.abs(difference - difference.mean()).mean())
+    bona = np.array(features["bonafide"])
+    distance = {a: np.linalg.norm(((np.array(f) - bona.mean(0)) / bona.std(0)).mean(0))
+                for a, f in features.items() if a != "bonafide"}
+    assert max(distance["A17"], distance["A18"]) < min(distance["A01"], distance["A02"]), distance
+    assert max(np.mean(spectra["A17"]), np.mean(spectra["A18"])) <= np.mean(spectra["A02"]), spectra

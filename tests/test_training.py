@@ -281,3 +281,78 @@ def test_weight_decay_reaches_the_optimiser_as_the_params_say(corpus, monkeypatc
     assert {g["weight_decay"] for g in groups} == ({0.0} if weight_decay == 0 else {0.0, weight_decay})
     weights = {id(p) for n, p in model.named_parameters() if p.dim() >= 2 and "log_alpha" not in n}
     assert decayed == (set() if weight_decay == 0 else weights)
+
+
+def _dense_params(target: float) -> dict:
+    """params.yaml with the SV fine-tuning cut to a few steps on the `corpus` fixture, at `target`."""
+    import yaml
+
+    from conftest import ROOT_DIR
+
+    params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
+    params["target_sparsity"] = target
+    params["model"]["pretrained"]["sv"] = "tiny"
+    params["finetune"]["sv"].update(epochs=2, batch_size=4, crop_seconds=0.5, warmup_epochs=1, log_every=1,
+                                    sparsity_warmup_epochs=1, aug_prob=0.0, device="cpu", resume="never")
+    return params
+
+
+def test_target_zero_fine_tunes_the_dense_model_without_gates(corpus, tmp_path):
+    """target_sparsity 0: the finetune stage builds the front end without gates and trains it plainly (no
+    Lagrangian, no sparsity curves); the compact stage passes it through unchanged, so its weights are the
+    trained model's, bit for bit, and the achieved sparsity is exactly 0."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from hp.pipeline import compact, finetune, pretrained_frontend
+    from hp.report import read_curves, training_figure
+
+    params = _dense_params(0)  # as `dvc exp run -S target_sparsity=0` writes it: an int
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    corpus.to_parquet(manifests / "train.parquet")
+    before = {k: v.clone() for k, v in pretrained_frontend(params, "sv", prune=False).state_dict().items()}
+    paths = {name: tmp_path / name for name in ("finetuned", "live", "finetune.json", "checkpoints")}
+    result = finetune("sv", params, manifests, tmp_path / "no-warmup", paths["finetuned"], paths["live"],
+                      paths["finetune.json"], paths["checkpoints"])
+    assert result["gates"] is False and result["gates_frozen_at_step"] is None and result["steps"] == 6
+    assert result["expected_sparsity"] == 0.0 and result["deterministic_sparsity"] == 0.0
+    assert json.loads(paths["finetune.json"].read_text())["gates"] is False
+    trained = load_file(paths["finetuned"] / "model.safetensors")
+    assert not any("log_alpha" in k for k in trained)  # no gate parameters at all
+    assert json.loads((paths["finetuned"] / "task.json").read_text())["prune_units"] == []
+    assert any(not torch.equal(trained[f"frontend.{k}"], v) for k, v in before.items())  # the front end learned
+    logged = {p.stem for p in (paths["live"] / "plots" / "metrics").glob("*.tsv")}
+    assert {"task_loss", "lr"} <= logged and not logged & {"expected_sparsity", "deterministic_sparsity",
+                                                           "target_sparsity", "lambda1", "lambda2"}
+    curves = read_curves(paths["live"])  # the report reads and draws a dense run's curves
+    assert len(curves) == 6 and "lambda1" not in curves
+    training_figure({"sv": curves}, tmp_path / "training.png")
+    assert (tmp_path / "training.png").stat().st_size > 0
+
+    metrics = compact(params, paths["finetuned"], tmp_path / "compact", tmp_path / "compact.json")
+    assert metrics["achieved_sparsity"] == 0.0 and metrics["params_compact"] == metrics["params_dense"]
+    small = load_file(tmp_path / "compact" / "model.safetensors")
+    assert small.keys() == trained.keys() and all(torch.equal(small[k], v) for k, v in trained.items())
+    assert TaskModel.load(tmp_path / "compact").frontend.num_params() == metrics["params_dense"]
+
+
+@pytest.mark.parametrize("target", [-0.1, 1.0])
+def test_targets_outside_zero_to_one_still_fail(corpus, tmp_path, target):
+    from hp.pipeline import finetune
+
+    (tmp_path / "manifests").mkdir()
+    corpus.to_parquet(tmp_path / "manifests" / "train.parquet")
+    with pytest.raises(ValueError, match=r"target_sparsity must be in \[0, 1\)"):
+        finetune("sv", _dense_params(target), tmp_path / "manifests", tmp_path / "no-warmup",
+                 *(tmp_path / name for name in ("out", "live", "finetune.json", "checkpoints")))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "finetune.json").exists()
+
+
+def test_a_target_above_zero_needs_gates(corpus):
+    torch.manual_seed(0)
+    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"], prune_units=()), sorted(corpus["label"].unique()), HEAD)
+    with pytest.raises(ValueError, match="target_sparsity 0.3 needs gates"):
+        train(model, corpus, TrainConfig(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5,
+                                         device="cpu"))

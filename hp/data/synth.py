@@ -9,8 +9,17 @@ Model of speech (source-filter, applied frame by frame with overlap-add, i.e. a 
 - the vocal tract is a cascade of two-pole resonators; fricatives and stop bursts are noise bands after it.
 A speaker is a fixed set of traits (F0 mean and range, vocal-tract length, per-formant offsets, bandwidths, tilt,
 breathiness, speaking rate); a recording session adds a channel EQ, small F0/rate shifts and background noise.
-Spoofs (CM) re-synthesise fresh bona fide utterances with two vocoders: A01 keeps the STFT magnitude under random
-phase, A02 is a channel vocoder (band energies imposed on a pulse/noise excitation at a smoothed F0).
+Spoofs (CM) re-synthesise fresh bona fide utterances. Train, dev and eval: A01 keeps the STFT magnitude under random
+phase, A02 is a channel vocoder (band energies imposed on a pulse/noise excitation at a smoothed F0). Unseen in
+training, as ASVspoof5's dev and eval attacks are, two processes designed to be closer to bona fide (A17 in dev and
+eval, so that the dev-fitted calibration sees a hard attack; A18 in eval only, seen by neither): A17 is a
+mixed-excitation cepstral vocoder (jitter- and shimmer-free pulses at the analysed F0 on a quarter-semitone grid,
+noise above 4.5 kHz, through a minimum-phase filter with the cepstrally smoothed envelope), A18 is TD-PSOLA pitch
+conversion (the bona fide waveform's own two-period grains re-spaced for an F0 6-12 % higher or lower in voiced
+parts).
+Codecs (CM): every third bona fide and every third spoof utterance of each split passes through a codec-like channel
+(CM_CODECS): C01 band limiting (300-3400 Hz telephone, 4 kHz or 6 kHz low-pass), C02 8-bit mu-law companding (on a
+telephone band or full band), C03 coarse linear quantisation (6 or 8 bits).
 """
 from __future__ import annotations
 
@@ -33,11 +42,17 @@ BASE_BANDWIDTHS_HZ = np.array([60.0, 90.0, 140.0, 200.0, 280.0])
 F5_HZ = 4500.0
 EQ_HZ = np.geomspace(100, 8000, 6)  # control points of a session's channel EQ
 CM_FORMAT = FORMATS["asvspoof5"]
-CM_ATTACKS = {"A01": "AC1", "A02": "AC2"}  # ATTACK_LABEL -> ATTACK_TAG in the protocols
+# ATTACK_LABEL -> ATTACK_TAG in the protocols; the tag groups the attacks by kind: AC1 magnitude-only resynthesis,
+# AC2 vocoders (a new excitation under the utterance's envelope), AC3 waveform-domain modification
+CM_ATTACKS = {"A01": "AC1", "A02": "AC2", "A17": "AC2", "A18": "AC3"}
+# attacks per split (numbered as ASVspoof5's eval attacks, A17...): dev adds A17 to training's two, eval adds A18,
+# which neither training nor dev saw; interleaved so that any split with 2 spoofs per speaker holds an unseen one
+CM_SPLIT_ATTACKS = {"train": ("A01", "A02"), "dev": ("A01", "A17", "A02"), "eval": ("A01", "A17", "A02", "A18")}
+CODED_EVERY = 3  # every third bona fide and every third spoof of a split passes through a codec-like channel
 SV_DIRS = {"train": "voxceleb2", "test": "voxceleb1"}
 CM_PREFIXES = {"train": "T", "dev": "D", "eval": "E"}  # of speaker ids and file names, as in ASVspoof5
 SV, CM = 1, 2  # corpus codes in random-stream keys
-SPEAKER, SESSION, UTTERANCE, SPOOF, ORDER = range(5)  # roles in random-stream keys
+SPEAKER, SESSION, UTTERANCE, SPOOF, ORDER, CODEC = range(6)  # roles in random-stream keys
 
 
 class Phone(NamedTuple):
@@ -328,6 +343,123 @@ def channel_vocoder(rng: np.random.Generator, utterance: Utterance) -> np.ndarra
     return _istft(excitation * gain, samples)
 
 
+F0_STEP_ST = 0.25  # A17's F0 grid (semitones)
+CEPSTRAL_ORDER = 30  # A17's lifter: cepstral coefficients kept (~1.9 ms of quefrency, ~530 Hz of smoothing)
+VOICED_MAX_HZ = 4500.0  # A17: harmonic excitation below, noise above (in voiced frames)
+BREATH = 0.3  # A17: noise amplitude mixed into the harmonic band, relative to the pulses
+
+
+def _log_envelope_cepstrum(power: np.ndarray, order: int) -> np.ndarray:
+    """[frames, NFFT] real cepstra of NFFT-point power spectra, kept below quefrency `order` (samples): the log
+    spectrum low-passed along frequency, i.e. its smooth envelope."""
+    cepstrum = np.fft.irfft(np.log(power + 1e-12 * power.max()), NFFT)
+    cepstrum[:, order:NFFT - order + 1] = 0
+    return cepstrum
+
+
+def cepstral_vocoder(rng: np.random.Generator, utterance: Utterance) -> np.ndarray:
+    """A17 (eval only): a mixed-excitation cepstral vocoder. Jitter- and shimmer-free pulses at the analysed F0,
+    rounded to a quarter-semitone grid, with a fixed breath noise (BREATH), below VOICED_MAX_HZ in voiced frames;
+    white noise above it and in unvoiced frames (voicing cross-faded over ~40 ms); all through a minimum-phase
+    filter with the utterance's cepstrally smoothed spectral envelope (CEPSTRAL_ORDER coefficients; the
+    excitation's own envelope divided out). Timbre, noise bands, level contour and the pulses' ringing survive;
+    formant peaks are flattened a little, the harmonics above 4.5 kHz become noise and the pitch is too regular,
+    moving in small steps."""
+    samples = len(utterance.wave)
+    times = frame_times(samples)
+    sample_times = np.arange(samples) / SAMPLE_RATE
+    semitones = np.round(12 * np.log2(utterance.f0_hz / 100) / F0_STEP_ST) * F0_STEP_ST
+    pulses = pulse_train(rng, np.interp(sample_times, times, 100 * 2 ** (semitones / 12)), 0.0, 0.0)
+    harmonic = _stft(pulses / np.sqrt(np.mean(pulses ** 2)), NFFT)
+    noise = _stft(rng.standard_normal(samples), NFFT)
+    voicing = _smooth(utterance.voiced.astype(float), 5)[:, None] * (_frequencies(NFFT) < VOICED_MAX_HZ)
+    excitation = voicing * (harmonic + BREATH * noise) / np.hypot(1, BREATH) + (1 - voicing) * noise
+    # half the log power ratio's cepstrum, folded onto positive quefrencies: the minimum-phase filter with that gain
+    ratio = 0.5 * (_log_envelope_cepstrum(np.abs(_stft(utterance.wave, NFFT)) ** 2, CEPSTRAL_ORDER)
+                   - _log_envelope_cepstrum(np.abs(excitation) ** 2, CEPSTRAL_ORDER))
+    ratio[:, 1:CEPSTRAL_ORDER] *= 2
+    ratio[:, NFFT - CEPSTRAL_ORDER + 1:] = 0
+    return _istft(excitation * np.exp(np.fft.rfft(ratio, NFFT)), samples)
+
+
+def psola(rng: np.random.Generator, utterance: Utterance) -> np.ndarray:
+    """A18 (eval only): time-domain pitch-synchronous overlap-add (TD-PSOLA), the classic waveform-level pitch
+    conversion. Grains of two local periods (Hann-windowed) are cut at analysis marks one period apart along the
+    analysed F0 contour, and re-placed at synthesis marks spaced by the converted period: F0 scaled by a factor in
+    [0.88, 0.94] or [1.06, 1.12] in voiced frames (cross-faded over ~40 ms), unchanged elsewhere, the duration kept
+    (each synthesis mark takes the nearest analysis grain, so grains repeat or drop). The spectral envelope, the
+    noise and the recording are the bona fide ones; what betrays it is subtle: marks not aligned with the glottal
+    pulses, harmonics shifted under a fixed envelope, and grain repetition making the aperiodic part periodic."""
+    wave, samples = utterance.wave, len(utterance.wave)
+    times = frame_times(samples)
+    sample_times = np.arange(samples) / SAMPLE_RATE
+    f0 = np.interp(sample_times, times, utterance.f0_hz)
+    shift = rng.uniform(0.06, 0.12) * rng.choice([-1, 1])
+    factor = 1 + shift * np.interp(sample_times, times, _smooth(utterance.voiced.astype(float), 5))
+
+    def marks(rate: np.ndarray) -> np.ndarray:  # the samples where the integrated rate crosses a whole period
+        return np.flatnonzero(np.diff(np.floor(np.cumsum(rate) / SAMPLE_RATE), prepend=0))
+
+    analysis, synthesis = marks(f0), marks(f0 * factor)
+    nearest = np.clip(np.searchsorted(analysis, synthesis), 1, len(analysis) - 1)
+    nearest -= (synthesis - analysis[nearest - 1]) < (analysis[nearest] - synthesis)
+    out, weight = np.zeros(samples), np.zeros(samples)
+    for a, s in zip(analysis[nearest], synthesis):
+        half = int(SAMPLE_RATE / f0[a])
+        lo, hi = max(-half, -a, -s), min(half, samples - 1 - a, samples - 1 - s)
+        window = np.hanning(2 * half + 3)[1:-1][half + lo:half + hi + 1]
+        out[s + lo:s + hi + 1] += window * wave[a + lo:a + hi + 1]
+        weight[s + lo:s + hi + 1] += window
+    return out / np.maximum(weight, 0.5)
+
+
+CM_SPOOFERS = {"A01": random_phase_vocoder, "A02": channel_vocoder, "A17": cepstral_vocoder, "A18": psola}
+
+
+class Channel(NamedTuple):
+    """A codec-like channel: band limiting to [low_hz, high_hz], then (bits set) quantisation to 2 ** bits levels,
+    mu-law companded when mu > 0 (G.711's 8-bit mu-law: mu = 255)."""
+
+    low_hz: float = 0.0
+    high_hz: float = SAMPLE_RATE / 2
+    bits: int | None = None
+    mu: float = 0.0
+
+
+# CODEC -> {CODEC_Q: channel}, named as ASVspoof5 names its codecs (C01..., quality 1 the lowest); numpy stand-ins,
+# not ASVspoof5's C01-C11 (opus, amr, ...)
+CM_CODECS = {
+    "C01": {1: Channel(300.0, 3400.0), 2: Channel(0.0, 4000.0), 3: Channel(0.0, 6000.0)},  # band limiting
+    "C02": {1: Channel(300.0, 3400.0, bits=8, mu=255.0), 2: Channel(bits=8, mu=255.0)},  # mu-law, 8 bits
+    "C03": {1: Channel(bits=6), 2: Channel(bits=8)},  # coarse linear quantisation
+}
+BAND_EDGE_HZ = 100.0  # raised-cosine transition inside each band edge
+
+
+def band_limit(wave: np.ndarray, low_hz: float, high_hz: float) -> np.ndarray:
+    """Zero every component outside [low_hz, high_hz] (one FFT over the whole utterance), with raised-cosine
+    transitions BAND_EDGE_HZ wide inside the band so that the filter rings for only ~10 ms."""
+    freqs = np.fft.rfftfreq(len(wave), 1 / SAMPLE_RATE)
+    mask = np.clip(np.minimum(freqs - low_hz if low_hz > 0 else np.inf, high_hz - freqs) / BAND_EDGE_HZ, 0, 1)
+    return np.fft.irfft(np.fft.rfft(wave) * (0.5 - 0.5 * np.cos(np.pi * mask)), len(wave))
+
+
+def codec_channel(wave: np.ndarray, channel: Channel) -> np.ndarray:
+    """The waveform through `channel` (deterministic: no dither)."""
+    if channel.low_hz > 0 or channel.high_hz < SAMPLE_RATE / 2:
+        wave = band_limit(wave, channel.low_hz, channel.high_hz)
+    if channel.bits is None:
+        return wave
+    x = wave / np.abs(wave).max()
+    if channel.mu:
+        x = np.sign(x) * np.log1p(channel.mu * np.abs(x)) / np.log1p(channel.mu)
+    levels = 2 ** channel.bits  # a mid-rise quantiser: exactly `levels` output values
+    x = (np.clip(np.floor((x + 1) / 2 * levels), 0, levels - 1) + 0.5) / levels * 2 - 1
+    if channel.mu:
+        x = np.sign(x) * np.expm1(np.abs(x) * np.log1p(channel.mu)) / channel.mu
+    return x
+
+
 def _finish(rng: np.random.Generator, wave: np.ndarray) -> np.ndarray:
     """Peak-normalise to a random level in [0.5, 0.9]."""
     return wave * (rng.uniform(0.5, 0.9) / np.abs(wave).max())
@@ -403,46 +535,62 @@ def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_
     root/ASVspoof5_protocols/ASVspoof5.{train,dev.track_1,eval.track_1}.tsv, space separated, no header:
       SPEAKER_ID FLAC_FILE_NAME SPEAKER_GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP
     Speakers are split ~50/25/25 % into train / dev / eval (ids T_0001, D_0001, E_0001...; files T_0000000001...,
-    numbered in a random order). Every bona fide utterance is its own session; spoofs alternate between the
-    attacks A01 and A02, each re-synthesising a fresh (unwritten) bona fide utterance of the same speaker.
-    Returns bona fide and spoof counts and seconds per split."""
+    numbered in a random order). Every bona fide utterance is its own session; spoofs cycle through the split's
+    attacks (CM_SPLIT_ATTACKS: A01, A02 in train; dev adds A17, eval A17 and A18), each re-synthesising a
+    fresh (unwritten) bona fide utterance of the same speaker. Every third bona fide and every third spoof of a
+    split is coded (CM_CODECS, cycling through C01-C03, the quality CODEC_Q drawn per file); CODEC_SEED, in
+    ASVspoof5 the uncoded utterance a coded one was made from, is the file's own name (it is coded in place, its
+    only version), and all three are '-' for uncoded files.
+    Returns bona fide and spoof counts, seconds, and utterances per attack and per codec, per split."""
     _check_counts(speakers=(speakers, 3), bonafide_per_speaker=(bonafide_per_speaker, 1),
-                  spoofed_per_speaker=(spoofed_per_speaker, len(CM_ATTACKS)))
+                  spoofed_per_speaker=(spoofed_per_speaker, len(CM_SPLIT_ATTACKS["train"])))
     _check_seconds(min_seconds, max_seconds)
     held_out = max(1, round(speakers / 4))
     split_speakers = np.split(np.arange(speakers), [speakers - 2 * held_out, speakers - held_out])
-    attacks = list(CM_ATTACKS)
+    codecs = list(CM_CODECS)
     summary: dict = {}
     with atomic_dir(root) as tree:
         (tree / CM_FORMAT.protocol_dirs[0]).mkdir()
         for split_code, ((split, prefix), members) in enumerate(zip(CM_PREFIXES.items(), split_speakers)):
             audio = tree / CM_FORMAT.audio_dirs[split]
             audio.mkdir()
-            # (speaker number within the split, speaker index, label, index); attacks alternate within the split
+            attacks = CM_SPLIT_ATTACKS[split]
+            # (speaker number within the split, speaker index, label, index, codec); attacks cycle within the split,
+            # codecs too (every CODED_EVERY-th utterance of each class, counted across the split)
             items = []
             for n, s in enumerate(members, 1):
-                items += [(n, s, "bonafide", k) for k in range(bonafide_per_speaker)]
-                items += [(n, s, attacks[((n - 1) * spoofed_per_speaker + k) % len(attacks)], k)
-                          for k in range(spoofed_per_speaker)]
+                for key, count in (("bonafide", bonafide_per_speaker), ("spoof", spoofed_per_speaker)):
+                    for k in range(count):
+                        j = (n - 1) * count + k  # the utterance's place among its class in the split
+                        label = key if key == "bonafide" else attacks[j % len(attacks)]
+                        coded = j % CODED_EVERY == CODED_EVERY - 1
+                        items.append((n, s, label, k, codecs[j // CODED_EVERY % len(codecs)] if coded else None))
             order = _rng(seed, CM, ORDER, split_code).permutation(len(items))
             voices = {s: speaker_voice(_rng(seed, CM, SPEAKER, s)) for s in members}
             lines, counts = [], {"speakers": len(members), "bonafide": 0, "spoof": 0, "seconds": 0.0}
+            per = {"attacks": dict.fromkeys(attacks, 0), "codecs": dict.fromkeys(["-", *codecs], 0)}
             for number, i in enumerate(order, 1):
-                n, s, label, k = items[i]
-                rng = _rng(seed, CM, UTTERANCE if label == "bonafide" else SPOOF, s, k)
+                n, s, label, k, codec = items[i]
+                role = UTTERANCE if label == "bonafide" else SPOOF
+                rng = _rng(seed, CM, role, s, k)
                 session = recording_session(rng)
                 utterance = synthesize(rng, voices[s], session, rng.uniform(min_seconds, max_seconds))
                 if label == "bonafide":
                     wave, tag, key = utterance.wave, "-", "bonafide"
                 else:
-                    vocoder = random_phase_vocoder if label == "A01" else channel_vocoder
-                    wave, tag, key = vocoder(rng, utterance), CM_ATTACKS[label], "spoof"
+                    wave, tag, key = CM_SPOOFERS[label](rng, utterance), CM_ATTACKS[label], "spoof"
+                    per["attacks"][label] += 1
                 name = f"{prefix}_{number:010d}"
+                coding = "- - -"
+                if codec is not None:
+                    quality = int(_rng(seed, CM, CODEC, role, s, k).choice(list(CM_CODECS[codec])))
+                    wave, coding = codec_channel(wave, CM_CODECS[codec][quality]), f"{codec} {quality} {name}"
+                per["codecs"][codec or "-"] += 1
                 sf.write(audio / f"{name}.flac", _finish(rng, wave), SAMPLE_RATE, format="FLAC",
                          subtype="PCM_16")
-                lines.append(f"{prefix}_{n:04d} {name} {voices[s].gender} - - - {tag} {label} {key} -\n")
+                lines.append(f"{prefix}_{n:04d} {name} {voices[s].gender} {coding} {tag} {label} {key} -\n")
                 counts[key] += 1
                 counts["seconds"] += len(wave) / SAMPLE_RATE
             (tree / CM_FORMAT.protocol_dirs[0] / CM_FORMAT.protocols[split]).write_text("".join(lines))
-            summary[split] = {**counts, "seconds": round(counts["seconds"], 2)}
+            summary[split] = {**counts, "seconds": round(counts["seconds"], 2), **per}
     return summary

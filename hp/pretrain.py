@@ -1,0 +1,274 @@
+"""Self-supervised pretraining of a small WavLM on unlabeled synthetic speech: the mini pipeline's front end.
+
+The recipe is HuBERT's first iteration (Hsu et al., 2021) with WavLM's utterance mixing (Chen et al., 2022):
+- targets: k-means clusters of 39-dim MFCCs (13 cepstra + deltas + delta-deltas), one per 20 ms frame. The
+  MFCC frames (25 ms windows every 20 ms, no padding) are exactly the CNN's output frames (receptive field 400
+  samples, stride 320);
+- input: spans of the CNN features are replaced by the model's learned mask embedding (span starts drawn with
+  probability `mask_prob` per frame, `mask_length` frames each), and the transformer predicts the cluster of
+  every masked frame (cross-entropy). Unmasked frames carry loss too, at weight `unmasked_weight` (HuBERT's
+  default: none): with few steps a tiny model learns its acoustic features faster from them, and the speaker
+  tasks downstream need exactly those;
+- utterance mixing: with probability `mix_prob` a segment of another utterance of the batch (at most half the
+  crop, at -5..5 dB) is added to an utterance, whose own targets stay; the model must tell the main speaker
+  from an interfering one, which is what WavLM adds for speaker tasks.
+The corpus is drawn from hp.data.synth's speech model with its own random streams (corpus code PRETRAIN), so
+none of its speakers is in any mini split, and no label of any kind is used. The model is transformers'
+WavLMModel, saved with save_pretrained: a genuine transformers checkpoint that hp.load_wavlm reads.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hp.data import synth
+from hp.data.audio import SAMPLE_RATE
+from hp.model.config import SHAPES
+from hp.utils.files import atomic_dir, write_json
+
+PRETRAIN = 3  # corpus code in hp.data.synth's random-stream keys (SV is 1, CM 2)
+WINDOW, HOP = 400, 320  # samples: the WavLM CNN's receptive field and stride
+NFFT, MEL_BANDS, CEPSTRA = 512, 40, 13
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    shape: str = "tiny"
+    seed: int = 0
+    speakers: int = 400
+    utterances_per_speaker: int = 6
+    min_seconds: float = 2.0
+    max_seconds: float = 4.0
+    clusters: int = 64
+    kmeans_frames: int = 60_000  # frames drawn to fit the clusters
+    kmeans_iterations: int = 40
+    steps: int = 3000
+    batch_size: int = 16
+    crop_seconds: float = 2.0
+    lr: float = 5e-4
+    warmup_steps: int = 300  # linear ramp, then linear decay to 0 (HuBERT's schedule)
+    weight_decay: float = 0.01
+    mask_prob: float = 0.08
+    mask_length: int = 10
+    mix_prob: float = 0.2
+    unmasked_weight: float = 0.5  # loss weight of the unmasked frames' predictions (HuBERT's 1 - alpha; 0: none)
+    log_every: int = 50
+
+
+# ---- unlabeled corpus ------------------------------------------------------------------------------------
+def _utterance(args: tuple[int, int, int, float, float]) -> np.ndarray:
+    seed, speaker, k, low, high = args
+    voice = synth.speaker_voice(synth._rng(seed, PRETRAIN, synth.SPEAKER, speaker))
+    rng = synth._rng(seed, PRETRAIN, synth.UTTERANCE, speaker, k)
+    session = synth.recording_session(rng)  # every utterance its own recording conditions
+    wave = synth.synthesize(rng, voice, session, rng.uniform(low, high)).wave
+    return synth._finish(rng, wave).astype(np.float32)
+
+
+def unlabeled_corpus(cfg: PretrainConfig, processes: int = 2) -> list[np.ndarray]:
+    """The pretraining waveforms, in a fixed order (each depends only on its own random-stream key)."""
+    jobs = [(cfg.seed, s, k, cfg.min_seconds, cfg.max_seconds)
+            for s in range(cfg.speakers) for k in range(cfg.utterances_per_speaker)]
+    with Pool(processes) as pool:
+        return pool.map(_utterance, jobs, chunksize=16)
+
+
+# ---- targets: MFCC k-means -------------------------------------------------------------------------------
+def _mel_filters() -> torch.Tensor:
+    """[MEL_BANDS, NFFT // 2 + 1] triangles evenly spaced on the mel scale from 0 Hz to Nyquist (float64)."""
+    mel = lambda hz: 2595 * math.log10(1 + hz / 700)  # noqa: E731
+    edges = torch.linspace(0, mel(SAMPLE_RATE / 2), MEL_BANDS + 2, dtype=torch.float64)
+    bins = 2595 * torch.log10(1 + torch.fft.rfftfreq(NFFT, 1 / SAMPLE_RATE, dtype=torch.float64) / 700)
+    lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    return torch.clamp(torch.minimum((bins - lower) / (centre - lower), (upper - bins) / (upper - centre)), min=0)
+
+
+def _dct(n_in: int, n_out: int) -> torch.Tensor:
+    """[n_in, n_out] orthonormal DCT-II (float64)."""
+    k, n = torch.arange(n_out, dtype=torch.float64)[None], torch.arange(n_in, dtype=torch.float64)[:, None]
+    basis = torch.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2 / n_in)
+    basis[:, 0] /= math.sqrt(2)
+    return basis
+
+
+def _deltas(x: torch.Tensor) -> torch.Tensor:
+    """Regression deltas over +-2 frames along the first axis, edges repeated (HTK's formula)."""
+    padded = torch.cat([x[:1], x[:1], x, x[-1:], x[-1:]])
+    return sum(n * (padded[2 + n:len(x) + 2 + n] - padded[2 - n:len(x) + 2 - n]) for n in (1, 2)) / 10
+
+
+def mfcc(wave: torch.Tensor) -> torch.Tensor:
+    """[frames, 39] MFCCs + deltas + delta-deltas of a 16 kHz waveform, one row per CNN output frame."""
+    frames = wave.unfold(0, WINDOW, HOP) * torch.hann_window(WINDOW, periodic=False, dtype=wave.dtype)
+    power = torch.fft.rfft(frames, NFFT).abs() ** 2
+    cepstra = torch.log(power @ _mel_filters().to(wave.dtype).T + 1e-8) @ _dct(MEL_BANDS, CEPSTRA).to(wave.dtype)
+    first = _deltas(cepstra)
+    return torch.cat([cepstra, first, _deltas(first)], dim=1)
+
+
+def kmeans(x: torch.Tensor, k: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
+    """[k, dim] centroids by Lloyd's algorithm from a k-means++ start (empty clusters re-seeded)."""
+    centroids = x[torch.randint(len(x), (1,), generator=generator)]
+    for _ in range(k - 1):
+        d = torch.cdist(x, centroids).min(dim=1).values ** 2
+        centroids = torch.cat([centroids, x[torch.multinomial(d / d.sum(), 1, generator=generator)]])
+    for _ in range(iterations):
+        assign = torch.cdist(x, centroids).argmin(dim=1)
+        counts = torch.bincount(assign, minlength=k)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        empty = counts == 0
+        centroids = sums / counts.clamp(min=1)[:, None]
+        if empty.any():
+            centroids[empty] = x[torch.randint(len(x), (int(empty.sum()),), generator=generator)]
+    return centroids
+
+
+class Quantiser:
+    """MFCC frame -> cluster id, after a global standardisation of the features."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, centroids: torch.Tensor):
+        self.mean, self.std, self.centroids = mean, std, centroids
+
+    @classmethod
+    def fit(cls, waves: list[np.ndarray], cfg: PretrainConfig, generator: torch.Generator) -> Quantiser:
+        features = torch.cat([mfcc(torch.from_numpy(w)) for w in waves])
+        mean, std = features.mean(0), features.std(0)
+        sample = features[torch.randperm(len(features), generator=generator)[:cfg.kmeans_frames]]
+        return cls(mean, std, kmeans((sample - mean) / std, cfg.clusters, cfg.kmeans_iterations, generator))
+
+    def __call__(self, wave: torch.Tensor) -> torch.Tensor:
+        return torch.cdist((mfcc(wave) - self.mean) / self.std, self.centroids).argmin(dim=1)
+
+
+# ---- masked prediction -----------------------------------------------------------------------------------
+def span_mask(batch: int, frames: int, prob: float, length: int, generator: torch.Generator) -> torch.Tensor:
+    """[batch, frames] bool: spans of `length` frames starting at each frame with probability `prob` (at
+    least one span per utterance, so that every utterance carries loss)."""
+    starts = torch.rand(batch, frames - length + 1, generator=generator) < prob
+    starts[torch.arange(batch), torch.randint(frames - length + 1, (batch,), generator=generator)] = True
+    mask = torch.zeros(batch, frames, dtype=torch.bool)
+    for offset in range(length):
+        mask[:, offset:offset + starts.shape[1]] |= starts
+    return mask
+
+
+def mix_utterances(crops: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
+    """WavLM's utterance mixing: each crop, with probability `prob`, gets a segment of another crop of the
+    batch (random length up to half the crop, random place) added at an energy ratio of -5..5 dB."""
+    out = crops.clone()
+    n, samples = crops.shape
+    for i in torch.nonzero(torch.rand(n, generator=generator) < prob).flatten().tolist():
+        j = (i + int(torch.randint(1, n, (1,), generator=generator))) % n
+        length = int(torch.randint(samples // 10, samples // 2 + 1, (1,), generator=generator))
+        src, dst = (int(torch.randint(samples - length + 1, (1,), generator=generator)) for _ in range(2))
+        segment = crops[j, src:src + length]
+        ratio_db = float(torch.empty(1).uniform_(-5, 5, generator=generator))
+        gain = torch.sqrt(crops[i].pow(2).mean() / segment.pow(2).mean().clamp(min=1e-8) / 10 ** (ratio_db / 10))
+        out[i, dst:dst + length] += gain * segment
+    return out
+
+
+def _hf_config(cfg: PretrainConfig):
+    import transformers
+
+    shape = SHAPES[cfg.shape].to_dict()
+    # the mask embedding exists only with mask_time_prob > 0; the masks themselves are span_mask's
+    return transformers.WavLMConfig(**{**shape, "layerdrop": 0.0, "apply_spec_augment": True,
+                                       "mask_time_prob": cfg.mask_prob, "mask_time_length": cfg.mask_length,
+                                       "mask_feature_prob": 0.0})
+
+
+def _lr_factor(step: int, cfg: PretrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    return max(0.0, (cfg.steps - step) / (cfg.steps - cfg.warmup_steps))
+
+
+def pretrain(cfg: PretrainConfig, out: Path, log=print) -> dict:
+    """Pretrain, then write `out`: config.json + model.safetensors in transformers' layout, and PROVENANCE (the
+    recipe; the cluster targets are a by-product and not kept). Returns the run's record: corpus size, loss and masked-frame
+    accuracy at the start and end, chance values, time."""
+    import transformers
+
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    start = time.time()
+    waves = unlabeled_corpus(cfg)
+    corpus_seconds = time.time() - start
+    quantiser = Quantiser.fit(waves, cfg, generator)
+    model = transformers.WavLMModel(_hf_config(cfg))
+    predictor = nn.Linear(model.config.hidden_size, cfg.clusters)
+    params = [*model.parameters(), *predictor.parameters()]
+    optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    crop = round(cfg.crop_seconds * SAMPLE_RATE)
+    history = []
+    model.train()
+    for step in range(cfg.steps):
+        index = torch.randint(len(waves), (cfg.batch_size,), generator=generator).tolist()
+        crops = []
+        for i in index:
+            wave = torch.from_numpy(waves[i])
+            if len(wave) < crop:
+                wave = F.pad(wave, (0, crop - len(wave)))
+            offset = int(torch.randint(len(wave) - crop + 1, (1,), generator=generator))
+            crops.append(wave[offset:offset + crop])
+        clean = torch.stack(crops)
+        targets = torch.stack([quantiser(c) for c in clean])
+        mask = span_mask(len(clean), targets.shape[1], cfg.mask_prob, cfg.mask_length, generator)
+        for group in optimiser.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(step, cfg)
+        hidden = model(mix_utterances(clean, cfg.mix_prob, generator), mask_time_indices=mask).last_hidden_state
+        logits = predictor(hidden)
+        loss = F.cross_entropy(logits[mask], targets[mask])
+        if cfg.unmasked_weight:
+            loss = loss + cfg.unmasked_weight * F.cross_entropy(logits[~mask], targets[~mask])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        optimiser.step()
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            accuracy = (logits[mask].argmax(1) == targets[mask]).float().mean().item()
+            history.append({"step": step, "loss": round(loss.item(), 4), "accuracy": round(accuracy, 4)})
+            log(f"step {step}: loss {loss.item():.3f}, masked accuracy {accuracy:.3f}")
+    model.eval()
+    counts = torch.bincount(torch.cat([quantiser(torch.from_numpy(w)) for w in waves[:200]]), minlength=cfg.clusters)
+    p = counts / counts.sum()
+    record = {"config": asdict(cfg), "utterances": len(waves),
+              "hours": round(sum(len(w) for w in waves) / SAMPLE_RATE / 3600, 3),
+              "corpus_seconds": round(corpus_seconds, 1), "train_seconds": round(time.time() - start, 1),
+              "chance_loss": round(float(-(p[p > 0] * p[p > 0].log()).sum()), 4),  # entropy of the targets
+              "chance_accuracy": round(float(p.max()), 4), "first": history[0], "last": history[-1],
+              "history": history}
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        write_json(tmp / PROVENANCE, provenance(record))
+    return record
+
+
+PROVENANCE = "hp_pretraining.json"  # beside config.json: says the checkpoint is hp's own (reports label it)
+
+
+def provenance(record: dict) -> dict:
+    """What the checkpoint directory says about itself: the recipe and the corpus, not the curves."""
+    return {"made_by": "hp.pretrain", **{k: record[k] for k in ("config", "utterances", "hours", "train_seconds",
+                                                               "chance_loss", "last")}}
+
+
+def is_hp_pretrained(source: str | Path) -> bool:
+    return (Path(source) / PROVENANCE).is_file()
+
+
+if __name__ == "__main__":  # quick manual run: python -m hp.pretrain OUT [steps]
+    import sys
+
+    record = pretrain(PretrainConfig(steps=int(sys.argv[2]) if len(sys.argv) > 2 else 3000), Path(sys.argv[1]))
+    print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=1))
