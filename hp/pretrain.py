@@ -18,7 +18,6 @@ WavLMModel, saved with save_pretrained: a genuine transformers checkpoint that h
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -265,10 +264,3 @@ def provenance(record: dict) -> dict:
 
 def is_hp_pretrained(source: str | Path) -> bool:
     return (Path(source) / PROVENANCE).is_file()
-
-
-if __name__ == "__main__":  # quick manual run: python -m hp.pretrain OUT [steps]
-    import sys
-
-    record = pretrain(PretrainConfig(steps=int(sys.argv[2]) if len(sys.argv) > 2 else 3000), Path(sys.argv[1]))
-    print(json.dumps({k: v for k, v in record.items() if k != "history"}, indent=1))
