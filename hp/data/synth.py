@@ -23,7 +23,10 @@ telephone band or full band), C03 coarse linear quantisation (6 or 8 bits).
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from itertools import combinations
 from pathlib import Path
 from typing import NamedTuple
@@ -477,35 +480,54 @@ def _check_seconds(min_seconds: float, max_seconds: float) -> None:
         raise ValueError(f"need 0.5 <= min_seconds <= max_seconds, got {min_seconds} and {max_seconds}")
 
 
+def _parallel(fn, items: list, workers: int | None) -> list:
+    """[fn(item) for item in items] on `workers` threads (None: one per CPU this process may use); numpy's FFTs and
+    array arithmetic and libsndfile release the GIL, so threads share the work. Every file's audio depends only on
+    its own random stream (_rng), so the corpus is the same for any number of workers."""
+    workers = len(os.sched_getaffinity(0)) if workers is None else workers
+    if workers <= 1 or len(items) < 2:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _write_sv_utterance(wav_dir: Path, seed: int, split_code: int, min_seconds: float, max_seconds: float,
+                        item: tuple[str, int, int, int]) -> float:
+    """Write utterance k of session j of speaker s of a split; returns its length in seconds."""
+    utt, s, j, k = item
+    voice = speaker_voice(_rng(seed, SV, SPEAKER, split_code, s))
+    session = recording_session(_rng(seed, SV, SESSION, split_code, s, j))
+    rng = _rng(seed, SV, UTTERANCE, split_code, s, j, k)
+    duration = rng.uniform(min_seconds, max_seconds)
+    wave = _finish(rng, synthesize(rng, voice, session, duration).wave)
+    sf.write(wav_dir / utt, wave, SAMPLE_RATE, subtype="PCM_16")
+    return len(wave) / SAMPLE_RATE
+
+
 def _write_sv_split(wav_dir: Path, seed: int, split_code: int, first_id: int, speakers: int, sessions: int,
-                    utterances_per_session: int, min_seconds: float, max_seconds: float) -> list[tuple[str, float]]:
+                    utterances_per_session: int, min_seconds: float, max_seconds: float,
+                    workers: int | None = None) -> list[tuple[str, float]]:
     """Write one split's <spk>/<session>/<NNNNN>.wav files; returns (relative path, seconds) per utterance."""
-    written = []
-    for s in range(speakers):
-        voice = speaker_voice(_rng(seed, SV, SPEAKER, split_code, s))
-        for j in range(sessions):
-            session = recording_session(_rng(seed, SV, SESSION, split_code, s, j))
-            for k in range(utterances_per_session):
-                rng = _rng(seed, SV, UTTERANCE, split_code, s, j, k)
-                duration = rng.uniform(min_seconds, max_seconds)
-                wave = _finish(rng, synthesize(rng, voice, session, duration).wave)
-                utt = f"id{first_id + s:05d}/s{j + 1:04d}/{k + 1:05d}.wav"
-                (wav_dir / utt).parent.mkdir(parents=True, exist_ok=True)
-                sf.write(wav_dir / utt, wave, SAMPLE_RATE, subtype="PCM_16")
-                written.append((utt, len(wave) / SAMPLE_RATE))
-    return written
+    items = [(f"id{first_id + s:05d}/s{j + 1:04d}/{k + 1:05d}.wav", s, j, k)
+             for s in range(speakers) for j in range(sessions) for k in range(utterances_per_session)]
+    for utt, *_ in items:
+        (wav_dir / utt).parent.mkdir(parents=True, exist_ok=True)
+    seconds = _parallel(partial(_write_sv_utterance, wav_dir, seed, split_code, min_seconds, max_seconds), items,
+                        workers)
+    return [(utt, length) for (utt, *_), length in zip(items, seconds)]
 
 
 def write_sv_corpus(root: Path, seed: int = 0, train_speakers: int = 24, test_speakers: int = 8,
                     sessions: int = 2, utterances_per_session: int = 3,
-                    min_seconds: float = 2.0, max_seconds: float = 4.0) -> dict:
+                    min_seconds: float = 2.0, max_seconds: float = 4.0, workers: int | None = None) -> dict:
     """SV corpus in VoxCeleb's layout, so that it goes through the same adapters as the real one.
 
     root/voxceleb2/wav/<spk>/<session>/<NNNNN>.wav  training speakers (id00001...; as VoxCeleb2-dev in wav)
     root/voxceleb1/wav/<spk>/<session>/<NNNNN>.wav  disjoint test speakers (id10001...; as VoxCeleb1)
     root/voxceleb1/veri_test2.txt  every pair of distinct test utterances, "<1|0> <enroll> <test>", paths
                                    relative to voxceleb1/wav (the Vox1-O list's format).
-    Sessions are s0001..., utterances 00001... within a session.
+    Sessions are s0001..., utterances 00001... within a session. `workers`: threads writing audio (None: every
+    CPU); it changes nothing in the corpus.
     Returns counts of speakers, utterances and seconds per split, and of target / non-target trials."""
     _check_counts(train_speakers=(train_speakers, 1), test_speakers=(test_speakers, 2), sessions=(sessions, 1),
                   utterances_per_session=(utterances_per_session, 1),
@@ -516,7 +538,7 @@ def write_sv_corpus(root: Path, seed: int = 0, train_speakers: int = 24, test_sp
         for split_code, (split, first_id, speakers) in enumerate((("train", 1, train_speakers),
                                                                   ("test", 10001, test_speakers))):
             written[split] = _write_sv_split(tree / SV_DIRS[split] / "wav", seed, split_code, first_id, speakers,
-                                             sessions, utterances_per_session, min_seconds, max_seconds)
+                                             sessions, utterances_per_session, min_seconds, max_seconds, workers)
             summary[split] = {"speakers": speakers, "utterances": len(written[split]),
                               "seconds": round(sum(seconds for _, seconds in written[split]), 2)}
         test = [utt for utt, _ in written["test"]]
@@ -527,8 +549,29 @@ def write_sv_corpus(root: Path, seed: int = 0, train_speakers: int = 24, test_sp
     return summary
 
 
+def _cm_role(label: str) -> int:
+    return UTTERANCE if label == "bonafide" else SPOOF
+
+
+def _write_cm_utterance(audio: Path, seed: int, min_seconds: float, max_seconds: float,
+                        item: tuple[str, int, str, int, str | None, int | None]) -> float:
+    """Write one CM file: utterance k of speaker s, bona fide or spoofed by attack `label`, coded or not; returns
+    its length in seconds."""
+    name, s, label, k, codec, quality = item
+    rng = _rng(seed, CM, _cm_role(label), s, k)
+    session = recording_session(rng)
+    utterance = synthesize(rng, speaker_voice(_rng(seed, CM, SPEAKER, s)), session,
+                           rng.uniform(min_seconds, max_seconds))
+    wave = utterance.wave if label == "bonafide" else CM_SPOOFERS[label](rng, utterance)
+    if codec is not None:
+        wave = codec_channel(wave, CM_CODECS[codec][quality])
+    sf.write(audio / f"{name}.flac", _finish(rng, wave), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    return len(wave) / SAMPLE_RATE
+
+
 def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_speaker: int = 6,
-                    spoofed_per_speaker: int = 6, min_seconds: float = 2.0, max_seconds: float = 4.0) -> dict:
+                    spoofed_per_speaker: int = 6, min_seconds: float = 2.0, max_seconds: float = 4.0,
+                    workers: int | None = None) -> dict:
     """ASVspoof5-shaped CM corpus.
 
     root/{flac_T,flac_D,flac_E_eval}/<FLAC_FILE_NAME>.flac  16 kHz FLAC (the release's layout)
@@ -540,7 +583,8 @@ def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_
     fresh (unwritten) bona fide utterance of the same speaker. Every third bona fide and every third spoof of a
     split is coded (CM_CODECS, cycling through C01-C03, the quality CODEC_Q drawn per file); CODEC_SEED, in
     ASVspoof5 the uncoded utterance a coded one was made from, is the file's own name (it is coded in place, its
-    only version), and all three are '-' for uncoded files.
+    only version), and all three are '-' for uncoded files. `workers`: threads writing audio (None: every CPU);
+    it changes nothing in the corpus.
     Returns bona fide and spoof counts, seconds, and utterances per attack and per codec, per split."""
     _check_counts(speakers=(speakers, 3), bonafide_per_speaker=(bonafide_per_speaker, 1),
                   spoofed_per_speaker=(spoofed_per_speaker, len(CM_SPLIT_ATTACKS["train"])))
@@ -569,28 +613,22 @@ def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_
             voices = {s: speaker_voice(_rng(seed, CM, SPEAKER, s)) for s in members}
             lines, counts = [], {"speakers": len(members), "bonafide": 0, "spoof": 0, "seconds": 0.0}
             per = {"attacks": dict.fromkeys(attacks, 0), "codecs": dict.fromkeys(["-", *codecs], 0)}
+            files = []  # (file name, speaker index, label, index, codec, its quality)
             for number, i in enumerate(order, 1):
                 n, s, label, k, codec = items[i]
-                role = UTTERANCE if label == "bonafide" else SPOOF
-                rng = _rng(seed, CM, role, s, k)
-                session = recording_session(rng)
-                utterance = synthesize(rng, voices[s], session, rng.uniform(min_seconds, max_seconds))
-                if label == "bonafide":
-                    wave, tag, key = utterance.wave, "-", "bonafide"
-                else:
-                    wave, tag, key = CM_SPOOFERS[label](rng, utterance), CM_ATTACKS[label], "spoof"
-                    per["attacks"][label] += 1
-                name = f"{prefix}_{number:010d}"
-                coding = "- - -"
-                if codec is not None:
-                    quality = int(_rng(seed, CM, CODEC, role, s, k).choice(list(CM_CODECS[codec])))
-                    wave, coding = codec_channel(wave, CM_CODECS[codec][quality]), f"{codec} {quality} {name}"
-                per["codecs"][codec or "-"] += 1
-                sf.write(audio / f"{name}.flac", _finish(rng, wave), SAMPLE_RATE, format="FLAC",
-                         subtype="PCM_16")
+                name, key = f"{prefix}_{number:010d}", "bonafide" if label == "bonafide" else "spoof"
+                quality = None if codec is None else int(
+                    _rng(seed, CM, CODEC, _cm_role(label), s, k).choice(list(CM_CODECS[codec])))
+                files.append((name, s, label, k, codec, quality))
+                coding = "- - -" if codec is None else f"{codec} {quality} {name}"
+                tag = "-" if key == "bonafide" else CM_ATTACKS[label]
                 lines.append(f"{prefix}_{n:04d} {name} {voices[s].gender} {coding} {tag} {label} {key} -\n")
                 counts[key] += 1
-                counts["seconds"] += len(wave) / SAMPLE_RATE
+                if key == "spoof":
+                    per["attacks"][label] += 1
+                per["codecs"][codec or "-"] += 1
+            counts["seconds"] = sum(_parallel(partial(_write_cm_utterance, audio, seed, min_seconds, max_seconds),
+                                              files, workers))
             (tree / CM_FORMAT.protocol_dirs[0] / CM_FORMAT.protocols[split]).write_text("".join(lines))
             summary[split] = {**counts, "seconds": round(counts["seconds"], 2), **per}
     return summary
