@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from hp.params import load_params
-from hp.pipeline import compact
+from hp.stages.compact import compact
 
 task = sys.argv[1]
 result = compact(load_params(), Path("models") / task / "finetuned", Path("models") / task / "compact",

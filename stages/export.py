@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from hp.params import load_params
-from hp.pipeline import export
+from hp.stages.export import export
 
 task = sys.argv[1]
 result = export(task, load_params(), Path("models") / task / "compact", Path("scores") / task,

@@ -4,7 +4,8 @@ from pathlib import Path
 
 from hp import distributed
 from hp.params import load_params
-from hp.pipeline import finetune, training_processes
+from hp.stages.finetune import finetune
+from hp.stages.training import training_processes
 
 task = sys.argv[1]
 params = load_params()

@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from hp.params import load_params
-from hp.pipeline import manifests
+from hp.stages.manifests import manifests
 
 task = sys.argv[1]
 data = Path("data") / task

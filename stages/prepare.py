@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from hp.params import load_params
-from hp.pipeline import prepare
+from hp.stages.prepare import prepare
 
 task = sys.argv[1]
 print(prepare(task, load_params(), Path("data") / task / "corpus"))

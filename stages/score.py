@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 from hp.params import load_params
-from hp.pipeline import score
+from hp.stages.score import score
 
 task = sys.argv[1]
 print(score(task, load_params(), Path("models") / task / "compact", Path("data") / task / "manifests",

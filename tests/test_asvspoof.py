@@ -18,7 +18,8 @@ from hp.calibration import fit_logistic
 from hp.data.manifest import DataError
 from hp.errors import ConfigError
 from hp.losses import SoftmaxClassifier
-from hp.pipeline import manifests, prepare
+from hp.stages.manifests import manifests
+from hp.stages.prepare import prepare
 from hp.score import cm_breakdown, score_cm, seen_attacks
 from hp.tasks import CM_LABELS, HeadConfig, TaskModel
 

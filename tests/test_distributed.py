@@ -11,7 +11,8 @@ import yaml
 from safetensors.torch import load_file
 
 from hp.checkpoint import Checkpoints
-from hp.pipeline import manifests, prepare
+from hp.stages.manifests import manifests
+from hp.stages.prepare import prepare
 from hp.train import ShardedSampler
 
 ROOT = Path(__file__).resolve().parents[1]

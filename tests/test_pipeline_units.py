@@ -16,7 +16,7 @@ from hp.errors import ConfigError
 from hp.backends import MHFA, GradMultiply
 from hp.losses import AAMSoftmax
 from hp.params import typed
-from hp.pipeline import _cm_score_settings
+from hp.stages.score import _cm_score_settings
 from hp.tasks import HeadConfig, TaskModel
 from hp.train import TrainConfig
 
@@ -220,7 +220,7 @@ def _aam_target_logit(aam: AAMSoftmax, emb: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("key", ["asnorm_top_n", "qmf_trials"])
 @pytest.mark.parametrize("bad", [0, 2.5, True, "300"])
 def test_score_names_a_bad_count_before_any_work(tmp_path, key, bad):
-    from hp.pipeline import score
+    from hp.stages.score import score
 
     params = {"score": {"batch_seconds": 60,
                         "sv": {"mean_subtraction": True, "asnorm_top_n": 300, "qmf_trials": None, "qmf_seed": 0,
@@ -230,7 +230,7 @@ def test_score_names_a_bad_count_before_any_work(tmp_path, key, bad):
 
 
 def test_score_names_a_non_boolean_mean_subtraction(tmp_path):
-    from hp.pipeline import score
+    from hp.stages.score import score
 
     params = {"score": {"batch_seconds": 60,
                         "sv": {"mean_subtraction": "no", "asnorm_top_n": 300, "qmf_trials": None, "qmf_seed": 0}}}
@@ -240,7 +240,7 @@ def test_score_names_a_non_boolean_mean_subtraction(tmp_path):
 
 @pytest.mark.parametrize("bad", [0, 1.0, True, "0.5"])
 def test_score_names_a_bad_calibration_prior(tmp_path, bad):
-    from hp.pipeline import score
+    from hp.stages.score import score
 
     params = {"score": {"batch_seconds": 60, "cm": {"calibration_prior": bad}}}
     with pytest.raises(ConfigError, match="score.cm.calibration_prior must be in \\(0, 1\\) or null"):
@@ -258,7 +258,7 @@ EXPORT = {"seconds": 4.0, "repeats": 20, "threads": 1, "parity_seconds": [1.0, 2
     ("repeats", 2.5, "export.repeats must be a positive integer, got 2.5"),
     ("threads", 0, "export.threads must be a positive integer or null, got 0")])
 def test_export_names_a_bad_setting_before_any_work(tmp_path, key, bad, message):
-    from hp.pipeline import export
+    from hp.stages.export import export
 
     params = {"export": {**EXPORT, key: bad}}
     with pytest.raises(ConfigError, match=f"params.yaml: {re.escape(message)}"):
@@ -268,7 +268,7 @@ def test_export_names_a_bad_setting_before_any_work(tmp_path, key, bad, message)
 
 def test_each_task_has_its_own_front_end(tiny_checkpoint):
     """model.pretrained.<task>: here SV the built-in tiny model, CM a transformers checkpoint directory."""
-    from hp.pipeline import pretrained_frontend
+    from hp.stages.training import pretrained_frontend
 
     path, hf = tiny_checkpoint
     params = {"model": {"pretrained": {"sv": "tiny", "cm": str(path)}, "prune_units": ["head"], "layerdrop": 0.0,

@@ -153,7 +153,7 @@ def test_training_runs_every_layer_unless_layerdrop_is_asked_for(corpus, tiny_ch
     import yaml
 
     from conftest import ROOT_DIR
-    from hp.pipeline import pretrained_frontend
+    from hp.stages.training import pretrained_frontend
 
     path, _ = tiny_checkpoint
     assert json.loads((path / "config.json").read_text())["layerdrop"] == 0.1
@@ -182,7 +182,7 @@ def test_layerdrop_param_is_checked():
 
     from conftest import ROOT_DIR
     from hp.errors import ConfigError
-    from hp.pipeline import layerdrop
+    from hp.stages.training import layerdrop
 
     params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
     assert layerdrop(params) == 0.0
@@ -305,7 +305,9 @@ def test_target_zero_fine_tunes_the_dense_model_without_gates(corpus, tmp_path):
 
     from safetensors.torch import load_file
 
-    from hp.pipeline import compact, finetune, pretrained_frontend
+    from hp.stages.compact import compact
+    from hp.stages.finetune import finetune
+    from hp.stages.training import pretrained_frontend
     from hp.report import read_curves, training_figure
 
     params = _dense_params(0)  # as `dvc exp run -S target_sparsity=0` writes it: an int
@@ -340,7 +342,7 @@ def test_target_zero_fine_tunes_the_dense_model_without_gates(corpus, tmp_path):
 
 @pytest.mark.parametrize("target", [-0.1, 1.0])
 def test_targets_outside_zero_to_one_still_fail(corpus, tmp_path, target):
-    from hp.pipeline import finetune
+    from hp.stages.finetune import finetune
 
     (tmp_path / "manifests").mkdir()
     corpus.to_parquet(tmp_path / "manifests" / "train.parquet")

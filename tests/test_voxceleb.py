@@ -13,7 +13,8 @@ from hp.data import synth
 from hp.data.interop import read_trial_scores
 from hp.data.manifest import DataError
 from hp.errors import ConfigError
-from hp.pipeline import manifests, prepare
+from hp.stages.manifests import manifests
+from hp.stages.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,96 @@
+"""What the two training stages (warmup, finetune) share: the front end, the typed configs, the run."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from hp import distributed
+from hp.checkpoint import Checkpoints, fingerprint
+from hp.data.augment import AugmentConfig, Augmenter
+from hp.errors import ConfigError
+from hp.model import SHAPES, WavLM, load_wavlm
+from hp.params import integer, section, typed
+from hp.profile import hardware
+from hp.tasks import CM_LABELS, HeadConfig, TaskModel, class_weights
+from hp.train import LiveLogger, TrainConfig, train
+
+TINY = "tiny"
+
+
+def layerdrop(params: dict) -> float:
+    """`model.layerdrop`: the LayerDrop probability training uses, whatever the checkpoint's config.json says
+    (transformers' default is 0.1, the hub's Base+ config 0.05; the authors run every layer: 0)."""
+    value = section(params, "model.layerdrop")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"params.yaml: model.layerdrop must be a probability in [0, 1], got {value!r}")
+    return float(value)
+
+
+def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
+    """The pretrained WavLM of `model.pretrained.<task>`, with gates on `model.prune_units` (none if not `prune`)
+    and the LayerDrop of `model.layerdrop` in place of its config's."""
+    pretrained = section(params, f"model.pretrained.{task}")
+    units = tuple(section(params, "model.prune_units"))
+    drop = layerdrop(params)
+    if pretrained != TINY:
+        return load_wavlm(pretrained, prune_units=units if prune else (), layerdrop=drop)
+    torch.manual_seed(int(section(params, "model.seed")))
+    config = SHAPES[TINY].replace(layerdrop=drop)
+    model = WavLM(config, prune_units=units)  # the gates' initialisation draws from the same generator
+    if prune:
+        return model
+    dense = WavLM(config, prune_units=())  # so copy the weights: both phases must see the same random front end
+    missing, _ = dense.load_state_dict(model.state_dict(), strict=False)
+    assert not missing, missing
+    return dense
+
+
+def training_setup(task: str, params: dict, stage: str, manifests_dir: Path, **extra):
+    """The typed config, head config, training table, labels and augmentation of `stage` (warmup/finetune)."""
+    group = dict(section(params, f"{stage}.{task}"))
+    head_group = section(params, f"finetune.{task}.head")  # one head for both phases
+    group.pop("head", None)
+    head = typed(HeadConfig, head_group, f"finetune.{task}.head")
+    cfg = typed(TrainConfig, group, f"{stage}.{task}", **extra)
+    table = pd.read_parquet(manifests_dir / "train.parquet")
+    labels = sorted(table["label"].unique()) if task == "sv" else list(CM_LABELS)
+    try:  # before the front end loads: TaskModel would fail the same way, later
+        class_weights(head, task, labels)
+    except ValueError as e:
+        raise ConfigError(f"params.yaml: finetune.{task}.head: {e}") from None
+    augmenter = None
+    tables = {name: manifests_dir / f"{name}.parquet" for name in ("musan", "rirs")}
+    if cfg.aug_prob > 0 and any(path.is_file() for path in tables.values()):
+        noise, rirs = (pd.read_parquet(path) if path.is_file() else None for path in tables.values())
+        augmenter = Augmenter(noise, rirs, AugmentConfig(prob=cfg.aug_prob))
+    return cfg, head, table, labels, augmenter
+
+
+def training_processes(params: dict, group: str) -> int:
+    """`<group>.nproc_per_node` (1 when absent): how many processes a training stage runs on this node."""
+    return integer(section(params, group).get("nproc_per_node", 1), f"{group}.nproc_per_node", minimum=1)
+
+
+def run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augmenter, live_dir: Path,
+                  checkpoint_dir: Path) -> tuple[dict | None, Checkpoints]:
+    """train() with checkpoints in `checkpoint_dir` (resumed when they are this run's) and, on rank 0 only,
+    DVCLive curves. Returns what the run did (None on the other ranks, which write nothing) and the
+    checkpoints, for the caller to clear once it has written the outputs."""
+    checkpoints = Checkpoints(checkpoint_dir, fingerprint(cfg, table, model), cfg.checkpoint_every,
+                              resume=cfg.resume == "auto")
+    main = distributed.is_main()
+    state = checkpoints.latest()
+    logger = LiveLogger(str(live_dir), None if state is None else state["step"]) if main else None
+    start = time.time()
+    run = train(model, table, cfg, logger, augmenter, checkpoints)
+    if not main:
+        return None, checkpoints
+    logger.close()
+    device = distributed.device(cfg.device)
+    return {"train_seconds": round(time.time() - start, 1), **run, "layerdrop": model.frontend.config.layerdrop,
+            "processes": distributed.world_size(),
+            "augmentation": augmenter is not None, "utterances": len(table),
+            "hardware": {"device": device.type, **hardware(device)}}, checkpoints
