@@ -13,7 +13,13 @@ from hp.errors import ConfigError
 T = TypeVar("T")
 
 
+# The top-level keys of params.yaml: a misspelt one (target_sparsty) must fail, not run the defaults.
+TOP_LEVEL = ("target_sparsity", "model", "pretrain", "prepare", "manifests", "warmup", "finetune", "score", "export")
+
+
 def load_params(path: str | Path = "params.yaml") -> dict:
+    """params.yaml, its top level checked (known keys only, target_sparsity a number in [0, 1)) before any stage
+    does work."""
     try:
         params = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -22,7 +28,19 @@ def load_params(path: str | Path = "params.yaml") -> dict:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    unknown = sorted(set(params) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r} (known: {', '.join(TOP_LEVEL)})")
+    target_sparsity(params, str(path))
     return params
+
+
+def target_sparsity(params: dict, source: str = "params.yaml") -> float:
+    """The fraction of front-end parameters to remove: 0 is the dense model fine-tuned without gates."""
+    value = section(params, "target_sparsity", source)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ConfigError(f"{source}: target_sparsity must be a number in [0, 1), got {value!r}")
+    return float(value)
 
 
 def section(params: dict, dotted: str, source: str = "params.yaml") -> Any:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hp.params import target_sparsity
 from hp.tasks import TaskModel
 from hp.utils.files import write_json
 
@@ -14,7 +15,7 @@ def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dic
     small = model.compacted() if model.frontend.gates() else model
     small.save(out)
     dense = model.frontend.dense_num_params
-    result = {"target_sparsity": float(params["target_sparsity"]), "params_dense": dense,
+    result = {"target_sparsity": target_sparsity(params), "params_dense": dense,
               "params_compact": small.frontend.num_params(),
               "achieved_sparsity": 1 - small.frontend.num_params() / dense,
               "structure": small.frontend.structure.to_dict()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hp.stages.training import pretrained_frontend, run_training, training_setup
+from hp.params import target_sparsity
 from hp.tasks import TaskModel
 from hp.train import seed_everything
 from hp.utils.files import write_json
@@ -15,7 +16,7 @@ def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out
     0 the dense front end, without gates, fine-tuned plainly. Under torchrun only rank 0 writes (the others
     return None)."""
     cfg, head, table, labels, augmenter = training_setup(task, params, "finetune", manifests_dir,
-                                                        target_sparsity=float(params["target_sparsity"]))
+                                                        target_sparsity=target_sparsity(params))
     seed_everything(cfg.seed)
     model = TaskModel(task, pretrained_frontend(params, task, prune=cfg.target_sparsity != 0), labels, head)
     if (warmup_dir / "head.safetensors").is_file():

@@ -1,0 +1,39 @@
+"""params.yaml's top level: unknown keys and a bad target_sparsity fail at load time, naming the key."""
+import pytest
+import yaml
+
+from hp.errors import ConfigError
+from hp.params import TOP_LEVEL, load_params, target_sparsity
+
+ROOT_PARAMS = "params.yaml"
+
+
+def write(tmp_path, **changes):
+    params = yaml.safe_load(open(ROOT_PARAMS))
+    params.update(changes)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_the_committed_params_load_and_use_only_known_groups():
+    params = load_params(ROOT_PARAMS)
+    assert set(params) <= set(TOP_LEVEL) and target_sparsity(params) == params["target_sparsity"]
+
+
+def test_unknown_top_level_key_is_named(tmp_path):
+    path = write(tmp_path, target_sparsty=0.5)  # the misspelling used to run the baseline and exit 0
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown top-level key 'target_sparsty' \(known: "):
+        load_params(path)
+
+
+@pytest.mark.parametrize("value", ["abc", True, None, 1.0, -0.1, 1.5])
+def test_target_sparsity_must_be_a_number_in_range(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"params.yaml: target_sparsity must be a number in \[0, 1\), got "
+                                          + repr(value).replace("(", r"\(").replace(".", r"\.")):
+        load_params(write(tmp_path, target_sparsity=value))
+
+
+@pytest.mark.parametrize("value", [0, 0.0, 0.7, 0.95])
+def test_valid_targets_load(tmp_path, value):
+    assert target_sparsity(load_params(write(tmp_path, target_sparsity=value))) == value
