@@ -28,43 +28,43 @@ from hp.data.audio import SAMPLE_RATE, pad_batch
 from hp.errors import CheckpointError, ExportError
 from hp.model import WavLM
 from hp.profile import count_macs, hardware, median_latencies
-from hp.tasks import TaskModel
+from hp.tasks import get_task
+from hp.tasks.model import TaskModel
 from hp.utils.files import atomic_dir, read_json, write_json
 
-# output names; not "embedding", which a node of MHFA's graph already has
-OUTPUTS = {"sv": ("embeddings",), "cm": ("embeddings", "scores", "llrs")}
 CHECKED = ("embeddings", "scores")
 OPSET = 18
 
 
 class InferenceGraph(nn.Module):
-    """What a user needs from a task model: the embedding; for CM also the raw score and its calibrated LLR."""
+    """What a user needs from a task model: the outputs its task names (hp.tasks: SV the embedding; CM also the
+    raw score and its calibrated LLR, for which the graph holds the calibration)."""
 
     def __init__(self, model: TaskModel, calibration: LinearCalibration | None = None):
         super().__init__()
-        if (model.task == "cm") != (calibration is not None):
-            raise ValueError("a CM graph needs its calibration, an SV graph none")
+        self.spec = get_task(model.task)
+        if self.spec.calibrated != (calibration is not None):
+            raise ValueError(f"a {model.task} graph needs its calibration" if calibration is None
+                             else f"a {model.task} graph takes no calibration")
         if calibration is not None and len(calibration.weights) != 1:
-            raise ValueError(f"CM calibration maps one score, got {len(calibration.weights)} weights")
+            raise ValueError(f"a calibration here maps one score, got {len(calibration.weights)} weights")
         self.model = model.eval()
         self.task = model.task
+        self.calibrated = calibration is not None
         if calibration is not None:
             self.register_buffer("llr_weight", torch.tensor(calibration.weights[0]))
             self.register_buffer("llr_bias", torch.tensor(calibration.bias))
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         embedding = self.model.embed(wave, lengths)
-        if self.task == "sv":
-            return (embedding,)
-        score = self.model.cm_scores(embedding)
-        return embedding, score, score * self.llr_weight + self.llr_bias
+        return self.spec.infer(self.model, embedding, (self.llr_weight, self.llr_bias) if self.calibrated else None)
 
     @torch.inference_mode()
     def run(self, wave: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
         """The outputs by name, as the ONNX session returns them."""
         device = next(self.parameters()).device
         outputs = self(torch.from_numpy(wave).to(device), torch.from_numpy(lengths).to(device))
-        return {name: out.float().cpu().numpy() for name, out in zip(OUTPUTS[self.task], outputs)}
+        return {name: out.float().cpu().numpy() for name, out in zip(self.spec.outputs, outputs)}
 
 
 def export_onnx(graph: InferenceGraph, path: Path, opset: int = OPSET) -> None:
@@ -76,7 +76,7 @@ def export_onnx(graph: InferenceGraph, path: Path, opset: int = OPSET) -> None:
         graph.cpu().eval()(*example)  # fills per-device index caches now, not as attributes set while tracing
     batch, samples = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
     program = torch.onnx.export(graph, example, input_names=["wave", "lengths"],
-                                output_names=list(OUTPUTS[graph.task]), opset_version=opset, dynamo=True,
+                                output_names=list(graph.spec.outputs), opset_version=opset, dynamo=True,
                                 dynamic_shapes={"wave": {0: batch, 1: samples}, "lengths": {0: batch}},
                                 verbose=False)
     proto = program.model_proto
@@ -155,8 +155,7 @@ class Bundle:
         `parity_seconds` (see parity) and write scoring.json; the directory appears complete or, when the export
         fails or its scaled difference exceeds `tolerance`, not at all. Returns the bundle and the parity.
         `scoring`: SV {"mean", "threshold", "threshold_rule"}; CM {"calibration", "threshold", "threshold_rule"}."""
-        calibration = LinearCalibration.from_dict(scoring["calibration"]) if model.task == "cm" else None
-        graph = InferenceGraph(model, calibration)
+        graph = InferenceGraph(model, get_task(model.task).calibration(scoring))
         with atomic_dir(out) as tmp:
             model.save(tmp / "model")  # TaskModel.save writes a directory: lift its files into the bundle
             for f in (tmp / "model").iterdir():
@@ -183,7 +182,7 @@ class Bundle:
             raise CheckpointError(f"{directory / 'scoring.json'}: task {scoring.get('task')!r} differs from "
                                   f"task.json's {model.task!r}")
         try:
-            calibration = LinearCalibration.from_dict(scoring["calibration"]) if model.task == "cm" else None
+            calibration = get_task(model.task).calibration(scoring)
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{directory / 'scoring.json'}: malformed calibration ({e})") from None
         return cls(directory, InferenceGraph(model, calibration), scoring)
@@ -205,9 +204,9 @@ def dense_counterpart(model: TaskModel) -> TaskModel:
 
 
 def _params(model: TaskModel) -> dict:
-    """Front-end parameters (what sparsity counts) and those inference runs: front end, back-end and, for CM,
-    the classifier whose logits give the score (SV's AAM head serves training only)."""
-    used = (model.frontend, model.backend) + ((model.loss,) if model.task == "cm" else ())
+    """Front-end parameters (what sparsity counts) and those inference runs (the task's inference modules: front
+    end, back-end and, for CM, the classifier whose logits give the score; SV's AAM head serves training only)."""
+    used = get_task(model.task).inference_modules(model)
     return {"params": model.frontend.num_params(), "params_inference": sum(p.numel() for m in used
                                                                             for p in m.parameters())}
 

@@ -19,6 +19,7 @@ from hp import anchors, metrics  # noqa: E402
 from hp.document import Document  # noqa: E402
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
 from hp.pretrain import is_hp_pretrained  # noqa: E402
+from hp.tasks import get_task  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
 
 TASK_NAMES = {"sv": "Speaker verification", "cm": "Anti-spoofing (CM)"}
@@ -232,11 +233,16 @@ def _hardware(h: dict) -> str:
 
 
 def _data(task: str, corpus: str, out: TaskOutputs) -> str:
-    d, shown = out.data, CORPUS_NAMES.get(corpus, corpus)
-    if task == "sv":
-        lists = ", ".join(f"{name} {n:,}" for name, n in d["trials_per_list"].items())
-        return (f"{shown}: {d['train']:,} training utterances of {out.finetune['classes']} speakers; "
-                f"{d['test']:,} test utterances, trials {lists}")
+    return get_task(task).describe_data(out.data, out.finetune["classes"], CORPUS_NAMES.get(corpus, corpus))
+
+
+def sv_data(d: dict, classes: int, shown: str) -> str:
+    lists = ", ".join(f"{name} {n:,}" for name, n in d["trials_per_list"].items())
+    return (f"{shown}: {d['train']:,} training utterances of {classes} speakers; "
+            f"{d['test']:,} test utterances, trials {lists}")
+
+
+def cm_data(d: dict, classes: int, shown: str) -> str:
     return f"{shown}: train {d['train']:,}, dev {d['dev']:,}, eval {d['eval']:,} utterances"
 
 
@@ -317,7 +323,7 @@ def _authors_sv(doc: Document, r: dict, frontend: dict) -> None:
                       f"with MHFA; theirs, not hp's: {anchor.source}):")
 
 
-def _sv(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame, frontend: dict) -> None:
+def sv_section(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame, frontend: dict) -> None:
     names = {"cosine": "cosine", "asnorm": f"AS-norm (top {r.get('asnorm_top_n')})",
              "qmf": f"QMF ({r.get('qmf_trials')} training trials)"}
     doc.heading("Speaker verification")
@@ -363,7 +369,7 @@ def _authors_cm(doc: Document, r: dict, splits: list[str]) -> None:
                       "pruning ratio not stated):")
 
 
-def _cm(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame, frontend: dict) -> None:
+def cm_section(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.DataFrame, frontend: dict) -> None:
     shown = {"mini": "mini corpus, ASVspoof5 layout"}.get(corpus, CORPUS_NAMES.get(corpus, corpus))
     doc.heading(f"Anti-spoofing ({shown}; bona fide = positive)")
     doc.paragraph("Scores are natural-log LLRs from a logistic regression fitted on dev (so dev's actDCF and Cllr "
@@ -432,10 +438,8 @@ def write_report(tasks: list[str], params: dict, root: Path, out: Path, code: di
                  "The numbers show the method at work on a pretrained model; they say nothing about WavLM's accuracy.")
     _summary(doc, outs, pretrained, corpora, code, None if baseline is None else changed_params(params, baseline))
     _cost(doc, outs)
-    if "sv" in outs:
-        _sv(doc, outs["sv"].scored, corpora["sv"], figures, outs["sv"].scores, outs["sv"].model["frontend"])
-    if "cm" in outs:
-        _cm(doc, outs["cm"].scored, corpora["cm"], figures, outs["cm"].scores, outs["cm"].model["frontend"])
+    for t, o in outs.items():  # each task's own section (hp.tasks: SV's trial lists, CM's splits and attacks)
+        get_task(t).report_section(doc, o.scored, corpora[t], figures, o.scores, o.model["frontend"])
     doc.heading("DET curves")
     det_figure({t: o.det for t, o in outs.items()}, figures / "det.png")
     doc.figure(figures / "det.png", "DET curves")

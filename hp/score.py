@@ -11,7 +11,7 @@ from hp.calibration import LinearCalibration, fit_logistic, qmf_features, sample
 from hp.data.audio import pad_batch, read_audio
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
 from hp.score_norm import score_trials
-from hp.tasks import TaskModel
+from hp.tasks.model import TaskModel
 
 SV_P_TARGETS = (0.01, 0.05)
 

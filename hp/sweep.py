@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 
 from hp.document import Document  # noqa: E402
 from hp.errors import HPError  # noqa: E402
-from hp.report import TRIAL_NAMES  # noqa: E402
+from hp.tasks import get_task  # noqa: E402
 from hp.utils.files import atomic_path, read_json  # noqa: E402
 
 NAME = "hp.sweep"
@@ -95,24 +95,8 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _sv_error(m: dict, corpus: str | None) -> tuple[float, float, str]:
-    """EER and minDCF (p=0.01) of the first trial list, final scoring: QMF, else AS-norm, else cosine."""
-    lists = m.get("lists") or {}
-    if not lists:
-        raise KeyError("no trial lists")
-    name, scores = next(iter(lists.items()))
-    kind = next((k for k in SCORING_NAMES if k in scores), None)
-    if kind is None:
-        raise KeyError(f"a scoring ({', '.join(SCORING_NAMES)}) of list {name}")
-    shown = TRIAL_NAMES.get(name, name) if corpus == "voxceleb" else f"list {name}"
-    return float(scores[kind]["eer"]), float(scores[kind]["min_dcf_0.01"]), f"{shown}, {SCORING_NAMES[kind]}"
-
-
 def _row(entry: dict, task: str, metrics: dict, export: dict | None, params: dict) -> dict:
-    if task == "sv":
-        eer, min_dcf, scored = _sv_error(metrics, _dig(params, "prepare", "sv", "corpus", default=None))
-    else:
-        eer, min_dcf, scored = float(metrics["eval"]["eer"]), float(metrics["eval"]["min_dcf"]), "eval"
+    eer, min_dcf, scored = get_task(task).headline(metrics, _dig(params, "prepare", task, "corpus", default=None))
     export = export or {}
     return {"experiment": entry["label"], "kind": entry["kind"], "rev": entry["rev"], "task": task,
             "target_sparsity": float(_dig(params, "target_sparsity", default=metrics.get("target_sparsity"))),

@@ -106,7 +106,7 @@ def test_failed_parity_leaves_nothing(tmp_path, monkeypatch):
 
 def test_cm_graph_needs_its_calibration():
     model = compact_sv_model()
-    with pytest.raises(ValueError, match="SV graph none"):
+    with pytest.raises(ValueError, match="an? sv graph takes no calibration"):
         export.InferenceGraph(model, export.LinearCalibration((1.0,), 0.0, 0.5))
 
 

@@ -16,6 +16,7 @@ import yaml
 from hp import metrics
 from hp.data.interop import read_trial_scores
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
+from stage_deps import recorded_mismatches
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -98,11 +99,15 @@ def new_shell_env() -> dict:
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 @pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="runs the README's commands in the suite's virtualenv")
-def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path):
+def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path, monkeypatch):
     params = learning_sv(small_params(yaml.safe_load((ROOT / "params.yaml").read_text())))
     tolerance = {task: params["finetune"][task]["freeze_tolerance"] for task in ("sv", "cm")}
     repo = make_repo(tmp_path, params)
+    monkeypatch.setenv("HP_RECORD_IMPORTS", str(tmp_path / "imports"))  # each stage lists the files it imported
     run(["dvc", "repro"], repo)
+    monkeypatch.delenv("HP_RECORD_IMPORTS")
+    # every stage depends on exactly the code it ran: (imported, not in deps; in deps, imported by no item)
+    assert recorded_mismatches(tmp_path / "imports", repo) == {}
     for task in ("sv", "cm"):
         m = json.loads((repo / "metrics" / f"{task}.json").read_text())
         assert m["target_sparsity"] == 0.7

@@ -16,7 +16,7 @@ from hp.errors import ConfigError
 from hp.backends import MHFA, GradMultiply
 from hp.losses import AAMSoftmax
 from hp.params import typed
-from hp.stages.score import _cm_score_settings
+from hp.tasks import get_task
 from hp.tasks import HeadConfig, TaskModel
 from hp.train import TrainConfig
 
@@ -38,7 +38,7 @@ def test_params_and_recipes_build_typed_configs():
             typed(asvspoof.CMSource, {"corpus": cm["corpus"], "corpus_dir": cm[asvspoof.CORPUS_DIRS[cm["corpus"]]],
                                       "musan_dir": cm["musan_dir"], "rirs_dir": cm["rirs_dir"]}, "prepare.cm")
         assert set(params["model"]["pretrained"]) == {"sv", "cm"}, path
-        _cm_score_settings(params)  # raises on a bad calibration prior
+        get_task("cm").score_settings(params)  # raises on a bad calibration prior
 
 
 def test_typed_names_bad_keys():

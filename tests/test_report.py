@@ -104,7 +104,7 @@ def test_sv_section_sets_the_authors_numbers_beside_ours_on_their_data(tmp_path,
     the target (0.68 -> 70%), labelled as theirs; on the mini corpus or another shape, nothing of the kind."""
     from hp import anchors
     from hp.model.config import SHAPES
-    from hp.report import _sv
+    from hp.report import sv_section as _sv
 
     doc = Document("t")
     _sv(doc, sv_result(0.68), corpus, tmp_path, sv_scores(), SHAPES[shape].to_dict())
@@ -123,7 +123,7 @@ def test_cm_section_sets_the_authors_numbers_beside_ours_on_asvspoof5(tmp_path, 
     import pandas as pd
 
     from hp.model.config import SHAPES
-    from hp.report import _cm
+    from hp.report import cm_section as _cm
 
     split = {"bonafide": 10, "spoof": 30, "eer": 0.05, "min_dcf": 0.2, "act_dcf": 0.3, "cllr": 0.4,
              "raw": {"act_dcf": 0.5, "cllr": 0.6}, "attacks": {}, "codecs": {}}
@@ -159,7 +159,7 @@ def test_sv_section_shows_the_ltas_baseline_when_scored(tmp_path, with_baseline)
     baseline, with a note of what it is; metrics without it give no such row."""
     from hp import baselines
     from hp.model.config import SHAPES
-    from hp.report import BASELINE_LTAS, _sv
+    from hp.report import BASELINE_LTAS, sv_section as _sv
 
     r = sv_result(0.3)
     if with_baseline:
@@ -216,7 +216,7 @@ def test_cm_section_marks_unseen_attacks_and_reports_them_pooled(tmp_path):
     import pandas as pd
 
     from hp.model.config import SHAPES
-    from hp.report import _cm
+    from hp.report import cm_section as _cm
 
     def group(eer, **extra):
         return {"eer": eer, "min_dcf": 0.2, "act_dcf": 0.3, "cllr": 0.4, **extra}

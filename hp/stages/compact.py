@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hp.params import target_sparsity
-from hp.tasks import TaskModel
+from hp.tasks.model import TaskModel
 from hp.utils.files import write_json
 
 

@@ -5,13 +5,12 @@ from pathlib import Path
 
 import torch
 
-from hp import metrics
 from hp.errors import ConfigError
 from hp.export import Bundle, measure_costs
-from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
 from hp.params import integer, positive, section
-from hp.tasks import TaskModel
-from hp.utils.files import read_json, write_json
+from hp.tasks import get_task
+from hp.tasks.model import TaskModel
+from hp.utils.files import write_json
 
 
 def export(task: str, params: dict, compact_dir: Path, scores_dir: Path, out: Path, metrics_path: Path) -> dict:
@@ -29,12 +28,7 @@ def export(task: str, params: dict, compact_dir: Path, scores_dir: Path, out: Pa
     threads = integer(cfg.get("threads"), "export.threads", minimum=1, nullable=True)
     if threads is not None:
         torch.set_num_threads(threads)
-    if task == "sv":
-        scoring = read_json(scores_dir / "cosine.json", ConfigError)
-    else:
-        scoring = {"calibration": read_json(scores_dir / "calibration.json", ConfigError),
-                   "threshold": metrics.bayes_threshold(CM_P_TARGET, CM_C_MISS, CM_C_FA),
-                   "threshold_rule": "Bayes decision of the ASVspoof5 DCF (P_spoof 0.05, C_miss 1, C_fa 10)"}
+    scoring = get_task(task).scoring(scores_dir)
     bundle, parity = Bundle.write(TaskModel.load(compact_dir).eval(), scoring, out, checked, tolerance)
     result = {**measure_costs(bundle, seconds, repeats, threads),
               "onnx": {"bytes": (out / "model.onnx").stat().st_size, "parity": parity, "parity_seconds": checked,

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from hp.stages.training import pretrained_frontend, run_training, training_setup
 from hp.params import target_sparsity
-from hp.tasks import TaskModel
+from hp.tasks.model import TaskModel
 from hp.train import seed_everything
 from hp.utils.files import write_json
 

@@ -14,7 +14,8 @@ from hp.errors import ConfigError
 from hp.model import SHAPES, WavLM, load_wavlm
 from hp.params import integer, section, typed
 from hp.profile import hardware
-from hp.tasks import CM_LABELS, HeadConfig, TaskModel, class_weights
+from hp.tasks import get_task
+from hp.tasks.model import HeadConfig, TaskModel
 from hp.train import LiveLogger, TrainConfig, train
 
 TINY = "tiny"
@@ -56,9 +57,10 @@ def training_setup(task: str, params: dict, stage: str, manifests_dir: Path, **e
     head = typed(HeadConfig, head_group, f"finetune.{task}.head")
     cfg = typed(TrainConfig, group, f"{stage}.{task}", **extra)
     table = pd.read_parquet(manifests_dir / "train.parquet")
-    labels = sorted(table["label"].unique()) if task == "sv" else list(CM_LABELS)
+    spec = get_task(task)
+    labels = spec.labels(table)
     try:  # before the front end loads: TaskModel would fail the same way, later
-        class_weights(head, task, labels)
+        spec.check_head(head, labels)
     except ValueError as e:
         raise ConfigError(f"params.yaml: finetune.{task}.head: {e}") from None
     augmenter = None

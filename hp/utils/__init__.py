@@ -1,0 +1,1 @@
+"""Small helpers with no speech in them: atomic files and JSON."""

@@ -1,6 +1,6 @@
-"""What differs between speaker verification and anti-spoofing: labels, loss head, how to score.
+"""The network both tasks train: front end + back-end (MHFA or ECAPA-TDNN) + the task's loss head.
 
-A TaskModel is WavLM + MHFA + a loss head; everything else (training, compaction, saving) is shared.
+Training, compaction and saving are shared; the loss head comes from the task (hp.tasks.base.get_task).
 """
 from __future__ import annotations
 
@@ -12,15 +12,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from hp.backends import ECAPATDNN, MHFA, GradMultiply, subtract_mean
-from hp.losses import AAMSoftmax, SoftmaxClassifier
 from hp.model.config import WavLMConfig
 from hp.model.structure import WavLMStructure
 from hp.model.wavlm import WavLM, compact
+from hp.tasks.base import get_task
 from hp.errors import CheckpointError
 from hp.utils.files import atomic_dir, read_json, write_json
 
-TASKS = ("sv", "cm")
-CM_LABELS = ("spoof", "bonafide")  # class 1 = bona fide, the positive class of the CM metrics
 
 
 BACKENDS = ("mhfa", "ecapa")
@@ -58,22 +56,10 @@ class HeadConfig:
             raise ValueError(f"class_weights must be null or a mapping of label to a positive number, got {weights!r}")
 
 
-def class_weights(head: HeadConfig, task: str, labels: list[str]) -> list[float] | None:
-    """The head's class weights in the order of `labels` (None: unweighted); CM only, one per label."""
-    weights = head.class_weights
-    if weights is None:
-        return None
-    if task == "sv" or set(weights) != set(labels):
-        raise ValueError(f"class_weights must name each of the labels {list(labels)} once (CM only), "
-                         f"got {sorted(weights)}")
-    return [float(weights[label]) for label in labels]
-
-
 class TaskModel(nn.Module):
     def __init__(self, task: str, frontend: WavLM, labels: list[str], head: HeadConfig):
         super().__init__()
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        spec = get_task(task)  # a ValueError for an unknown task
         self.task, self.labels, self.head_config = task, list(labels), head
         self.frontend = frontend
         self.frontend_frozen = False
@@ -82,9 +68,7 @@ class TaskModel(nn.Module):
                         if head.backend == "mhfa" else
                         ECAPATDNN(states, c.hidden_size, head.ecapa_channels, head.embedding,
                                   mfa_channels=head.ecapa_mfa_channels))
-        self.loss = (AAMSoftmax(head.embedding, len(labels), head.margin, head.scale, head.subcenters, head.topk,
-                                head.topk_penalty) if task == "sv"
-                     else SoftmaxClassifier(head.embedding, len(labels), class_weights(head, task, self.labels)))
+        self.loss = spec.loss(head, self.labels)
 
     def freeze_frontend(self) -> TaskModel:
         """Train only the back-end and loss: WavLM runs in eval mode without gradients (the authors' phase 1)."""

@@ -1,0 +1,19 @@
+"""Tasks: what differs between speaker verification and anti-spoofing lives in one class per task (hp.tasks.sv,
+hp.tasks.cm) behind the Task protocol (hp.tasks.base); TaskModel (hp.tasks.model) is the network they share.
+
+TaskModel, HeadConfig and CM_LABELS load on first use (PEP 562): a stage that only asks a task for its corpus
+does not import the model and its torch stack."""
+from importlib import import_module
+
+from hp.tasks.base import TASKS, Task, get_task
+
+_LAZY = {"TaskModel": "hp.tasks.model", "HeadConfig": "hp.tasks.model", "CM_LABELS": "hp.tasks.cm"}
+__all__ = ["CM_LABELS", "TASKS", "HeadConfig", "Task", "TaskModel", "get_task"]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'hp.tasks' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

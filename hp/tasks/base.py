@@ -1,0 +1,114 @@
+"""The Task protocol: everything a pipeline stage needs to know about one task, and the registry of tasks.
+
+A task class imports what only one stage needs inside the method that needs it, so that a stage imports (and its
+dvc.yaml deps name) only the code it runs: the training stages never import scoring or export code."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only
+    import pandas as pd
+    from torch import nn
+
+    from hp.data.manifest import Validation
+    from hp.tasks.model import HeadConfig, TaskModel
+
+TASKS = ("sv", "cm")
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`. Each task's module is imported only when asked for (a stage of one task does not
+    load the other's code); a new task is one module with one Task subclass and one branch here."""
+    if name == "sv":
+        from hp.tasks.sv import SpeakerVerification
+
+        return SpeakerVerification()
+    if name == "cm":
+        from hp.tasks.cm import AntiSpoofing
+
+        return AntiSpoofing()
+    raise ValueError(f"task must be one of {list(TASKS)}, got {name!r}")
+
+
+class Task:
+    """One task's side of every stage. Subclasses set `name`, `outputs` and implement each method."""
+
+    name: str
+    outputs: tuple[str, ...]  # the ONNX graph's outputs, in order (hp.export)
+    calibrated = False  # whether the inference graph applies a score calibration (then `calibration` gives it)
+
+    # ---- prepare / manifests -----------------------------------------------------------------------------
+    def prepare(self, cfg: dict, out: Path) -> dict:
+        """Write the mini corpus under `out`, or check a released one; `out/corpus.json` says where it is."""
+        raise NotImplementedError
+
+    def manifest_tables(self, corpus: Path, validation: Validation) -> tuple[object, dict[str, pd.DataFrame]]:
+        """The corpus source (corpus.json) and the validated tables of every split."""
+        raise NotImplementedError
+
+    def write_manifest_extras(self, tables: dict[str, pd.DataFrame], out: Path, summary: dict) -> None:
+        """Task-specific files beside the Parquet manifests, and counts added to `summary`."""
+
+    # ---- training ----------------------------------------------------------------------------------------
+    def labels(self, train: pd.DataFrame) -> list[str]:
+        """The classes of the training head, in the order of its outputs."""
+        raise NotImplementedError
+
+    def loss(self, head: HeadConfig, labels: list[str]) -> nn.Module:
+        """The training head on the embedding (also the CM scorer)."""
+        raise NotImplementedError
+
+    def check_head(self, head: HeadConfig, labels: list[str]) -> None:
+        """Raise ValueError for head params this task cannot use (before the front end loads)."""
+
+    # ---- scoring -----------------------------------------------------------------------------------------
+    def score_settings(self, params: dict) -> dict:
+        """`score.<task>` typed and checked, before any work."""
+        raise NotImplementedError
+
+    def score(self, model: TaskModel, manifests: Path, batch_seconds: float, workers: int, settings: dict):
+        """(scores table, metrics, {file name: writer}, (DET scores, DET labels))."""
+        raise NotImplementedError
+
+    # ---- export ------------------------------------------------------------------------------------------
+    def scoring(self, scores: Path) -> dict:
+        """scoring.json's task part, from the score stage's outputs."""
+        raise NotImplementedError
+
+    def calibration(self, scoring: dict):
+        """The LinearCalibration the inference graph applies (scoring.json's), or None when not `calibrated`."""
+        return None
+
+    def infer(self, model: TaskModel, embedding, calibration: tuple | None) -> tuple:
+        """The graph's outputs (self.outputs) from the embedding; `calibration` = (weight, bias) tensors."""
+        raise NotImplementedError
+
+    def inference_modules(self, model: TaskModel) -> tuple[nn.Module, ...]:
+        """The modules inference runs (front end, back-end, and whatever turns embeddings into outputs)."""
+        return model.frontend, model.backend
+
+    # ---- reports -----------------------------------------------------------------------------------------
+    def describe_data(self, summary: dict, classes: int, corpus: str) -> str:
+        """One line on the data: manifests' summary.json counts, training classes, the corpus's name."""
+        raise NotImplementedError
+
+    def report_section(self, doc, scored: dict, corpus: str, figures: Path, scores: pd.DataFrame,
+                       frontend: dict) -> None:
+        """The task's section of reports/report.md (hp.report): metrics/<task>.json as tables and figures."""
+        raise NotImplementedError
+
+    def headline(self, scored: dict, corpus: str | None) -> tuple[float, float, str]:
+        """(EER, minDCF, what was scored) of metrics/<task>.json: the one point a sweep plots."""
+        raise NotImplementedError
+
+
+def synthesise(writer, out: Path, cfg: dict, where: str) -> dict:
+    """Write a mini corpus with `writer(out, **cfg)`; an unknown key or an out-of-range value is named by its
+    params.yaml group `where`."""
+    from hp.errors import ConfigError
+
+    try:
+        return writer(out, **cfg)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"params.yaml: {where}: {e}") from None

@@ -1,0 +1,141 @@
+"""Anti-spoofing: ASVspoof5 / ASVspoof 2019 LA (or the mini corpus in ASVspoof5's layout), a bona fide vs spoof
+classifier whose logit difference is the score, LLRs calibrated on dev, an inference graph that outputs them."""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from functools import partial
+from pathlib import Path
+
+from hp.errors import ConfigError
+from hp.tasks.base import Task, synthesise
+
+CM_LABELS = ("spoof", "bonafide")  # class 1 = bona fide, the positive class of the CM metrics
+
+
+class AntiSpoofing(Task):
+    name = "cm"
+    outputs = ("embeddings", "scores", "llrs")
+    calibrated = True
+
+    def prepare(self, cfg: dict, out: Path) -> dict:
+        """mini: synthesise the corpus in ASVspoof5's layout; asvspoof5 / asvspoof2019la: check the tree (only the
+        chosen corpus's directory is read, so both may be set)."""
+        from hp.data import asvspoof, synth
+        from hp.data.source import AUGMENTATION_DIRS
+        from hp.params import typed
+        from hp.utils.files import atomic_dir
+
+        corpus, mini = cfg.pop("corpus", None), cfg.pop("mini", None)
+        if corpus != "mini" and corpus not in asvspoof.FORMATS:
+            raise ConfigError(f"params.yaml: prepare.cm.corpus must be one of {['mini', *asvspoof.FORMATS]}, "
+                              f"got {corpus!r}")
+        dirs = {key: cfg.pop(key, None) for key in asvspoof.CORPUS_DIRS.values()}
+        unknown = sorted(set(cfg) - set(AUGMENTATION_DIRS))
+        if unknown:  # corpus_dir included: it is written from the corpus's own key
+            raise ConfigError(f"params.yaml: unknown key prepare.cm.{unknown[0]}")
+        source = typed(asvspoof.CMSource, {"corpus": "asvspoof5", "corpus_dir": ".", **cfg}, "prepare.cm")
+        here = Path.cwd()
+        if corpus != "mini":
+            key = asvspoof.CORPUS_DIRS[corpus]
+            if dirs[key] is None:
+                raise ConfigError(f"params.yaml: prepare.cm.{key} is null; corpus {corpus} needs it")
+            source = replace(source, corpus=corpus, corpus_dir=dirs[key]).resolved(here)
+            source.check_paths()
+            with atomic_dir(out) as tmp:
+                source.write(tmp / "corpus.json")
+            return asdict(source)
+        if not isinstance(mini, dict):
+            raise ConfigError("params.yaml: prepare.cm.mini must be a mapping of the mini corpus's settings")
+        summary = synthesise(synth.write_cm_corpus, out, mini, "prepare.cm.mini")
+        replace(source.resolved(here), corpus_dir=".").write(out / "corpus.json")  # the corpus beside corpus.json
+        return summary
+
+    def manifest_tables(self, corpus, validation):
+        from hp.data import asvspoof
+
+        source = asvspoof.CMSource.read(corpus / "corpus.json")
+        return source, asvspoof.cm_tables(source, validation)
+
+    def labels(self, train):
+        return list(CM_LABELS)  # class 1 = bona fide, the positive class of the CM metrics
+
+    def loss(self, head, labels):
+        from hp.losses import SoftmaxClassifier
+
+        return SoftmaxClassifier(head.embedding, len(labels), self.class_weights(head, labels))
+
+    def check_head(self, head, labels):
+        self.class_weights(head, labels)
+
+    @staticmethod
+    def class_weights(head, labels: list[str]) -> list[float] | None:
+        """The head's cross-entropy weights in the order of `labels` (None: unweighted), one per label."""
+        weights = head.class_weights
+        if weights is None:
+            return None
+        if set(weights) != set(labels):
+            raise ValueError(f"class_weights must name each of the labels {list(labels)} once, got {sorted(weights)}")
+        return [float(weights[label]) for label in labels]
+
+    def score_settings(self, params):
+        from hp.params import section
+
+        prior = section(params, "score.cm.calibration_prior")
+        if prior is not None and (isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 < prior < 1):
+            raise ConfigError(f"params.yaml: score.cm.calibration_prior must be in (0, 1) or null, got {prior!r}")
+        return {"prior": prior}
+
+    def score(self, model, manifests, batch_seconds, workers, settings):
+        """hp.score.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec,
+        and on the attacks the training manifest does not carry (unseen), pooled."""
+        import pandas as pd
+
+        from hp.data.interop import write_cm_scores
+        from hp.score import score_cm
+        from hp.utils.files import write_json
+
+        dev, evaluation = (pd.read_parquet(manifests / f"{split}.parquet") for split in ("dev", "eval"))
+        train = pd.read_parquet(manifests / "train.parquet", columns=["label", "attack"])
+        table, calibration, task_metrics = score_cm(model, dev, evaluation, batch_seconds, settings["prior"],
+                                                    workers, train=train)
+        exports = {f"{split}.txt": partial(write_cm_scores, rows["utt"], rows["score_llr"].to_numpy())
+                   for split, rows in table.groupby("split", sort=False)}
+        exports["calibration.json"] = partial(write_json, obj=calibration.to_dict())
+        rows = table[table["split"] == "eval"]
+        task_metrics.update(calibration=calibration.to_dict(), det="eval llr")
+        return table, task_metrics, exports, (rows["score_llr"].to_numpy(), (rows["label"] == "bonafide").to_numpy())
+
+    def scoring(self, scores):
+        from hp import metrics
+        from hp.utils.files import read_json
+
+        return {"calibration": read_json(scores / "calibration.json", ConfigError),  # dev-fitted
+                "threshold": metrics.bayes_threshold(metrics.CM_P_TARGET, metrics.CM_C_MISS, metrics.CM_C_FA),
+                "threshold_rule": "Bayes decision of the ASVspoof5 DCF (P_spoof 0.05, C_miss 1, C_fa 10)"}
+
+    def calibration(self, scoring):
+        from hp.calibration import LinearCalibration
+
+        return LinearCalibration.from_dict(scoring["calibration"])
+
+    def infer(self, model, embedding, calibration):
+        score = model.cm_scores(embedding)
+        weight, bias = calibration
+        return embedding, score, score * weight + bias
+
+    def inference_modules(self, model):
+        return model.frontend, model.backend, model.loss  # the classifier whose logits give the score
+
+    def describe_data(self, summary, classes, corpus):
+        from hp.report import cm_data
+
+        return cm_data(summary, classes, corpus)
+
+    def report_section(self, doc, scored, corpus, figures, scores, frontend):
+        from hp.report import cm_section
+
+        cm_section(doc, scored, corpus, figures, scores, frontend)
+
+    def headline(self, scored, corpus):
+        """The eval split, minDCF as ASVspoof5 defines it."""
+        return float(scored["eval"]["eer"]), float(scored["eval"]["min_dcf"]), "eval"

@@ -1,0 +1,147 @@
+"""Speaker verification: VoxCeleb (or the mini corpus in its layout), AAM-softmax over training speakers, cosine /
+AS-norm / QMF scoring of trial lists, an embedding-only inference graph."""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from functools import partial
+from pathlib import Path
+
+from hp.errors import ConfigError
+from hp.params import flag, integer, section, typed
+from hp.tasks.base import Task, synthesise
+
+
+class SpeakerVerification(Task):
+    name = "sv"
+    outputs = ("embeddings",)  # not "embedding", which a node of MHFA's graph already has
+
+    def prepare(self, cfg: dict, out: Path) -> dict:
+        """mini: synthesise the corpus in VoxCeleb's layout; voxceleb: check the trees."""
+        from hp.data import synth, voxceleb
+        from hp.utils.files import atomic_dir
+
+        corpus, mini = cfg.pop("corpus"), cfg.pop("mini", None)
+        for key in ("trials", "train_on"):
+            if not isinstance(cfg.get(key), list):
+                raise ConfigError(f"params.yaml: prepare.sv.{key} must be a list, got {cfg.get(key)!r}")
+            cfg[key] = tuple(cfg[key])
+        source = typed(voxceleb.SVSource, cfg, "prepare.sv")
+        source.check("prepare.sv")
+        here = Path.cwd()
+        if corpus == "voxceleb":
+            if source.voxceleb1_dir is None:
+                raise ConfigError("params.yaml: prepare.sv.voxceleb1_dir is null; corpus voxceleb needs it")
+            if "voxceleb2" in source.train_on and source.voxceleb2_dir is None:
+                raise ConfigError("params.yaml: prepare.sv.voxceleb2_dir is null but train_on includes voxceleb2")
+            source = source.resolved(here)
+            source.check_paths()
+            with atomic_dir(out) as tmp:
+                source.write(tmp / "corpus.json")
+            return {"corpus": corpus, **asdict(source)}
+        if corpus != "mini":
+            raise ConfigError(f"params.yaml: prepare.sv.corpus must be 'mini' or 'voxceleb', got {corpus!r}")
+        for key in ("voxceleb1_dir", "voxceleb2_dir"):  # a set path would be ignored: say so instead
+            if getattr(source, key) is not None:
+                raise ConfigError(f"params.yaml: prepare.sv.{key} is set but corpus is 'mini'; set corpus: voxceleb")
+        if source.trials != ("O",) or source.train_on != ("voxceleb2",):
+            raise ConfigError("params.yaml: the mini corpus has one trial list (O) and one training set (voxceleb2); "
+                              "set prepare.sv.trials: [O] and train_on: [voxceleb2]")
+        if not isinstance(mini, dict):
+            raise ConfigError("params.yaml: prepare.sv.mini must be a mapping of the mini corpus's settings")
+        summary = synthesise(synth.write_sv_corpus, out, mini, "prepare.sv.mini")
+        # MUSAN / RIRS_NOISES as given (made absolute); the corpus itself relative to corpus.json
+        source = replace(source.resolved(here), voxceleb1_dir=synth.SV_DIRS["test"],
+                         voxceleb2_dir=synth.SV_DIRS["train"])
+        source.write(out / "corpus.json")
+        return summary
+
+    def manifest_tables(self, corpus, validation):
+        from hp.data import voxceleb
+
+        source = voxceleb.SVSource.read(corpus / "corpus.json")
+        return source, voxceleb.sv_tables(source, validation)
+
+    def write_manifest_extras(self, tables, out, summary):
+        from hp.data.interop import write_kaldi_dir
+
+        for name in ("train", "test"):  # the same lists for Kaldi/WeSpeaker SV recipes
+            write_kaldi_dir(tables[name], out / "kaldi" / name)
+        summary["trials_per_list"] = tables["trials"]["list"].value_counts(sort=False).to_dict()
+
+    def labels(self, train):
+        return sorted(train["label"].unique())  # speaker ids
+
+    def loss(self, head, labels):
+        from hp.losses import AAMSoftmax
+
+        return AAMSoftmax(head.embedding, len(labels), head.margin, head.scale, head.subcenters, head.topk,
+                          head.topk_penalty)
+
+    def check_head(self, head, labels):
+        if head.class_weights is not None:
+            raise ValueError("class_weights is a CM setting; SV's AAM-softmax takes none")
+
+    def score_settings(self, params):
+        counts = {key: integer(section(params, f"score.sv.{key}"), f"score.sv.{key}", minimum=1, nullable=True)
+                  for key in ("asnorm_top_n", "qmf_trials")}
+        return {**counts, "qmf_seed": integer(section(params, "score.sv.qmf_seed"), "score.sv.qmf_seed"),
+                "mean_subtraction": flag(section(params, "score.sv.mean_subtraction"), "score.sv.mean_subtraction")}
+
+    def score(self, model, manifests, batch_seconds, workers, settings):
+        """hp.score.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks; beside them the
+        training-free hp.baselines.score_ltas (metrics under "baseline_ltas": {list: EER, minDCF})."""
+        import pandas as pd
+
+        from hp.baselines import score_ltas
+        from hp.data.interop import write_trial_scores
+        from hp.score import score_sv
+        from hp.utils.files import write_json
+
+        trials, train, test = (pd.read_parquet(manifests / f"{name}.parquet") for name in ("trials", "train", "test"))
+        top_n = settings["asnorm_top_n"]
+        table, task_metrics, cosine = score_sv(model, test, trials, train, batch_seconds,
+                                               settings["mean_subtraction"], top_n, settings["qmf_trials"],
+                                               settings["qmf_seed"], workers)
+        final = next(f"score_{kind}" for kind in ("qmf", "asnorm", "cosine") if f"score_{kind}" in table)
+        exports = {f"{name}.txt": partial(write_trial_scores, rows, rows[final].to_numpy())
+                   for name, rows in table.groupby("list", sort=False)}
+        exports["cosine.json"] = partial(write_json, obj=cosine)
+        first = table[table["list"] == table["list"].iat[0]]
+        if top_n is not None:
+            task_metrics["asnorm_top_n"] = min(top_n, train["speaker"].nunique())
+        task_metrics.update(qmf_trials=settings["qmf_trials"], det=f"{table['list'].iat[0]} {final}")
+        task_metrics["baseline_ltas"] = score_ltas(test, trials, train, num_workers=workers)[1]
+        return table, task_metrics, exports, (first[final].to_numpy(), first["label"].to_numpy())
+
+    def scoring(self, scores):
+        from hp.utils.files import read_json
+
+        return read_json(scores / "cosine.json", ConfigError)  # training mean embedding, cosine threshold
+
+    def infer(self, model, embedding, calibration):
+        return (embedding,)
+
+    def describe_data(self, summary, classes, corpus):
+        from hp.report import sv_data
+
+        return sv_data(summary, classes, corpus)
+
+    def report_section(self, doc, scored, corpus, figures, scores, frontend):
+        from hp.report import sv_section
+
+        sv_section(doc, scored, corpus, figures, scores, frontend)
+
+    def headline(self, scored, corpus):
+        """The first trial list, final scoring: QMF, else AS-norm, else cosine; minDCF at p = 0.01."""
+        from hp.report import TRIAL_NAMES
+        from hp.sweep import SCORING_NAMES
+
+        lists = scored.get("lists") or {}
+        if not lists:
+            raise KeyError("no trial lists")
+        name, scores = next(iter(lists.items()))
+        kind = next((k for k in SCORING_NAMES if k in scores), None)
+        if kind is None:
+            raise KeyError(f"a scoring ({', '.join(SCORING_NAMES)}) of list {name}")
+        shown = TRIAL_NAMES.get(name, name) if corpus == "voxceleb" else f"list {name}"
+        return float(scores[kind]["eer"]), float(scores[kind]["min_dcf_0.01"]), f"{shown}, {SCORING_NAMES[kind]}"
