@@ -352,11 +352,12 @@ def test_score_cm_calibrates_on_dev_and_applies_to_eval(tmp_path):
 
 
 # ---- the CM stages under DVC ------------------------------------------------------------------------------
+@pytest.mark.slow  # runs `dvc repro`: `pytest -m 'not slow'` skips it
 @pytest.mark.parametrize("corpus", ["asvspoof5", "asvspoof2019la"])
 def test_cm_stages_on_released_trees_under_dvc(cm_trees, tmp_path, corpus):
     """prepare -> manifests -> warmup (skipped) -> finetune -> compact -> score@cm on each tree, with MUSAN/RIR
     augmentation and class weights."""
-    from test_pipeline_e2e import make_repo, run
+    from pipeline_repo import make_repo, run
 
     params = cm_params(cm_trees, corpus)
     params["finetune"]["cm"].update(epochs=3, batch_size=4, crop_seconds=1.0, warmup_epochs=1,

@@ -159,10 +159,11 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, capsys):
         Checkpoints(tmp_path, "run-a").latest()
 
 
+@pytest.mark.slow  # runs `dvc repro`: `pytest -m 'not slow'` skips it
 def test_the_finetune_stage_runs_itself_under_torchrun(tmp_path):
     """finetune.cm.nproc_per_node 2: the stage relaunches through torchrun, rank 0 alone writes the outputs
     and curves, and the checkpoint is gone once they are written."""
-    from test_pipeline_e2e import make_repo, run as run_in, small_params
+    from pipeline_repo import make_repo, run as run_in, small_params
 
     params = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     params["finetune"]["cm"].update(epochs=4, nproc_per_node=2, checkpoint_every=2)

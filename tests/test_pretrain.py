@@ -10,7 +10,7 @@ import transformers
 import hp
 from hp import pretrain as P
 from hp.model.config import SHAPES
-from test_wavlm_parity import compare
+from parity import compare
 
 from conftest import ROOT_DIR
 

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_pipeline_e2e import ROOT, make_repo, run, small_params
+from pipeline_repo import ROOT, make_repo, run, small_params
+
+pytestmark = pytest.mark.slow  # DVC experiment queues: `pytest -m 'not slow'` skips them
 
 
 def tiny_params() -> dict:

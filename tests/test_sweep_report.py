@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from hp.sweep import collect, main, pareto_front, write_sweep_report
-from test_pipeline_e2e import run
+from pipeline_repo import run
 
 # The fake stage: parameters and latency fall with the target; SV's EER rises with it (every point on the front),
 # CM's falls (the sparsest point dominates the rest). Without --export it writes no export.json (an older run).
@@ -110,6 +110,7 @@ def test_pareto_front_matches_brute_force():
     assert pareto_front([], []).tolist() == []
 
 
+@pytest.mark.slow  # a fake pipeline's DVC experiment queue
 def test_collect_from_dvc_exp_show(sweep_repo):
     _, shown = sweep_repo
     notes = []
@@ -136,6 +137,7 @@ def test_collect_from_dvc_exp_show(sweep_repo):
     assert notes == ["broken: experiment failed"]
 
 
+@pytest.mark.slow  # a fake pipeline's DVC experiment queue
 def test_collect_workspace_queued_stale_and_broken(sweep_repo):
     _, shown = sweep_repo
     shown = copy.deepcopy(shown)
@@ -162,6 +164,7 @@ def test_collect_workspace_queued_stale_and_broken(sweep_repo):
     assert table[table["task"] == "sv"]["front_params"].tolist() == [False, True, True]
 
 
+@pytest.mark.slow  # a fake pipeline's DVC experiment queue
 def test_report(sweep_repo, tmp_path, capsys):
     _, shown = sweep_repo
     (tmp_path / "shown.json").write_text(json.dumps(shown))
@@ -185,6 +188,7 @@ def test_report(sweep_repo, tmp_path, capsys):
     assert table.loc[table["task"] == "cm", "front_params"].tolist() == [False, False, False, True]
 
 
+@pytest.mark.slow  # a fake pipeline's DVC experiment queue
 def test_report_from_dvc_one_experiment_no_latency(sweep_repo, tmp_path, capsys):
     """`--repo` runs dvc itself; a table of one experiment without export.json still gives a report."""
     repo, shown = sweep_repo
@@ -231,7 +235,7 @@ def test_make_sweep_targets_with_the_baseline_give_five_points_dense_included(tm
     """`make sweep`'s SPARSITIES queued as it queues them, beside the committed baseline (0.7): hp.sweep reports the
     five targets 0, 0.3, 0.5, 0.7, 0.9 per task; the dense run (0: nothing removed, compact = dense parameters) is
     a row of its own and, with the lowest SV EER, on SV's front vs parameters."""
-    from test_pipeline_e2e import ROOT
+    from pipeline_repo import ROOT
 
     if shutil.which("git") is None:
         pytest.skip("needs git")

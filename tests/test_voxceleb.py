@@ -137,10 +137,11 @@ def test_voxceleb1_dev_speakers_train_with_o_only(trees, tmp_path):
     assert set(train["speaker"]) == {f"id0000{i}" for i in range(1, 7)} | {"id10003", "id10004"}
 
 
+@pytest.mark.slow  # runs `dvc repro`: `pytest -m 'not slow'` skips it
 def test_sv_stages_on_voxceleb_under_dvc(trees, tmp_path):
     """prepare -> manifests -> warmup -> finetune -> compact -> score on the VoxCeleb-shaped tree, with MUSAN/RIR
     augmentation, the frozen-front-end phase, ECAPA-TDNN, checkpoint averaging and QMF."""
-    from test_pipeline_e2e import make_repo, run
+    from pipeline_repo import make_repo, run
 
     params = vox_params(trees)
     params["warmup"]["sv"].update(epochs=2, batch_size=4, crop_seconds=1.0, log_every=2)
