@@ -5,8 +5,9 @@ import the model and its torch stack: each DVC stage then imports, and depends o
 from importlib import import_module
 
 _EXPORTS = {
-    **dict.fromkeys(["SHAPES", "UNIT_TYPES", "HardConcrete", "LayerStructure", "WavLM", "WavLMConfig",
-                     "WavLMStructure", "compact", "load_compact", "load_wavlm"], "hp.model"),
+    **dict.fromkeys(["FAMILIES", "SHAPES", "UNIT_TYPES", "Frontend", "FrontendConfig", "HardConcrete", "LayerStructure",
+                     "WavLM", "WavLMConfig", "WavLMStructure", "compact", "load_compact", "load_frontend",
+                     "load_wavlm"], "hp.model"),
     **dict.fromkeys(["SparsityController", "param_groups"], "hp.sparsity"),
 }
 __all__ = sorted(_EXPORTS)

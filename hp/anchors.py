@@ -32,14 +32,16 @@ CM_EER = {"dev": (2.394, 2.738, 3.293, 3.463, 4.726, 4.248, None, 15.628, None, 
           "eval": (4.566, 3.758, 4.829, 5.657, 6.049, 8.746, 11.456, 21.135, 24.291, 28.64)}
 # their README's "HP single system" (no pruning ratio stated)
 CM_SYSTEM = {"dev": {"eer": 1.547, "min_dcf": 0.0395}, "eval": {"eer": 3.758, "min_dcf": 0.1028}}
-# the structure of a checkpoint that decides which of their series applies (dropout and the like do not)
-SHAPE_KEYS = ("conv_dim", "conv_kernel", "conv_stride", "feat_extract_norm", "hidden_size", "num_hidden_layers",
-              "num_attention_heads", "intermediate_size", "do_stable_layer_norm")
+# the structure of a checkpoint that decides which of their series applies (dropout and the like do not); the
+# family first: a HuBERT or wav2vec 2.0 Base has Base+'s shape but none of their WavLM results
+SHAPE_KEYS = ("model_type", "conv_dim", "conv_kernel", "conv_stride", "feat_extract_norm", "hidden_size",
+              "num_hidden_layers", "num_attention_heads", "intermediate_size", "do_stable_layer_norm")
 
 
 def shape_of(frontend: dict) -> str | None:
     """'base-plus' or 'large' when a front end's config (config.json / task.json's "frontend") has that shape
     (WavLM Base has Base+'s), else None."""
+    frontend = {"model_type": "wavlm", **frontend}  # as FrontendConfig.from_dict reads a dict without one
     for name in ("base-plus", "large"):
         shape = SHAPES[name].to_dict()
         if all(_same(frontend.get(k), shape[k]) for k in SHAPE_KEYS):

@@ -1,11 +1,12 @@
-"""WavLM's convolutional feature extractor and feature projection, with prunable CNN channels."""
+"""The convolutional feature extractor and feature projection (the same in every family), with prunable CNN
+channels."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hp.model.config import WavLMConfig
+from hp.model.config import FrontendConfig
 from hp.model.gates import HardConcrete, eval_mask, unit_count
 from hp.model.norms import layer_norm
 
@@ -99,7 +100,7 @@ def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, norm: nn.GroupNorm
 class FeatureExtractor(nn.Module):
     """The CNN that turns a 16 kHz waveform into 50 Hz frames."""
 
-    def __init__(self, config: WavLMConfig, channels: tuple[int, ...], gated: bool):
+    def __init__(self, config: FrontendConfig, channels: tuple[int, ...], gated: bool):
         super().__init__()
         layers, n_in = [], 1
         for i, (n_out, k, s) in enumerate(zip(channels, config.conv_kernel, config.conv_stride)):
@@ -135,40 +136,43 @@ class FeatureExtractor(nn.Module):
 
 
 class FeatureProjection(nn.Module):
-    """LayerNorm over CNN channels, then a linear map to the transformer width."""
+    """LayerNorm over CNN channels, then a linear map to the transformer width. HuBERT checkpoints with
+    `feat_proj_layer_norm: false` (e.g. DistilHuBERT's layout) project the CNN output without the norm."""
 
-    def __init__(self, config: WavLMConfig, channels: int):
+    def __init__(self, config: FrontendConfig, channels: int):
         super().__init__()
-        self.norm = nn.LayerNorm(channels, eps=config.layer_norm_eps)
+        self.norm = nn.LayerNorm(channels, eps=config.layer_norm_eps) if config.feat_proj_layer_norm else None
         self.linear = nn.Linear(channels, config.hidden_size)
         self.dropout = nn.Dropout(config.feat_proj_dropout)
 
     def forward(self, x: torch.Tensor, channel_mask: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, frames, C]; `channel_mask` is the last CNN layer's gate, applied after the norm."""
+        """x: [B, frames, C]; `channel_mask` is the last CNN layer's gate, applied after the norm (if any)."""
         n = self.norm
-        if channel_mask is None:
-            x = n(x)
-        else:
-            x = layer_norm(x, n.weight, n.bias, n.eps, channel_mask != 0) * channel_mask.to(x.dtype)
+        if n is not None:
+            x = n(x) if channel_mask is None else layer_norm(x, n.weight, n.bias, n.eps, channel_mask != 0)
+        if channel_mask is not None:
+            x = x * channel_mask.to(x.dtype)
         return self.dropout(self.linear(x))
 
     @staticmethod
-    def param_count(n_in, hidden_size: int):
-        return 2 * n_in + (n_in + 1) * hidden_size
+    def param_count(n_in, hidden_size: int, norm: bool = True):
+        return (2 * n_in if norm else 0) + (n_in + 1) * hidden_size
 
     def count(self, n_in):
-        return self.param_count(n_in, self.linear.out_features)
+        return self.param_count(n_in, self.linear.out_features, self.norm is not None)
 
     @torch.no_grad()
     def prune(self, keep: torch.Tensor, scale: torch.Tensor) -> None:
-        """Keep the CNN's surviving channels and fold their soft mask into the norm's affine."""
+        """Keep the CNN's surviving channels and fold their soft mask into the norm's affine (without a norm:
+        into the linear map's input weights)."""
         norm, linear = self.norm, self.linear
-        like = dict(device=norm.weight.device, dtype=norm.weight.dtype)
-        self.norm = nn.LayerNorm(len(keep), eps=norm.eps, **like)
-        self.norm.weight.copy_(norm.weight[keep] * scale)
-        self.norm.bias.copy_(norm.bias[keep] * scale)
+        like = dict(device=linear.weight.device, dtype=linear.weight.dtype)
+        if norm is not None:
+            self.norm = nn.LayerNorm(len(keep), eps=norm.eps, **like)
+            self.norm.weight.copy_(norm.weight[keep] * scale)
+            self.norm.bias.copy_(norm.bias[keep] * scale)
         self.linear = nn.Linear(len(keep), linear.out_features, **like)
-        self.linear.weight.copy_(linear.weight[:, keep])
+        self.linear.weight.copy_(linear.weight[:, keep] * (1.0 if norm is not None else scale))
         self.linear.bias.copy_(linear.bias)
 
 
@@ -177,7 +181,7 @@ def conv_output_length(lengths: torch.Tensor, kernel: int, stride: int) -> torch
     return torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
 
 
-def frame_lengths(lengths: torch.Tensor, config: WavLMConfig) -> torch.Tensor:
+def frame_lengths(lengths: torch.Tensor, config: FrontendConfig) -> torch.Tensor:
     """Number of CNN output frames for each input length (in samples)."""
     for k, s in zip(config.conv_kernel, config.conv_stride):
         lengths = conv_output_length(lengths, k, s)

@@ -1,4 +1,5 @@
-"""Import transformers' WavLM checkpoints (hub id or local dir); save and load compacted models."""
+"""Import transformers' WavLM, HuBERT and wav2vec 2.0 checkpoints (hub id or local dir); save and load compacted
+models."""
 from __future__ import annotations
 
 import os
@@ -11,19 +12,24 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hp.errors import CheckpointError, ConfigError
-from hp.model.config import WavLMConfig
+from hp.model.config import FAMILIES, FAMILY_NAMES, FrontendConfig
 from hp.model.gates import UNIT_TYPES
 from hp.model.structure import WavLMStructure
-from hp.model.wavlm import WavLM
+from hp.model.wavlm import Frontend
 from hp.utils.files import atomic_dir, read_json, write_json
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-COMPACT_FORMAT = "hp-compact-wavlm"
+COMPACT_FORMAT = "hp-compact-wavlm"  # the name predates the other families; config.json's model_type tells them apart
 
 
 # ---- transformers checkpoint -> hp ----------------------------------------------------------------------
-def _hf_sources(config: WavLMConfig) -> dict[str, tuple[str, ...]]:
-    """hp parameter name -> the transformers key(s) it is made of (q, k, v are fused into qkv)."""
+def _hf_sources(config: FrontendConfig) -> dict[str, tuple[str, ...]]:
+    """hp parameter name -> the transformers key(s) it is made of (q, k, v are fused into qkv).
+
+    The three families name their shared modules alike (transformers' HuBERT and WavLM copy wav2vec 2.0's
+    modules); only WavLM has the relative position bias (rel_attn_embed, gru_rel_pos_*) and only HuBERT may
+    lack the projection's norm (feat_proj_layer_norm: false).
+    """
     m = {}
     for i in range(len(config.conv_dim)):
         src = f"feature_extractor.conv_layers.{i}"
@@ -34,31 +40,37 @@ def _hf_sources(config: WavLMConfig) -> dict[str, tuple[str, ...]]:
             for p in ("weight", "bias"):
                 m[f"cnn.layers.{i}.norm.{p}"] = (f"{src}.layer_norm.{p}",)
     for p in ("weight", "bias"):
-        m[f"projection.norm.{p}"] = (f"feature_projection.layer_norm.{p}",)
+        if config.feat_proj_layer_norm:
+            m[f"projection.norm.{p}"] = (f"feature_projection.layer_norm.{p}",)
         m[f"projection.linear.{p}"] = (f"feature_projection.projection.{p}",)
         m[f"encoder.norm.{p}"] = (f"encoder.layer_norm.{p}",)
     pos = "encoder.pos_conv_embed.conv"
     m["encoder.pos_conv.weight_g"] = (f"{pos}.parametrizations.weight.original0",)
     m["encoder.pos_conv.weight_v"] = (f"{pos}.parametrizations.weight.original1",)
     m["encoder.pos_conv.bias"] = (f"{pos}.bias",)
-    m["encoder.rel_pos.embedding.weight"] = ("encoder.layers.0.attention.rel_attn_embed.weight",)
+    rel_pos = config.relative_position_bias
+    if rel_pos:
+        m["encoder.rel_pos.embedding.weight"] = ("encoder.layers.0.attention.rel_attn_embed.weight",)
     stable = config.do_stable_layer_norm
     for i in range(config.num_hidden_layers):
         src, dst = f"encoder.layers.{i}", f"encoder.layers.{i}"
         for p in ("weight", "bias"):
             m[f"{dst}.attention.qkv.{p}"] = tuple(f"{src}.attention.{x}_proj.{p}" for x in "qkv")
             m[f"{dst}.attention.out_proj.{p}"] = (f"{src}.attention.out_proj.{p}",)
-            m[f"{dst}.attention.rel_pos_gate.{p}"] = (f"{src}.attention.gru_rel_pos_linear.{p}",)
+            if rel_pos:
+                m[f"{dst}.attention.rel_pos_gate.{p}"] = (f"{src}.attention.gru_rel_pos_linear.{p}",)
             m[f"{dst}.feed_forward.fc1.{p}"] = (f"{src}.feed_forward.intermediate_dense.{p}",)
             m[f"{dst}.feed_forward.fc2.{p}"] = (f"{src}.feed_forward.output_dense.{p}",)
             # Pre-LN: each norm belongs to the block it feeds. Post-LN: the norms sit on the residual stream.
             m[f"{dst}.{'attention.norm' if stable else 'attention_norm'}.{p}"] = (f"{src}.layer_norm.{p}",)
             m[f"{dst}.{'feed_forward.norm' if stable else 'ffn_norm'}.{p}"] = (f"{src}.final_layer_norm.{p}",)
-        m[f"{dst}.attention.rel_pos_const"] = (f"{src}.attention.gru_rel_pos_const",)
+        if rel_pos:
+            m[f"{dst}.attention.rel_pos_const"] = (f"{src}.attention.gru_rel_pos_const",)
     return m
 
 
-# Older checkpoints (e.g. the microsoft/wavlm-* releases) store the weight norm as weight_g / weight_v.
+# Older checkpoints (e.g. the microsoft/wavlm-* and facebook/wav2vec2-* releases) store the weight norm as
+# weight_g / weight_v.
 _LEGACY_KEYS = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 # Keys outside these (masked_spec_embed, task heads) are not part of hp's front end and are ignored.
 _OWN_PREFIXES = ("feature_extractor.", "feature_projection.", "encoder.")
@@ -79,10 +91,12 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-def _normalise_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip the `wavlm.` prefix of task checkpoints (their heads are dropped) and rename legacy keys."""
-    if any(k.startswith("wavlm.") for k in weights):
-        weights = {k[len("wavlm."):]: v for k, v in weights.items() if k.startswith("wavlm.")}
+def _normalise_keys(weights: dict[str, torch.Tensor], model_type: str = "wavlm") -> dict[str, torch.Tensor]:
+    """Strip the family's prefix (`wavlm.`, `hubert.`, `wav2vec2.`) of task and pretraining checkpoints (their
+    heads, quantiser and projections are dropped) and rename legacy keys."""
+    prefix = f"{model_type}."  # transformers' base_model_prefix is the model_type in all three families
+    if any(k.startswith(prefix) for k in weights):
+        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     out = {}
     for k, v in weights.items():
         head, _, last = k.rpartition(".")
@@ -90,11 +104,12 @@ def _normalise_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def state_dict_from_hf(weights: dict[str, torch.Tensor], config: WavLMConfig, source: str) -> dict[str, torch.Tensor]:
-    """Map a transformers WavLM state dict onto hp's dense parameter names, checking keys and shapes."""
-    weights = _normalise_keys(weights)
+def state_dict_from_hf(weights: dict[str, torch.Tensor], config: FrontendConfig, source: str) -> dict[str, torch.Tensor]:
+    """Map a transformers state dict of `config`'s family onto hp's dense parameter names, checking keys and
+    shapes."""
+    weights = _normalise_keys(weights, config.model_type)
     with torch.device("meta"):
-        expected = WavLM(config, prune_units=()).state_dict()
+        expected = Frontend(config, prune_units=()).state_dict()
     sources = _hf_sources(config)
     out, used = {}, set()
     for name, keys in sources.items():
@@ -128,7 +143,8 @@ def _resolve(source: str | os.PathLike, revision: str | None, cache_dir: str | N
         return path
     # hub ids look like "org/name"; anything path-like that is not a directory is a local mistake
     if path.exists() or str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
-        raise CheckpointError(f"{source}: no such directory holding a transformers WavLM checkpoint")
+        raise CheckpointError(f"{source}: no such directory holding a transformers checkpoint "
+                              f"({', '.join(FAMILY_NAMES.values())})")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError
 
@@ -146,33 +162,49 @@ def _resolve(source: str | os.PathLike, revision: str | None, cache_dir: str | N
         raise CheckpointError(f"{source}: cannot fetch from the Hugging Face hub ({type(e).__name__}: {reason})") from None
 
 
-def load_wavlm(source: str | os.PathLike, prune_units: Iterable[str] = UNIT_TYPES, *, revision: str | None = None,
-               cache_dir: str | None = None, **config_overrides) -> WavLM:
-    """A pretrained WavLM from a Hugging Face hub id or a local directory in transformers' layout.
+def load_frontend(source: str | os.PathLike, prune_units: Iterable[str] = UNIT_TYPES, *,
+                  revision: str | None = None, cache_dir: str | None = None, **config_overrides) -> Frontend:
+    """A pretrained front end of the family config.json's `model_type` names ("wavlm", "hubert", "wav2vec2"),
+    from a Hugging Face hub id or a local directory in transformers' layout.
 
-    The directory holds `config.json` and `model.safetensors` (preferred) or `pytorch_model.bin` (read
-    with `weights_only=True`); checkpoints of transformers' WavLM task models (`wavlm.` prefix) work too.
-    `config_overrides` replace config values, e.g. `layerdrop=0.0`. Gates start as the brief prescribes.
+    The directory holds `config.json` and `model.safetensors` (preferred) or `pytorch_model.bin` (read with
+    `weights_only=True`); checkpoints of transformers' task and pretraining models (`wavlm.`, `hubert.`,
+    `wav2vec2.` prefix, e.g. Wav2Vec2ForPreTraining's XLS-R releases) work too. `config_overrides` replace
+    config values, e.g. `layerdrop=0.0`. Gates start as the brief prescribes.
     """
+    return _load(source, prune_units, FAMILIES, revision, cache_dir, config_overrides)
+
+
+def load_wavlm(source: str | os.PathLike, prune_units: Iterable[str] = UNIT_TYPES, *, revision: str | None = None,
+               cache_dir: str | None = None, **config_overrides) -> Frontend:
+    """`load_frontend` for WavLM checkpoints only: another model_type is an error."""
+    return _load(source, prune_units, ("wavlm",), revision, cache_dir, config_overrides)
+
+
+def _load(source, prune_units, families: tuple[str, ...], revision, cache_dir, config_overrides: dict) -> Frontend:
     root = _resolve(source, revision, cache_dir)
     config_path = root / "config.json"
+    config_dict = read_json(config_path, CheckpointError)
+    # the family is what config.json says, never a guess: a missing model_type (which from_dict reads as hp's
+    # own files without one, as WavLM) is reported as None
+    config_dict = {**config_dict, "model_type": config_dict.get("model_type")}
     try:
-        config = WavLMConfig.from_dict(read_json(config_path, CheckpointError), source=str(config_path))
+        config = FrontendConfig.from_dict(config_dict, source=str(config_path), families=families)
         config = config.replace(**config_overrides)
-    except ConfigError as e:  # one error type for everything load_wavlm finds wrong
+    except ConfigError as e:  # one error type for everything the loader finds wrong
         raise CheckpointError(str(e)) from None
     weights_path = next((root / f for f in WEIGHT_FILES if (root / f).is_file()), None)
     if weights_path is None:
         raise CheckpointError(f"{root}: no {' or '.join(WEIGHT_FILES)} found")
     state = state_dict_from_hf(_read_weights(weights_path), config, str(weights_path))
-    model = WavLM(config, prune_units=prune_units)
+    model = Frontend(config, prune_units=prune_units)
     missing, unexpected = model.load_state_dict(state, strict=False)
     assert not unexpected and all(k.endswith("log_alpha") for k in missing), (missing, unexpected)
     return model
 
 
 # ---- compact models -----------------------------------------------------------------------------------
-def save(model: WavLM, directory: str | os.PathLike) -> None:
+def save(model: Frontend, directory: str | os.PathLike) -> None:
     """Write `config.json`, `structure.json` and `model.safetensors`; the directory appears complete or not at all."""
     if model.gates():
         raise ValueError("save() writes compacted models; call hp.compact(model) first")
@@ -183,7 +215,7 @@ def save(model: WavLM, directory: str | os.PathLike) -> None:
         write_json(tmp / "structure.json", model.structure.to_dict())
 
 
-def load_compact(directory: str | os.PathLike, device: str | torch.device = "cpu") -> WavLM:
+def load_compact(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Frontend:
     """Rebuild a compacted model saved by `WavLM.save` from its structure, then load its weights."""
     directory = Path(directory)
     config_path, structure_path, weights_path = (directory / f for f in
@@ -192,7 +224,7 @@ def load_compact(directory: str | os.PathLike, device: str | torch.device = "cpu
     if config_dict.get("format") != COMPACT_FORMAT:
         raise CheckpointError(f"{config_path}: not an hp compact model (format is {config_dict.get('format')!r})")
     try:
-        config = WavLMConfig.from_dict(config_dict, source=str(config_path))
+        config = FrontendConfig.from_dict(config_dict, source=str(config_path))
         structure = WavLMStructure.from_dict(read_json(structure_path, CheckpointError), source=str(structure_path))
         structure.validate(config, source=str(structure_path))
     except ConfigError as e:
@@ -201,7 +233,7 @@ def load_compact(directory: str | os.PathLike, device: str | torch.device = "cpu
         raise CheckpointError(f"{weights_path}: file not found")
     state = _read_weights(weights_path)
     with torch.device("meta"):
-        model = WavLM(config, structure, prune_units=())
+        model = Frontend(config, structure, prune_units=())
     expected = model.state_dict()
     for k, v in expected.items():
         if k not in state:

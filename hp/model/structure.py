@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hp.errors import ConfigError
-from hp.model.config import WavLMConfig
+from hp.model.config import FrontendConfig
 
 
 @dataclass(frozen=True)
@@ -27,11 +27,11 @@ class WavLMStructure:
     layers: tuple[LayerStructure, ...]
 
     @classmethod
-    def dense(cls, config: WavLMConfig) -> WavLMStructure:
+    def dense(cls, config: FrontendConfig) -> WavLMStructure:
         layer = LayerStructure(tuple(range(config.num_attention_heads)), config.intermediate_size)
         return cls(tuple(config.conv_dim), (layer,) * config.num_hidden_layers)
 
-    def validate(self, config: WavLMConfig, source: str = "structure") -> None:
+    def validate(self, config: FrontendConfig, source: str = "structure") -> None:
         if len(self.conv_channels) != len(config.conv_dim):
             raise ConfigError(f"{source}: {len(self.conv_channels)} CNN layers, config has {len(config.conv_dim)}")
         for i, (c, full) in enumerate(zip(self.conv_channels, config.conv_dim)):

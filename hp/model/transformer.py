@@ -1,4 +1,5 @@
-"""WavLM's transformer encoder: gated relative position bias, prunable heads, FFN units and whole blocks."""
+"""The transformer encoder of every family: prunable heads, FFN units and whole blocks; WavLM's gated relative
+position bias where the family has it (`config.relative_position_bias`)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hp.model.config import WavLMConfig
+from hp.model.config import FrontendConfig
 from hp.model.gates import HardConcrete, eval_mask, unit_count
 from hp.model.structure import LayerStructure
 
@@ -46,7 +47,7 @@ class RelativePositionBias(nn.Module):
     """Learned bias per (bucket, head), shared by all layers. It lives in layer 0 in WavLM; it is kept
     whole here, so that every layer's surviving heads can index it even after layer 0 is pruned."""
 
-    def __init__(self, config: WavLMConfig):
+    def __init__(self, config: FrontendConfig):
         super().__init__()
         self.num_buckets, self.max_distance = config.num_buckets, config.max_bucket_distance
         self.embedding = nn.Embedding(config.num_buckets, config.num_attention_heads)
@@ -57,13 +58,14 @@ class RelativePositionBias(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with WavLM's gated relative position bias.
+    """Multi-head self-attention, with WavLM's gated relative position bias for that family (HuBERT and
+    wav2vec 2.0 attend without a position bias: their positions come from the positional conv alone).
 
     Gates: one per head (on each head's output, before out_proj) and one for the whole block (on its
     output). In the pre-LN layout the block owns its LayerNorm, which goes with it when it is removed.
     """
 
-    def __init__(self, config: WavLMConfig, heads: tuple[int, ...], gate_heads: bool, gate_block: bool):
+    def __init__(self, config: FrontendConfig, heads: tuple[int, ...], gate_heads: bool, gate_block: bool):
         super().__init__()
         d, self.head_dim = config.hidden_size, config.head_dim
         self.num_orig_heads = config.num_attention_heads
@@ -71,9 +73,12 @@ class SelfAttention(nn.Module):
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps) if config.do_stable_layer_norm else None
         self.qkv = nn.Linear(d, 3 * h * self.head_dim)
         self.out_proj = nn.Linear(h * self.head_dim, d)
-        # The bias gate reads the input in slices of d / H_orig, by the head's original index.
-        self.rel_pos_gate = nn.Linear(d // self.num_orig_heads, REL_POS_GATE_DIM)
-        self.rel_pos_const = nn.Parameter(torch.ones(h))
+        if config.relative_position_bias:
+            # The bias gate reads the input in slices of d / H_orig, by the head's original index.
+            self.rel_pos_gate = nn.Linear(d // self.num_orig_heads, REL_POS_GATE_DIM)
+            self.rel_pos_const = nn.Parameter(torch.ones(h))
+        else:
+            self.rel_pos_gate = self.rel_pos_const = None
         self.heads = tuple(heads)  # original indices; a plain value so the structure stays outside the weights
         self._head_index: dict[torch.device, torch.Tensor] = {}
         self.dropout = config.attention_dropout
@@ -85,29 +90,33 @@ class SelfAttention(nn.Module):
             self._head_index[device] = torch.tensor(self.heads, dtype=torch.long, device=device)
         return self._head_index[device]
 
-    def forward(self, x: torch.Tensor, position_bias: torch.Tensor, key_bias: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, T, D]; position_bias: [H_orig, T, T]; key_bias: [B, 1, 1, T] additive padding mask."""
+    def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
+                key_bias: torch.Tensor | None) -> torch.Tensor:
+        """x: [B, T, D]; position_bias: [H_orig, T, T] (WavLM; None for the other families);
+        key_bias: [B, 1, 1, T] additive padding mask."""
         if self.norm is not None:
             x = self.norm(x)
         b, t, _ = x.shape
         h = len(self.heads)
         q, k, v = self.qkv(x).view(b, t, 3, h, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
 
-        # WavLM's gate on the relative position bias, from each original head's slice of the input.
-        # The 8-wide projection is cheap for all slices; selecting after it moves 32x less data.
-        gate_in = self.rel_pos_gate(x.view(b, t, self.num_orig_heads, -1)).view(b, t, -1, 2, 4).sum(-1)
-        if h != self.num_orig_heads:
-            index = self.head_index(x.device)
-            gate_in = gate_in.index_select(2, index)
-            position_bias = position_bias.index_select(0, index)
-        gate_a, gate_b = torch.sigmoid(gate_in).unbind(-1)
-        gate = gate_a * (gate_b * self.rel_pos_const - 1.0) + 2.0  # [B, T, h]
-        bias = gate.transpose(1, 2)[..., None] * position_bias  # [B, h, T, T]
-        if key_bias is not None:
-            bias = bias + key_bias
+        bias = key_bias
+        if self.rel_pos_gate is not None:
+            # WavLM's gate on the relative position bias, from each original head's slice of the input.
+            # The 8-wide projection is cheap for all slices; selecting after it moves 32x less data.
+            gate_in = self.rel_pos_gate(x.view(b, t, self.num_orig_heads, -1)).view(b, t, -1, 2, 4).sum(-1)
+            if h != self.num_orig_heads:
+                index = self.head_index(x.device)
+                gate_in = gate_in.index_select(2, index)
+                position_bias = position_bias.index_select(0, index)
+            gate_a, gate_b = torch.sigmoid(gate_in).unbind(-1)
+            gate = gate_a * (gate_b * self.rel_pos_const - 1.0) + 2.0  # [B, T, h]
+            bias = gate.transpose(1, 2)[..., None] * position_bias  # [B, h, T, T]
+            if key_bias is not None:
+                bias = bias + key_bias
 
         # in the query's dtype: under bf16 autocast CUDA's memory-efficient kernel rejects a float32 bias
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
                                              dropout_p=self.dropout if self.training else 0.0)
         head_mask = self.head_gate() if self.head_gate is not None else None
         if head_mask is not None:
@@ -121,14 +130,15 @@ class SelfAttention(nn.Module):
         return out
 
     @staticmethod
-    def param_count(config: WavLMConfig, heads, alive):
+    def param_count(config: FrontendConfig, heads, alive):
         d, dh = config.hidden_size, config.head_dim
-        rel_pos = (d // config.num_attention_heads + 1) * REL_POS_GATE_DIM
         norm = 2 * d if config.do_stable_layer_norm else 0
-        per_block = 3 * (d + 1) * heads * dh + (heads * dh + 1) * d + heads + rel_pos + norm
+        per_block = 3 * (d + 1) * heads * dh + (heads * dh + 1) * d + norm
+        if config.relative_position_bias:  # the bias gate's linear map and one constant per head
+            per_block = per_block + (d // config.num_attention_heads + 1) * REL_POS_GATE_DIM + heads
         return alive * per_block
 
-    def count(self, config: WavLMConfig, mode: str):
+    def count(self, config: FrontendConfig, mode: str):
         heads, any_head = unit_count(self.head_gate, len(self.heads), mode)
         block, _ = unit_count(self.block_gate, 1, mode)
         return self.param_count(config, heads, block * any_head)
@@ -150,7 +160,8 @@ class SelfAttention(nn.Module):
         out.weight.copy_(w.view(d, h, dh)[:, keep].reshape(d, -1) * scale * block_mask)
         out.bias.copy_(self.out_proj.bias * block_mask)
         self.qkv, self.out_proj = qkv, out
-        self.rel_pos_const = nn.Parameter(self.rel_pos_const[keep].clone())
+        if self.rel_pos_const is not None:
+            self.rel_pos_const = nn.Parameter(self.rel_pos_const[keep].clone())
         self.heads = tuple(self.heads[i] for i in keep.tolist())
         self._head_index = {}
         self.head_gate = self.block_gate = None
@@ -160,7 +171,7 @@ class SelfAttention(nn.Module):
 class FeedForward(nn.Module):
     """Linear -> GELU -> Linear with one gate per intermediate unit and one for the whole block."""
 
-    def __init__(self, config: WavLMConfig, dim: int, gate_units: bool, gate_block: bool):
+    def __init__(self, config: FrontendConfig, dim: int, gate_units: bool, gate_block: bool):
         super().__init__()
         d = config.hidden_size
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps) if config.do_stable_layer_norm else None
@@ -184,12 +195,12 @@ class FeedForward(nn.Module):
         return x
 
     @staticmethod
-    def param_count(config: WavLMConfig, units, alive):
+    def param_count(config: FrontendConfig, units, alive):
         d = config.hidden_size
         norm = 2 * d if config.do_stable_layer_norm else 0
         return alive * ((d + 1) * units + (units + 1) * d + norm)
 
-    def count(self, config: WavLMConfig, mode: str):
+    def count(self, config: FrontendConfig, mode: str):
         units, any_unit = unit_count(self.unit_gate, self.fc1.out_features, mode)
         block, _ = unit_count(self.block_gate, 1, mode)
         return self.param_count(config, units, block * any_unit)
@@ -221,7 +232,7 @@ class EncoderLayer(nn.Module):
     residual stream.
     """
 
-    def __init__(self, config: WavLMConfig, layer: LayerStructure, prune_units: frozenset[str]):
+    def __init__(self, config: FrontendConfig, layer: LayerStructure, prune_units: frozenset[str]):
         super().__init__()
         self.attention = (SelfAttention(config, layer.heads, "head" in prune_units, "attlayer" in prune_units)
                           if layer.use_attention else None)
@@ -249,7 +260,7 @@ class EncoderLayer(nn.Module):
         return LayerStructure(self.attention.heads if self.attention is not None else (),
                               self.feed_forward.fc1.out_features if self.feed_forward is not None else 0)
 
-    def count(self, config: WavLMConfig, mode: str):
+    def count(self, config: FrontendConfig, mode: str):
         total = sum(p.numel() for m in (self.attention_norm, self.ffn_norm) for p in m.parameters()) if self.post_ln else 0
         if self.attention is not None:
             total = total + self.attention.count(config, mode)
@@ -267,7 +278,7 @@ class EncoderLayer(nn.Module):
 class PositionalConv(nn.Module):
     """Grouped, weight-normalised convolution over time whose GELU output is added to the input."""
 
-    def __init__(self, config: WavLMConfig):
+    def __init__(self, config: FrontendConfig):
         super().__init__()
         d, k, g = config.hidden_size, config.num_conv_pos_embeddings, config.num_conv_pos_embedding_groups
         self.groups, self.kernel = g, k
@@ -298,7 +309,7 @@ class PositionalConv(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, config: WavLMConfig, layers: tuple[LayerStructure, ...], prune_units: frozenset[str]):
+    def __init__(self, config: FrontendConfig, layers: tuple[LayerStructure, ...], prune_units: frozenset[str]):
         super().__init__()
         self.stable_layer_norm, self.layerdrop = config.do_stable_layer_norm, config.layerdrop
         self.layerdrop_generator: torch.Generator | None = None  # a CPU one; None: the global one
@@ -307,7 +318,7 @@ class Encoder(nn.Module):
         # which transformers reports as last_hidden_state but not as hidden_states[-1].
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
-        self.rel_pos = RelativePositionBias(config)
+        self.rel_pos = RelativePositionBias(config) if config.relative_position_bias else None
         self.layers = nn.ModuleList(EncoderLayer(config, layer, prune_units) for layer in layers)
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
@@ -320,7 +331,7 @@ class Encoder(nn.Module):
         if not self.stable_layer_norm:
             x = self.norm(x)
         x = self.dropout(x)
-        position_bias = self.rel_pos(x.shape[1])
+        position_bias = self.rel_pos(x.shape[1]) if self.rel_pos is not None else None
         states = [x]
         for i, layer in enumerate(self.layers):
             # LayerDrop as in transformers (training only, never layer 0); a skipped layer repeats its
@@ -332,8 +343,9 @@ class Encoder(nn.Module):
             states.append(x)
         return tuple(states)
 
-    def count(self, config: WavLMConfig, mode: str):
-        total = sum(p.numel() for m in (self.pos_conv, self.norm, self.rel_pos) for p in m.parameters())
+    def count(self, config: FrontendConfig, mode: str):
+        total = sum(p.numel() for m in (self.pos_conv, self.norm, self.rel_pos) if m is not None
+                    for p in m.parameters())
         for layer in self.layers:
             total = total + layer.count(config, mode)
         return total

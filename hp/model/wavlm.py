@@ -1,4 +1,5 @@
-"""The prunable WavLM front end: the model-level forward, counts, prune() and structure walk the blocks."""
+"""The prunable front end (WavLM, HuBERT, wav2vec 2.0): the model-level forward, counts, prune() and structure
+walk the blocks."""
 from __future__ import annotations
 
 import contextlib
@@ -10,26 +11,29 @@ import torch
 from torch import nn
 
 from hp.model.cnn import FeatureExtractor, FeatureProjection, frame_lengths
-from hp.model.config import WavLMConfig
+from hp.model.config import FrontendConfig
 from hp.model.gates import UNIT_TYPES, HardConcrete
 from hp.model.structure import WavLMStructure
 from hp.model.transformer import Encoder
 
 
-class WavLM(nn.Module):
-    """WavLM (Base/Base+/Large layouts) with hard-concrete gates on the unit types in `prune_units`.
+class Frontend(nn.Module):
+    """A front end of `config.model_type`'s family with hard-concrete gates on the unit types in `prune_units`:
+    WavLM (Base/Base+/Large layouts), HuBERT (Base / Large) or wav2vec 2.0 (Base / the pre-LN Large of XLS-R).
+    One class: the families differ only in options of the shared blocks (the relative position bias, HuBERT's
+    optional projection norm), which the config switches.
 
     `model(wave[B, T], lengths=None)` returns the L + 1 hidden states, each [B, frames, D], with the order
-    and values of transformers' `WavLMModel(...).hidden_states`: the input of the first layer, then each
-    layer's output (for the pre-LN layout the last one is before the final LayerNorm, as in
-    transformers >= 5; `last_hidden_state()` applies it). `lengths` (samples per utterance) masks padding
-    as transformers' `attention_mask` does.
+    and values of transformers' `WavLMModel` (`HubertModel`, `Wav2Vec2Model`) `(...).hidden_states`: the input
+    of the first layer, then each layer's output (for the pre-LN layout the last one is before the final
+    LayerNorm, as in transformers >= 5; `last_hidden_state()` applies it). `lengths` (samples per utterance)
+    masks padding as transformers' `attention_mask` does.
 
     With `prune_units=()` the model has no gates; a compacted model is such a model built from a smaller
     `structure`.
     """
 
-    def __init__(self, config: WavLMConfig, structure: WavLMStructure | None = None,
+    def __init__(self, config: FrontendConfig, structure: WavLMStructure | None = None,
                  prune_units: Iterable[str] = UNIT_TYPES):
         super().__init__()
         prune_units = frozenset(prune_units)
@@ -128,7 +132,8 @@ class WavLM(nn.Module):
     def num_params(self) -> int:
         """Parameters of the front end, gates excluded.
 
-        For a dense model this is transformers' `WavLMModel.num_parameters()` minus `masked_spec_embed`
+        For a dense model this is transformers' `WavLMModel.num_parameters()` (`HubertModel`, `Wav2Vec2Model`:
+        the same) minus `masked_spec_embed`
         (hidden_size values, present when mask_time_prob or mask_feature_prob > 0): that vector only replaces
         masked frames in SpecAugment, takes no part in inference, and is not loaded. hp applies no
         SpecAugment in training (the authors' recipes do not use it).
@@ -176,13 +181,17 @@ class WavLM(nn.Module):
         save(self, directory)
 
 
+# WavLM's name for the class, kept for the code that uses it
+WavLM = Frontend
+
+
 @functools.cache
-def _dense_num_params(config: WavLMConfig) -> int:
+def _dense_num_params(config: FrontendConfig) -> int:
     with torch.device("meta"):
-        return WavLM(config, prune_units=()).num_params()
+        return Frontend(config, prune_units=()).num_params()
 
 
-def compact(model: WavLM) -> WavLM:
+def compact(model: Frontend) -> Frontend:
     """A physically smaller, gate-free copy of `model` in eval mode that computes what `model.eval()` does.
 
     The copy is rebuilt from its `WavLMStructure` alone, then given the pruned weights, so the structure is
@@ -191,6 +200,6 @@ def compact(model: WavLM) -> WavLM:
     pruned = copy.deepcopy(model).eval()
     structure = pruned.prune()
     with torch.device("meta"):
-        out = WavLM(model.config, structure, prune_units=())
+        out = Frontend(model.config, structure, prune_units=())
     out.load_state_dict(pruned.state_dict(), strict=True, assign=True)
     return out.eval()
