@@ -11,7 +11,7 @@ from hp import distributed
 from hp.checkpoint import Checkpoints, fingerprint
 from hp.data.augment import AugmentConfig, Augmenter
 from hp.errors import ConfigError
-from hp.model import SHAPES, WavLM, load_wavlm
+from hp.model import SHAPES, WavLM, load_frontend
 from hp.params import integer, section, typed
 from hp.profile import hardware
 from hp.tasks import get_task
@@ -37,7 +37,7 @@ def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
     units = tuple(section(params, "model.prune_units"))
     drop = layerdrop(params)
     if pretrained != TINY:
-        return load_wavlm(pretrained, prune_units=units if prune else (), layerdrop=drop)
+        return load_frontend(pretrained, prune_units=units if prune else (), layerdrop=drop)
     torch.manual_seed(int(section(params, "model.seed")))
     config = SHAPES[TINY].replace(layerdrop=drop)
     model = WavLM(config, prune_units=units)  # the gates' initialisation draws from the same generator
