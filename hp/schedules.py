@@ -1,7 +1,8 @@
-"""Schedules of one training run as small objects: the learning rate and the AAM margin at each step.
+"""Schedules of one training run as small objects: the learning rate, the AAM margin and the sparsity target at
+each step, and the step at which the gates freeze.
 
-Both follow the authors' WeSpeaker schedulers (recipes/AUTHORS.md names the files): the learning rate is
-`ExponentialDecrease`, the margin `MarginScheduler`.
+The first two follow the authors' WeSpeaker schedulers (recipes/AUTHORS.md names the files): the learning rate
+is `ExponentialDecrease`, the margin `MarginScheduler`. The target's warm-up is CoFi/DPHuBERT's.
 """
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ import math
 from dataclasses import dataclass
 
 MARGIN_SHAPES = ("linear", "exp")
+# Fraction of the final sparsity target reached at progress p in [0, 1] of its warm-up.
+TARGET_SHAPES = {
+    "linear": lambda p: p,
+    "cosine": lambda p: 0.5 * (1.0 - math.cos(math.pi * p)),
+}
 
 
 @dataclass(frozen=True)
@@ -76,3 +82,56 @@ class MarginSchedule:
         if self.shape == "linear":
             return progress
         return 1.0 - math.exp(progress * math.log(1e-3 / (1.0 + 1e-6)))  # their constants, final_val / initial_val
+
+
+@dataclass(frozen=True)
+class TargetSchedule:
+    """The sparsity target at step i: `target` * shape(i / warmup), growing from 0 over the first `warmup` steps
+    (linear, or cosine: slow start and slow finish), then `target` (warmup 0: `target` from the start)."""
+
+    target: float
+    warmup: int  # steps
+    shape: str = "linear"
+
+    def __post_init__(self):
+        if not 0.0 <= self.target < 1.0:
+            raise ValueError(f"target_sparsity must be in [0, 1), got {self.target}")
+        if self.shape not in TARGET_SHAPES:
+            raise ValueError(f"unknown sparsity schedule {self.shape!r}; choose from {sorted(TARGET_SHAPES)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup}")
+
+    def __call__(self, step: int) -> float:
+        progress = 1.0 if self.warmup == 0 else min(step / self.warmup, 1.0)
+        return self.target * TARGET_SHAPES[self.shape](progress)
+
+
+@dataclass
+class GateFreeze:
+    """When the gates stop learning: at the first step from `start` on (the end of the target's warm-up) whose
+    deterministic sparsity is within `tolerance` of the target; never with tolerance None. The rest of the run
+    fine-tunes that fixed structure. `frozen_at`, the step it happened (None: not yet), is part of a run's
+    resumable state."""
+
+    tolerance: float | None
+    start: int = 0  # steps
+    frozen_at: int | None = None
+
+    def __post_init__(self):
+        if self.tolerance is not None and self.tolerance < 0:
+            raise ValueError(f"freeze_tolerance must be >= 0 or null, got {self.tolerance}")
+
+    @property
+    def frozen(self) -> bool:
+        return self.frozen_at is not None
+
+    def watching(self, step: int) -> bool:
+        """Whether the gates may freeze at this step (only then does the decision need the sparsity)."""
+        return self.tolerance is not None and self.frozen_at is None and step >= self.start
+
+    def update(self, step: int, sparsity: float | None, target: float) -> bool:
+        """True when the gates freeze at this step, at deterministic `sparsity` (recorded as `frozen_at`)."""
+        if self.watching(step) and abs(sparsity - target) <= self.tolerance:
+            self.frozen_at = step
+            return True
+        return False

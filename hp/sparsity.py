@@ -1,18 +1,14 @@
 """Holding the expected sparsity to a target: the Lagrangian of CoFi/DPHuBERT and its optimiser groups."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from hp.model.gates import HardConcrete
+from hp.schedules import TARGET_SHAPES, TargetSchedule
 
-# Fraction of the final target reached at training progress p in [0, 1] of the warm-up.
-SCHEDULES = {
-    "linear": lambda p: p,
-    "cosine": lambda p: 0.5 * (1.0 - math.cos(math.pi * p)),
-}
+# Fraction of the final target reached at training progress p in [0, 1] of the warm-up (hp.schedules).
+SCHEDULES = TARGET_SHAPES
 
 
 # Which sparsity the constraint holds to the target: the differentiable expected one, or the one compaction
@@ -43,12 +39,7 @@ class SparsityController(nn.Module):
     def __init__(self, target: float, warmup_steps: int, schedule: str = "linear", clamp_lambda1: bool = False,
                  lambda2_init: float = 0.0, constrain: str = "expected"):
         super().__init__()
-        if not 0.0 <= target < 1.0:
-            raise ValueError(f"target_sparsity must be in [0, 1), got {target}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"unknown sparsity schedule {schedule!r}; choose from {sorted(SCHEDULES)}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        self.targets = TargetSchedule(target, warmup_steps, schedule)  # checks all three
         self.target, self.warmup_steps, self.schedule = target, warmup_steps, schedule
         if constrain not in CONSTRAINED:
             raise ValueError(f"unknown constrain {constrain!r}; choose from {list(CONSTRAINED)}")
@@ -63,8 +54,7 @@ class SparsityController(nn.Module):
                 f"constrain={self.constrain}")
 
     def target_at(self, step: int) -> float:
-        progress = 1.0 if self.warmup_steps == 0 else min(step / self.warmup_steps, 1.0)
-        return self.target * SCHEDULES[self.schedule](progress)
+        return self.targets(step)
 
     def forward(self, expected_sparsity: torch.Tensor, step: int,
                 deterministic_sparsity: float | None = None) -> tuple[torch.Tensor, float]:

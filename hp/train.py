@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,9 @@ from hp.data.audio import SAMPLE_RATE, random_crop
 from hp.data.augment import Augmenter
 from hp.utils.files import atomic_path
 from hp.model.gates import HardConcrete
-from hp.schedules import LRSchedule, MarginSchedule
+from hp.schedules import GateFreeze, LRSchedule, MarginSchedule
 from hp.sparsity import CONSTRAINED, SparsityController, param_groups
-from hp.tasks import TaskModel
+from hp.tasks.model import TaskModel
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -229,6 +230,221 @@ class Objective(nn.Module):
             return loss, self.model.frontend.expected_sparsity()
 
 
+class GlobalBatches:
+    """This process's share of the run's data: each optimiser step's global batch as `grad_accumulation`
+    micro-batches of random crops, epoch after epoch, from any step on (a resumed run continues mid-epoch)."""
+
+    def __init__(self, table: pd.DataFrame, labels: list[str], cfg: TrainConfig, augment: Augmenter | None,
+                 micro: int, rank: int, world: int):
+        self.data = CropDataset(table, labels, cfg.crop_seconds, cfg.seed, augment)
+        self.accumulation, self.epochs = cfg.grad_accumulation, cfg.epochs
+        self.per_step = micro * self.accumulation  # this process's utterances per optimiser step
+        self.sampler = ShardedSampler(len(self.data), self.per_step, rank, world, cfg.seed)
+        # its own generator: creating an epoch's iterator must not draw from the global one (resumption)
+        self.loader = DataLoader(self.data, batch_size=micro, sampler=self.sampler, num_workers=cfg.num_workers,
+                                 generator=torch.Generator().manual_seed(cfg.seed))
+        self.steps_per_epoch = self.sampler.per_rank // self.per_step
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(self.data)} training utterances")
+
+    def from_step(self, step: int):
+        """For each step from `step` to the end of the run: an iterator over its micro-batches (read lazily)."""
+        first, skip = divmod(step, self.steps_per_epoch)
+        for epoch in range(first, self.epochs):
+            self.data.epoch = epoch
+            self.sampler.set_epoch(epoch, skip * self.per_step if epoch == first else 0)
+            batches = iter(self.loader)
+            for _ in range(len(self.sampler) // self.per_step):
+                yield itertools.islice(batches, self.accumulation)
+
+
+class MarginRamp:
+    """The head's AAM margin along its ramp (hp.schedules.MarginSchedule, by fractional epoch), the inter-top-k
+    penalty following it (as in WeSpeaker); nothing for a head without a margin (CM's)."""
+
+    def __init__(self, loss: nn.Module, schedule: MarginSchedule):
+        self.loss, self.schedule = loss, schedule
+        self.full = getattr(loss, "margin", None), getattr(loss, "topk_penalty", None)  # AAM-softmax (SV) only
+
+    @property
+    def applies(self) -> bool:
+        return self.full[0] is not None
+
+    def set(self, epoch: float) -> None:
+        if self.applies:
+            share = self.schedule(epoch)
+            self.loss.margin, self.loss.topk_penalty = self.full[0] * share, self.full[1] * share
+
+    def restore(self) -> None:
+        """The full margin and penalty, as the trained model is used and scored."""
+        if self.applies:
+            self.loss.margin, self.loss.topk_penalty = self.full
+
+
+class TrainState:
+    """One run's state and what acts on it between steps: the model, its optimiser and the gates' + lambdas'
+    (`reg_optimizer`, None when nothing is pruned), the sparsity controller (the lambdas), the schedules (lr,
+    margin, sparsity target: functions of the step), the gate freeze, the running parameter average, the step
+    (and so the epoch and the position in it) and the random generators (every process's global ones, the
+    shared gate-sample and LayerDrop ones). `state_dict()` is what a checkpoint holds (hp.checkpoint);
+    `load_state_dict()` continues from one."""
+
+    def __init__(self, model: TaskModel, cfg: TrainConfig, steps_per_epoch: int, device: torch.device,
+                 sampling: dict[str, torch.Generator]):
+        self.model, self.cfg, self.device, self.sampling = model, cfg, device, sampling
+        self.steps_per_epoch, self.total, self.step = steps_per_epoch, cfg.epochs * steps_per_epoch, 0
+        # a front end without gates (prune_units empty: target 0, the dense model fine-tuned) trains plainly: no
+        # Lagrangian, no reg optimiser, no structure to freeze, no sparsity curves
+        self.pruning = not model.frontend_frozen and bool(model.frontend.gates())
+        warmup = round(cfg.sparsity_warmup_epochs * steps_per_epoch)
+        self.controller = SparsityController(cfg.target_sparsity, warmup, cfg.sparsity_schedule, cfg.clamp_lambda1,
+                                             cfg.lambda2_init, cfg.constrain).to(device)
+        if not model.frontend_frozen and not self.pruning and cfg.target_sparsity != 0:
+            raise ValueError(f"target_sparsity {cfg.target_sparsity} needs gates, but the front end has none "
+                             "(prune_units empty)")
+        self.lr, self.targets = cfg.lr_schedule(steps_per_epoch), self.controller.targets
+        self.margin = MarginRamp(model.loss, cfg.margin_ramp())
+        self.freeze = GateFreeze(cfg.freeze_tolerance if self.pruning else None, self.targets.warmup)
+        # the reg optimiser's rates stay fixed (the authors schedule the model's only)
+        main_groups, reg_groups = param_groups(model, self.controller, self.lr(0), cfg.reg_lr, cfg.weight_decay,
+                                               cfg.lambda_lr)
+        self.optimizer = make_optimizer(cfg, main_groups)
+        self.reg_optimizer = torch.optim.AdamW(reg_groups) if self.pruning else None
+        # the authors clip one norm over the whole model, gates included (the lambdas are not the model's); frozen
+        # gates keep their last gradients, which still count (a known quirk: tests/test_training.py, STALE_GATE_...)
+        self.clipped = [p for p in model.parameters() if p.requires_grad]
+        self.average = ParameterAverage(model, cfg.average_last)
+
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
+    @property
+    def constraining(self) -> bool:
+        """Whether the gates learn in this step, the Lagrangian holding their sparsity to the target."""
+        return self.pruning and not self.freeze.frozen
+
+    def state_dict(self) -> dict:
+        """A checkpoint's content. Every process must call it: it gathers every rank's generator states, so that
+        each resumes its own."""
+        rng = distributed.all_gather(rng_state(self.device))
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "reg_optimizer": None if self.reg_optimizer is None else self.reg_optimizer.state_dict(),
+                "controller": self.controller.state_dict(), "average": self.average.state_dict(),
+                "step": self.step, "frozen_at": self.freeze.frozen_at, "rng": rng,
+                "sampling": {name: g.get_state() for name, g in self.sampling.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.reg_optimizer is not None:
+            self.reg_optimizer.load_state_dict(state["reg_optimizer"])
+        self.controller.load_state_dict(state["controller"])
+        self.average.load_state_dict(state["average"])
+        self.step, self.freeze.frozen_at = state["step"], state["frozen_at"]
+        if self.freeze.frozen:
+            self.model.frontend.freeze_gates()
+        for name, generator in self.sampling.items():
+            generator.set_state(state["sampling"][name])
+        # this rank's generators; a run resumed on more processes than it was saved from starts the new ranks
+        # from rank 0's (then only the global batches, not the dropout masks, are those of the first run)
+        rank = distributed.rank()
+        set_rng_state(state["rng"][rank if rank < len(state["rng"]) else 0], self.device)
+
+    def resume(self, checkpoints: Checkpoints | None) -> int | None:
+        """Continue from the checkpoint of this run in `checkpoints`, if there is one: the step it resumes at."""
+        state = None if checkpoints is None else checkpoints.latest()
+        if state is None:
+            return None
+        self.load_state_dict(state)
+        return self.step
+
+    def checkpoint_due(self, checkpoints: Checkpoints) -> bool:
+        """After every `checkpoint_every` steps and each epoch's end, but not at the end of the run."""
+        return (checkpoints.due(self.step) or self.step % self.steps_per_epoch == 0) and self.step < self.total
+
+    def save(self, checkpoints: Checkpoints) -> None:
+        """Every process takes part (the generator states); rank 0 writes."""
+        state = self.state_dict()
+        if distributed.is_main():
+            checkpoints.save(state)
+        distributed.barrier()
+
+    def begin_step(self, logging: bool) -> tuple[float, float, float | None]:
+        """This step's margin and lr set, the gates frozen if it is time: (lr, target, deterministic sparsity, or
+        None where neither the constraint nor the log nor the freeze needs it: counting syncs with the device)."""
+        self.margin.set(self.step / self.steps_per_epoch)
+        lr = self.lr(self.step)  # set before the step, as the authors' scheduler does: the rate this step uses
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        target = self.targets(self.step) if self.pruning else 0.0
+        needed = self.cfg.constrain == "deterministic" or logging or self.freeze.watching(self.step)
+        achieved = self.model.frontend.deterministic_sparsity() if self.pruning and needed else None
+        if self.freeze.update(self.step, achieved, target):
+            self.model.frontend.freeze_gates()
+        return lr, target, achieved
+
+    def end_step(self) -> None:
+        """The step done; at the end of each of the last `average_last` epochs the weights join the average."""
+        self.step += 1
+        if self.step % self.steps_per_epoch == 0 and self.epoch > self.cfg.epochs - self.cfg.average_last:
+            self.average.add(self.model)
+
+    def finish(self) -> None:
+        """The trained model as it is used: gate samples on the global generator, the full margin, the weights
+        averaged, in eval mode."""
+        self.model.frontend.share_sampling(None)
+        self.margin.restore()
+        self.average.apply(self.model)
+        self.model.eval()
+
+
+def step(state: TrainState, net: nn.Module, batches, autocast: torch.autocast,
+         logging: bool) -> tuple[torch.Tensor, dict | None]:
+    """One optimiser step at `state.step`: the schedules applied, then forward and backward over the
+    micro-batches `batches` under one gate sample (gradients accumulated, all-reduced on the last), clipping
+    and both optimisers' update. Returns this process's share of the global batch's task loss, a tensor (read
+    back only when logged: no device sync per step), and, when `logging`, the step's other curves."""
+    cfg, controller, frontend, device = state.cfg, state.controller, state.model.frontend, state.device
+    lr, target, achieved = state.begin_step(logging)
+    constraining = state.constraining
+    state.optimizer.zero_grad(set_to_none=True)
+    if constraining:
+        state.reg_optimizer.zero_grad(set_to_none=True)
+    task_loss = torch.zeros((), device=device)
+    with frontend.one_gate_sample():
+        for k, batch in enumerate(batches):
+            wave, labels = (t.to(device) for t in batch)
+            # gradients are all-reduced once per step, on the last micro-batch
+            sync = not isinstance(net, DistributedDataParallel) or k == cfg.grad_accumulation - 1
+            with contextlib.nullcontext() if sync else net.no_sync():
+                with autocast:
+                    loss, expected_sparsity = net(wave, labels, constraining)
+                loss = loss.float()
+                task_loss += loss.detach() / cfg.grad_accumulation
+                if constraining:  # the Lagrangian of the (rank-independent) gates
+                    reg_loss, _ = controller(expected_sparsity.to(device), state.step, achieved)
+                    loss = loss + reg_loss
+                (loss / cfg.grad_accumulation).backward()
+    if logging and state.pruning:  # before the gates' update: the sparsity this step was constrained at
+        expected = frontend.expected_sparsity().item()
+    if cfg.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(state.clipped, cfg.grad_clip)
+    state.optimizer.step()
+    if constraining:
+        state.reg_optimizer.step()
+        controller.clamp_()
+    if not logging:
+        return task_loss, None
+    values = {"lr": lr}
+    if state.margin.applies:
+        values["margin"] = state.model.loss.margin
+    if state.pruning:
+        values.update({"expected_sparsity": expected, "deterministic_sparsity": achieved, "target_sparsity": target,
+                       "lambda1": controller.lambda1.item(), "lambda2": controller.lambda2.item()})
+    return task_loss, values
+
+
 def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
           augment: Augmenter | None = None, checkpoints: Checkpoints | None = None) -> dict:
     """Fine-tune `model` (in place) on the manifest `table` while its gates learn the structure.
@@ -253,149 +469,33 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     seed_everything(cfg.seed + rank)  # dropout differs between ranks ...
     model.to(device).train()
     sampling = model.frontend.share_sampling(cfg.seed)  # ... gate samples and LayerDrop agree
-    data = CropDataset(table, model.labels, cfg.crop_seconds, cfg.seed, augment)
-    sampler = ShardedSampler(len(data), micro * cfg.grad_accumulation, rank, world, cfg.seed)
-    # its own generator: creating an epoch's iterator must not draw from the global one (resumption)
-    loader = DataLoader(data, batch_size=micro, sampler=sampler, num_workers=cfg.num_workers,
-                        generator=torch.Generator().manual_seed(cfg.seed))
-    steps_per_epoch = sampler.per_rank // (micro * cfg.grad_accumulation)
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the {len(data)} training utterances")
-    total = cfg.epochs * steps_per_epoch
-    # a front end without gates (prune_units empty: target 0, the dense model fine-tuned) trains plainly: no
-    # Lagrangian, no reg optimiser, no structure to freeze, no sparsity curves
-    pruning = not model.frontend_frozen and bool(model.frontend.gates())
-    controller = SparsityController(cfg.target_sparsity, round(cfg.sparsity_warmup_epochs * steps_per_epoch),
-                                    cfg.sparsity_schedule, cfg.clamp_lambda1, cfg.lambda2_init,
-                                    cfg.constrain).to(device)
-    if not model.frontend_frozen and not pruning and cfg.target_sparsity != 0:
-        raise ValueError(f"target_sparsity {cfg.target_sparsity} needs gates, but the front end has none "
-                         "(prune_units empty)")
-    lr_at, margin_at = cfg.lr_schedule(steps_per_epoch), cfg.margin_ramp()
-    # the reg optimiser's rates stay fixed (the authors schedule the model's only)
-    main_groups, reg_groups = param_groups(model, controller, lr_at(0), cfg.reg_lr, cfg.weight_decay, cfg.lambda_lr)
-    optimizer = make_optimizer(cfg, main_groups)
-    reg_optimizer = torch.optim.AdamW(reg_groups) if pruning else None
-    # the authors clip one norm over the whole model, gates included (the lambdas are not the model's)
-    clipped = [p for p in model.parameters() if p.requires_grad]
-    full_margin = getattr(model.loss, "margin", None)  # AAM-softmax (SV) only
-    full_penalty = getattr(model.loss, "topk_penalty", None)
-    average = ParameterAverage(model, cfg.average_last)
+    feed = GlobalBatches(table, model.labels, cfg, augment, micro, rank, world)
+    state = TrainState(model, cfg, feed.steps_per_epoch, device, sampling)
     objective = Objective(model)
     # LayerDrop leaves a layer's parameters without gradient in some steps
     net = DistributedDataParallel(objective, find_unused_parameters=True) if world > 1 else objective
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.use_bf16(device))
-
-    frontend = model.frontend
-    step, frozen_at, start_epoch, skip, resumed, last_loss = 0, None, 0, 0, None, None
-    state = checkpoints.latest() if checkpoints is not None else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if reg_optimizer is not None:
-            reg_optimizer.load_state_dict(state["reg_optimizer"])
-        controller.load_state_dict(state["controller"])
-        average.load_state_dict(state["average"])
-        step, frozen_at = state["step"], state["frozen_at"]
-        resumed = step
-        start_epoch, skip = divmod(step, steps_per_epoch)
-        if frozen_at is not None:
-            frontend.freeze_gates()
-        for name, generator in sampling.items():
-            generator.set_state(state["sampling"][name])
-        # this rank's generators; a run resumed on more processes than it was saved from starts the new ranks
-        # from rank 0's (then only the global batches, not the dropout masks, are those of the first run)
-        set_rng_state(state["rng"][rank if rank < len(state["rng"]) else 0], device)
-
-    def save() -> None:
-        rng = distributed.all_gather(rng_state(device))  # every rank's generators, so each resumes its own
-        if checkpoints is not None and rank == 0:
-            checkpoints.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "reg_optimizer": None if reg_optimizer is None else reg_optimizer.state_dict(),
-                              "controller": controller.state_dict(),
-                              "average": average.state_dict(), "step": step, "frozen_at": frozen_at, "rng": rng,
-                              "sampling": {name: g.get_state() for name, g in sampling.items()}})
-        distributed.barrier()
-
-    progress = tqdm(total=total, initial=step, desc=f"train {model.task}", unit="step", mininterval=5,
+    resumed, last_loss = state.resume(checkpoints), None
+    progress = tqdm(total=state.total, initial=state.step, desc=f"train {model.task}", unit="step", mininterval=5,
                     disable=None if rank == 0 else True)
-    for epoch in range(start_epoch, cfg.epochs):
-        data.epoch = epoch
-        sampler.set_epoch(epoch, skip * micro * cfg.grad_accumulation)
-        skip = 0
-        batches = iter(loader)
-        for _ in range(len(sampler) // (micro * cfg.grad_accumulation)):
-            if full_margin is not None:  # the inter-top-k penalty follows the margin's ramp (as in WeSpeaker)
-                ramp = margin_at(step / steps_per_epoch)
-                model.loss.margin, model.loss.topk_penalty = full_margin * ramp, full_penalty * ramp
-            lr = lr_at(step)  # set before the step, as the authors' scheduler does: the rate this step uses
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            target = controller.target_at(step) if pruning else 0.0
-            log_step = step % cfg.log_every == 0 or step == total - 1  # the same on every rank
-            logging = logger is not None and log_step
-            may_freeze = (pruning and frozen_at is None and cfg.freeze_tolerance is not None
-                          and step >= controller.warmup_steps)
-            # the deterministic count syncs with the device (per-group rounding): only when it is used
-            achieved = (frontend.deterministic_sparsity()
-                        if pruning and (cfg.constrain == "deterministic" or logging or may_freeze) else None)
-            if may_freeze and abs(achieved - target) <= cfg.freeze_tolerance:
-                frontend.freeze_gates()
-                frozen_at = step
-            constraining = pruning and frozen_at is None
-            optimizer.zero_grad(set_to_none=True)
-            if constraining:
-                reg_optimizer.zero_grad(set_to_none=True)
-            task_loss = torch.zeros((), device=device)  # read back only when logged: no device sync per step
-            with frontend.one_gate_sample():
-                for k in range(cfg.grad_accumulation):
-                    wave, labels = (t.to(device) for t in next(batches))
-                    # gradients are all-reduced once per step, on the last micro-batch
-                    sync = world == 1 or k == cfg.grad_accumulation - 1
-                    with contextlib.nullcontext() if sync else net.no_sync():
-                        with autocast:
-                            loss, expected_sparsity = net(wave, labels, constraining)
-                        loss = loss.float()
-                        task_loss += loss.detach() / cfg.grad_accumulation
-                        if constraining:  # the Lagrangian of the (rank-independent) gates
-                            reg_loss, _ = controller(expected_sparsity.to(device), step, achieved)
-                            loss = loss + reg_loss
-                        (loss / cfg.grad_accumulation).backward()
-            if logging and pruning:  # before the gates' update: the sparsity this step was constrained at
-                expected = frontend.expected_sparsity().item()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(clipped, cfg.grad_clip)
-            optimizer.step()
-            if constraining:
-                reg_optimizer.step()
-                controller.clamp_()
-            if log_step:  # the loss of the whole global batch, not of rank 0's share
-                task_loss = last_loss = distributed.mean(task_loss.item())
-                progress.set_postfix(loss=f"{task_loss:.3f}", refresh=False)
-            if logging:
-                values = {"task_loss": task_loss, "lr": lr}
-                if full_margin is not None:
-                    values["margin"] = model.loss.margin
-                if pruning:
-                    values.update({"expected_sparsity": expected,
-                                   "deterministic_sparsity": achieved, "target_sparsity": target,
-                                   "lambda1": controller.lambda1.item(), "lambda2": controller.lambda2.item()})
-                logger.log(step, values)
-            step += 1
-            progress.update()
-            if step % steps_per_epoch == 0 and epoch >= cfg.epochs - cfg.average_last:
-                average.add(model)
-            if checkpoints is not None and (checkpoints.due(step) or step % steps_per_epoch == 0) and step < total:
-                save()
+    for batches in feed.from_step(state.step):
+        log_step = state.step % cfg.log_every == 0 or state.step == state.total - 1  # the same on every rank
+        logging = logger is not None and log_step
+        task_loss, values = step(state, net, batches, autocast, logging)
+        if log_step:  # the loss of the whole global batch, not of rank 0's share
+            last_loss = distributed.mean(task_loss.item())
+            progress.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
+        if logging:
+            logger.log(state.step, {"task_loss": last_loss, **values})
+        state.end_step()
+        progress.update()
+        if checkpoints is not None and state.checkpoint_due(checkpoints):
+            state.save(checkpoints)
     progress.close()
-    model.frontend.share_sampling(None)
-    if full_margin is not None:
-        model.loss.margin, model.loss.topk_penalty = full_margin, full_penalty
-    average.apply(model)
-    model.eval()
+    state.finish()
     # the last step's loss, beside what a model that learned nothing scores (at the full margin)
-    return {"steps": step, "peak_lr": lr_at.peak, "gates_frozen_at_step": frozen_at, "resumed_at_step": resumed,
-            "final_task_loss": last_loss, "chance_task_loss": model.loss.chance_loss()}
+    return {"steps": state.step, "peak_lr": state.lr.peak, "gates_frozen_at_step": state.freeze.frozen_at,
+            "resumed_at_step": resumed, "final_task_loss": last_loss, "chance_task_loss": model.loss.chance_loss()}
 
 
 class LiveLogger:

@@ -346,7 +346,7 @@ def test_targets_outside_zero_to_one_still_fail(corpus, tmp_path, target):
 
     (tmp_path / "manifests").mkdir()
     corpus.to_parquet(tmp_path / "manifests" / "train.parquet")
-    with pytest.raises(ValueError, match=r"target_sparsity must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"params.yaml: target_sparsity must be a number in \[0, 1\), got "):
         finetune("sv", _dense_params(target), tmp_path / "manifests", tmp_path / "no-warmup",
                  *(tmp_path / name for name in ("out", "live", "finetune.json", "checkpoints")))
     assert not (tmp_path / "out").exists() and not (tmp_path / "finetune.json").exists()
@@ -358,3 +358,108 @@ def test_a_target_above_zero_needs_gates(corpus):
     with pytest.raises(ValueError, match="target_sparsity 0.3 needs gates"):
         train(model, corpus, TrainConfig(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5,
                                          device="cpu"))
+
+
+def test_the_margin_ramp_scales_margin_and_penalty_together_and_restores_them():
+    from hp.losses import AAMSoftmax
+    from hp.train import MarginRamp
+
+    loss = AAMSoftmax(4, 3, margin=0.2, topk=1, topk_penalty=0.1)
+    ramp = MarginRamp(loss, MarginSchedule(1, 3))
+    ramp.set(2.0)
+    assert ramp.applies and (loss.margin, loss.topk_penalty) == (0.2 * 0.5, 0.1 * 0.5)
+    ramp.set(0.5)
+    assert (loss.margin, loss.topk_penalty) == (0.0, 0.0)
+    ramp.restore()  # the full margin, as the trained model is scored
+    assert (loss.margin, loss.topk_penalty) == (0.2, 0.1)
+    plain = torch.nn.CrossEntropyLoss()  # a head without a margin (CM): nothing to ramp
+    none = MarginRamp(plain, MarginSchedule(1, 3))
+    none.set(2.0)
+    none.restore()
+    assert not none.applies and not hasattr(plain, "margin")
+
+
+def test_global_batches_resumed_mid_epoch_continue_the_same_micro_batches(corpus):
+    """12 utterances, global batch 4 as 2 accumulated micro-batches of 2: 3 steps per epoch. Read from step 4
+    (mid-epoch 1), a fresh reader yields exactly the micro-batches the uninterrupted one does from there."""
+    from hp.train import GlobalBatches
+
+    labels = sorted(corpus["label"].unique())
+    cfg = TrainConfig(epochs=3, batch_size=4, grad_accumulation=2, crop_seconds=0.25, device="cpu")
+
+    def read(start):
+        feed = GlobalBatches(corpus, labels, cfg, None, cfg.micro_batch(1), 0, 1)
+        assert feed.steps_per_epoch == 3
+        return [[(wave.clone(), target.clone()) for wave, target in step] for step in feed.from_step(start)]
+
+    everything, resumed = read(0), read(4)
+    assert len(everything) == 9 and len(resumed) == 5 and all(len(step) == 2 for step in everything)
+    for a, b in zip(everything[4:], resumed):
+        assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not torch.equal(everything[0][0][0], everything[3][0][0])  # each epoch its own order and crops
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAt:
+    """A logger that stops the run with an exception as step `n` is logged (before that step's checkpoint)."""
+
+    def __init__(self, n=None):
+        self.n = n
+
+    def log(self, step, values):
+        if step == self.n:
+            raise _Killed(step)
+
+
+CHECKPOINT_KEYS = {"model", "optimizer", "reg_optimizer", "controller", "average", "step", "frozen_at", "rng",
+                   "sampling", "run"}
+
+
+STALE_GATE_GRADIENTS = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "known, left as is (fixing it changes the results of every run that freezes its gates, the default params "
+    "among them): after the freeze the gates keep their last gradients (their optimiser no longer zeroes them), "
+    "which count in every later step's clipping norm; a resumed run has none, so it clips by another factor"))
+
+
+@pytest.mark.parametrize("every,die_at,resumed_at,tolerance", [
+    (2, 2, 2, 1.0),  # mid-epoch, before the freeze (the resumed run freezes at step 3 itself)
+    (None, 5, 3, None),  # from the epoch-end checkpoint, the gates learning to the end
+    pytest.param(1, 7, 7, 1.0, marks=STALE_GATE_GRADIENTS),  # after the freeze
+])
+def test_a_run_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_weights(
+        corpus, tmp_path, every, die_at, resumed_at, tolerance):
+    """In one process, with dropout and LayerDrop on, the SV margin ramping, 2 accumulated micro-batches, the
+    last 2 epochs averaged and (tolerance 1.0) the gates frozen at step 3, the end of the target's warm-up:
+    killed mid-run and rerun from its checkpoint, the run ends bit for bit with the weights and the result of
+    the uninterrupted one."""
+    from hp.checkpoint import Checkpoints
+
+    labels = sorted(corpus["label"].unique())
+    cfg = TrainConfig(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, lr=2e-3, final_lr=1e-4,
+                      sparsity_warmup_epochs=1, margin_start_epoch=0.5, margin_full_epoch=2, grad_accumulation=2,
+                      average_last=2, freeze_tolerance=tolerance, log_every=1, device="cpu",
+                      checkpoint_every=every)
+
+    def fresh():
+        torch.manual_seed(0)
+        return TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, HEAD)
+
+    reference = fresh()
+    uninterrupted = train(reference, corpus, cfg, _KillAt(), None, Checkpoints(tmp_path / "a", "run", every))
+    assert uninterrupted["gates_frozen_at_step"] == (None if tolerance is None else 3)
+    assert uninterrupted["resumed_at_step"] is None
+    with pytest.raises(_Killed):
+        train(fresh(), corpus, cfg, _KillAt(die_at), None, Checkpoints(tmp_path / "b", "run", every))
+    saved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert saved.keys() == CHECKPOINT_KEYS and saved["step"] == resumed_at
+    assert saved["frozen_at"] == (uninterrupted["gates_frozen_at_step"] if resumed_at > 3 else None)
+    model = fresh()
+    resumed = train(model, corpus, cfg, _KillAt(), None, Checkpoints(tmp_path / "b", "run", every))
+    assert resumed == {**uninterrupted, "resumed_at_step": resumed_at}
+    state = model.state_dict()
+    assert state.keys() == reference.state_dict().keys()
+    for name, value in reference.state_dict().items():
+        assert torch.equal(value, state[name]), name
