@@ -50,14 +50,14 @@ class InferenceGraph(nn.Module):
             raise ValueError(f"a calibration here maps one score, got {len(calibration.weights)} weights")
         self.model = model.eval()
         self.task = model.task
-        self.calibrated = calibration is not None
         if calibration is not None:
             self.register_buffer("llr_weight", torch.tensor(calibration.weights[0]))
             self.register_buffer("llr_bias", torch.tensor(calibration.bias))
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         embedding = self.model.embed(wave, lengths)
-        return self.spec.infer(self.model, embedding, (self.llr_weight, self.llr_bias) if self.calibrated else None)
+        calibration = (self.llr_weight, self.llr_bias) if self.spec.calibrated else None
+        return self.spec.infer(self.model, embedding, calibration)
 
     @torch.inference_mode()
     def run(self, wave: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:

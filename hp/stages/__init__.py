@@ -13,9 +13,9 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 
 def _record_imports(directory: Path) -> None:
-    files = sorted({Path(m.__file__).resolve().relative_to(_ROOT).as_posix() for m in list(sys.modules.values())
-                    if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(_ROOT)
-                    and Path(m.__file__).resolve().relative_to(_ROOT).parts[0] in ("hp", "stages")})
+    loaded = [Path(m.__file__).resolve() for m in list(sys.modules.values()) if getattr(m, "__file__", None)]
+    files = sorted({p.relative_to(_ROOT).as_posix() for p in loaded
+                    if p.is_relative_to(_ROOT) and p.relative_to(_ROOT).parts[0] in ("hp", "stages")})
     script = Path(sys.argv[0]).stem
     name = f"{script}@{sys.argv[1]}" if len(sys.argv) > 1 else script
     directory.mkdir(parents=True, exist_ok=True)
