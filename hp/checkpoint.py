@@ -25,7 +25,7 @@ from hp.version import source_digest
 
 FILE = "last.pt"
 # TrainConfig fields that do not change what a run computes: they may differ between a run and its resumption
-NOT_FINGERPRINTED = ("device", "num_workers", "log_every", "checkpoint_every", "resume", "nproc_per_node")
+NOT_FINGERPRINTED = ("runtime", "resume")
 
 
 def fingerprint(cfg, table: pd.DataFrame, model: torch.nn.Module) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,7 +15,38 @@ T = TypeVar("T")
 
 
 # The top-level keys of params.yaml: a misspelt one (target_sparsty) must fail, not run the defaults.
-TOP_LEVEL = ("target_sparsity", "model", "pretrain", "prepare", "manifests", "warmup", "finetune", "score", "export")
+TOP_LEVEL = ("target_sparsity", "model", "pretrain", "prepare", "manifests", "warmup", "finetune", "score", "export",
+             "runtime")
+# How the stages run, not what they compute: no stage declares this group in dvc.yaml, so changing it reruns nothing
+RUNTIME = "runtime"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """params.yaml's runtime group: settings a stage reads that leave its results as they are."""
+
+    device: str  # training: auto (CUDA when there is one), cpu, cuda, cuda:N
+    num_workers: int  # processes decoding audio while the model runs (training and scoring)
+    log_every: int  # optimiser steps between the points of the training curves
+    checkpoint_every: int | None  # optimiser steps between checkpoints (they are also written at each epoch's end)
+    nproc_per_node: int  # training processes on this node: > 1 relaunches the training stages under torchrun
+
+    def __post_init__(self):
+        if not isinstance(self.device, str):
+            raise ValueError(f"device must be a string (auto, cpu, cuda, cuda:N), got {self.device!r}")
+        integer(self.num_workers, "runtime.num_workers", minimum=0)
+        integer(self.log_every, "runtime.log_every", minimum=1)
+        integer(self.checkpoint_every, "runtime.checkpoint_every", minimum=1, nullable=True)
+        integer(self.nproc_per_node, "runtime.nproc_per_node", minimum=1)
+
+
+def runtime(params: dict) -> Runtime:
+    return typed(Runtime, section(params, RUNTIME), RUNTIME)
+
+
+def results_params(params: dict) -> dict:
+    """The params that can change a result: all but the runtime group (what the report compares and lists)."""
+    return {key: value for key, value in params.items() if key != RUNTIME}
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
@@ -78,14 +110,21 @@ def positive(value: Any, where: str) -> float:
     return float(value)
 
 
-def typed(cls: type[T], values: dict, where: str, **extra) -> T:
-    """Build dataclass `cls` from `values`; unknown keys and wrong types are named as `where.key`."""
+def typed(cls: type[T], values: dict, where: str, required: tuple[str, ...] = (), **extra) -> T:
+    """Build dataclass `cls` from `values` (and `extra`, set by the caller); unknown keys, wrong types and missing
+    keys are named as `where.key`. Every field without a default, and those named in `required`, must be in
+    `values`: params.yaml is the one source of every setting a stage reads (a default stands for a setting that
+    this run's code paths never read, e.g. SGD's momentum in an AdamW run)."""
     if not isinstance(values, dict):
         raise ConfigError(f"params.yaml: {where} must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"params.yaml: unknown key {where}.{unknown[0]}")
+    missing = [name for name, f in fields.items() if name not in values and name not in extra and (
+               name in required or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING))]
+    if missing:
+        raise ConfigError(f"params.yaml: missing key {where}.{missing[0]}")
     for name, value in values.items():
         expected = fields[name].type
         if expected in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
@@ -98,5 +137,74 @@ def typed(cls: type[T], values: dict, where: str, **extra) -> T:
             flag(value, f"{where}.{name}")
     try:
         return cls(**values, **extra)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"params.yaml: {where}: {e}") from None
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """params.yaml's score group, less each task's own subgroup (the task reads that: Task.score_settings)."""
+
+    batch_seconds: float  # audio per embedding batch (utterances whole, grouped by length)
+
+    def __post_init__(self):
+        positive(self.batch_seconds, "score.batch_seconds")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """params.yaml's export group."""
+
+    seconds: float  # utterance length of the MAC count and latency (batch 1)
+    repeats: int  # timed runs per model after the warm-up runs; the median is reported
+    threads: int | None  # CPU threads when timing; null: PyTorch's default
+    parity_seconds: list  # random utterance lengths run through ONNX and PyTorch
+    tolerance: float  # most |ONNX - PyTorch| / (1 + |PyTorch|) allowed
+
+    def __post_init__(self):
+        positive(self.seconds, "export.seconds")
+        integer(self.repeats, "export.repeats", minimum=1)
+        integer(self.threads, "export.threads", minimum=1, nullable=True)
+        if not isinstance(self.parity_seconds, list) or not self.parity_seconds:
+            raise ConfigError("params.yaml: export.parity_seconds must be a list of lengths in seconds, got "
+                              f"{self.parity_seconds!r}")
+        object.__setattr__(self, "parity_seconds", [positive(s, "export.parity_seconds") for s in self.parity_seconds])
+        positive(self.tolerance, "export.tolerance")
+
+
+@dataclass(frozen=True)
+class ManifestsConfig:
+    """params.yaml's manifests group."""
+
+    min_seconds: float  # shorter audio is an error (or dropped, with drop_invalid)
+    drop_invalid: bool
+
+    def __post_init__(self):
+        positive(self.min_seconds, "manifests.min_seconds")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """params.yaml's model group: each task's pretrained front end and how it is pruned and trained."""
+
+    pretrained: dict  # task -> hub id, local directory, or `tiny` (random weights)
+    prune_units: list  # unit types that get gates (hp.model.UNIT_TYPES; the front end checks the names)
+    layerdrop: float  # LayerDrop in training, in place of the checkpoint's
+    seed: int  # the gates' initialisation (and `tiny`'s random weights)
+
+    def __post_init__(self):
+        if not isinstance(self.pretrained, dict) or not all(isinstance(v, str) for v in self.pretrained.values()):
+            raise ConfigError(f"params.yaml: model.pretrained must map each task to a hub id or a directory, got "
+                              f"{self.pretrained!r}")
+        if not isinstance(self.prune_units, list) or not all(isinstance(u, str) for u in self.prune_units):
+            raise ConfigError(f"params.yaml: model.prune_units must be a list of unit types, got {self.prune_units!r}")
+        drop = self.layerdrop
+        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop <= 1:
+            raise ConfigError(f"params.yaml: model.layerdrop must be a probability in [0, 1], got {drop!r}")
+
+    def source(self, task: str) -> str:
+        if task not in self.pretrained:
+            raise ConfigError(f"params.yaml: missing key model.pretrained.{task}")
+        return self.pretrained[task]

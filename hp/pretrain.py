@@ -41,26 +41,26 @@ NFFT, MEL_BANDS, CEPSTRA = 512, 40, 13
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    shape: str = "tiny"
-    seed: int = 0
-    speakers: int = 400
-    utterances_per_speaker: int = 6
-    min_seconds: float = 2.0
-    max_seconds: float = 4.0
-    clusters: int = 64
-    kmeans_frames: int = 60_000  # frames drawn to fit the clusters
-    kmeans_iterations: int = 40
-    steps: int = 3000
-    batch_size: int = 16
-    crop_seconds: float = 2.0
-    lr: float = 5e-4
-    warmup_steps: int = 300  # linear ramp, then linear decay to 0 (HuBERT's schedule)
-    weight_decay: float = 0.01
-    mask_prob: float = 0.08
-    mask_length: int = 10
-    mix_prob: float = 0.2
-    unmasked_weight: float = 0.5  # loss weight of the unmasked frames' predictions (HuBERT's 1 - alpha; 0: none)
-    log_every: int = 50
+    shape: str
+    seed: int
+    speakers: int
+    utterances_per_speaker: int
+    min_seconds: float
+    max_seconds: float
+    clusters: int
+    kmeans_frames: int  # frames drawn to fit the clusters
+    kmeans_iterations: int
+    steps: int
+    batch_size: int
+    crop_seconds: float
+    lr: float
+    warmup_steps: int  # linear ramp, then linear decay to 0 (HuBERT's schedule)
+    weight_decay: float
+    mask_prob: float
+    mask_length: int
+    mix_prob: float
+    unmasked_weight: float  # loss weight of the unmasked frames' predictions (HuBERT's 1 - alpha; 0: none)
+    log_every: int
 
 
 # ---- unlabeled corpus ------------------------------------------------------------------------------------

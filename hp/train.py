@@ -19,6 +19,7 @@ from hp import distributed
 from hp.checkpoint import Checkpoints, rng_state, set_rng_state
 from hp.data.audio import SAMPLE_RATE, random_crop
 from hp.data.augment import Augmenter
+from hp.params import Runtime
 from hp.utils.files import atomic_path
 from hp.model.gates import HardConcrete
 from hp.schedules import GateFreeze, LRSchedule, MarginSchedule
@@ -32,26 +33,39 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    target_sparsity: float = 0.0
-    epochs: int = 10
-    batch_size: int = 32  # global: utterances per optimiser step, over all processes and accumulation
-    crop_seconds: float = 3.0
-    aug_prob: float = 0.6  # MUSAN / RIR augmentation of each crop, when the manifests list them
-    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum; the authors' frozen-front-end phase)
-    momentum: float = 0.9  # sgd only
-    lr: float = 1e-4  # lr0 of the model (front end and back-end): the exponential decay starts from it ...
-    final_lr: float = 1e-6  # ... at step 0 and reaches this at the end of the run (hp.schedules.LRSchedule)
-    lr_reference_batch: int | None = None  # set: lr and final_lr scale by batch_size / this (authors: 64)
-    warmup_epochs: float = 1.0  # the linear warm-up multiplying the decay over these first epochs ...
-    warmup_from_zero: bool = True  # ... from 0 (else from 1 to the batch scale, as WeSpeaker's warm_from_zero)
-    weight_decay: float = 1e-7  # on weights of 2 or more dimensions (biases and norms: none)
-    margin_start_epoch: float = 0.0  # AAM margin 0 until here, then up to the head's margin at ...
-    margin_full_epoch: float = 0.0  # ... this epoch (both 0: the full margin from the start)
+    """A training run's recipe (params.yaml's warmup.<task> or finetune.<task> group, every key required) and how
+    it runs (the runtime group). The fields with a default are read only by some runs, which require their keys
+    (TrainConfig.read_only_by): the default is what the other runs' code paths never look at."""
+
+    target_sparsity: float  # 0: no gates, plain fine-tuning (and the warm-up's frozen front end)
+    epochs: int
+    batch_size: int  # global: utterances per optimiser step, over all processes and accumulation
+    crop_seconds: float
+    aug_prob: float  # MUSAN / RIR augmentation of each crop, when the manifests list them
+    optimizer: str  # "adamw" or "sgd" (Nesterov momentum; the authors' frozen-front-end phase)
+    lr: float  # lr0 of the model (front end and back-end): the exponential decay starts from it ...
+    final_lr: float  # ... at step 0 and reaches this at the end of the run (hp.schedules.LRSchedule)
+    lr_reference_batch: int | None  # set: lr and final_lr scale by batch_size / this (authors: 64)
+    warmup_epochs: float  # the linear warm-up multiplying the decay over these first epochs ...
+    warmup_from_zero: bool  # ... from 0 (else from 1 to the batch scale, as WeSpeaker's warm_from_zero)
+    weight_decay: float  # on weights of 2 or more dimensions (biases and norms: none)
+    average_last: int  # the result is the parameter average of the last N epochs' ends (gates: the last)
+    grad_clip: float | None  # max gradient norm over all model parameters, gates included; None: no clipping
+    seed: int
+    grad_accumulation: int  # micro-batches per optimiser step (each of batch_size / (processes * this))
+    precision: str  # "auto": bf16 autocast on CUDA, float32 on CPU; "bf16" or "fp32" to force either
+    resume: str  # "auto": continue from this run's last checkpoint if there is one; "never"
+    runtime: Runtime  # device, data workers, logging, checkpointing, processes: nothing a result depends on
+    # sgd only
+    momentum: float = 0.0
+    # a margin loss only (SV's AAM): the margin is 0 until margin_start_epoch, then rises to the head's margin
+    margin_start_epoch: float = 0.0  # at margin_full_epoch (both 0: the full margin from the start)
+    margin_full_epoch: float = 0.0
     margin_schedule: str = "linear"  # or "exp": WeSpeaker's exponential rise (hp.schedules.MarginSchedule)
-    average_last: int = 1  # the result is the parameter average of the last N epochs' ends (gates: the last)
-    reg_lr: float = 0.05  # log_alpha (+) and, unless lambda_lr is set, the lambdas (-)
+    # pruning runs only (target_sparsity > 0)
+    reg_lr: float = 0.0  # log_alpha (+) and, unless lambda_lr is set, the lambdas (-)
     lambda_lr: float | None = None
-    sparsity_warmup_epochs: float = 5.0  # target grows from 0 to target_sparsity over these epochs
+    sparsity_warmup_epochs: float = 0.0  # target grows from 0 to target_sparsity over these epochs
     sparsity_schedule: str = "linear"
     clamp_lambda1: bool = False
     lambda2_init: float = 0.0  # > 0: a quadratic penalty from the start (see SparsityController)
@@ -59,16 +73,17 @@ class TrainConfig:
     # after the target warm-up, freeze the gates at the first step whose deterministic sparsity is this close
     # to the target; the rest of the run fine-tunes that fixed structure (None: the gates learn to the end)
     freeze_tolerance: float | None = None
-    grad_clip: float | None = 3.0  # max gradient norm over all model parameters, gates included; None: no clipping
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    log_every: int = 10
-    grad_accumulation: int = 1  # micro-batches per optimiser step (each of batch_size / (processes * this))
-    precision: str = "auto"  # "auto": bf16 autocast on CUDA, float32 on CPU; "bf16" or "fp32" to force either
-    nproc_per_node: int = 1  # training processes on this node (torchrun; the stage relaunches itself)
-    checkpoint_every: int | None = None  # optimiser steps between checkpoints (also at every epoch's end)
-    resume: str = "auto"  # "auto": continue from this run's last checkpoint if there is one; "never"
+
+    SGD = ("momentum",)
+    MARGIN = ("margin_start_epoch", "margin_full_epoch", "margin_schedule")
+    PRUNING = ("reg_lr", "lambda_lr", "sparsity_warmup_epochs", "sparsity_schedule", "clamp_lambda1", "lambda2_init",
+               "constrain", "freeze_tolerance")
+
+    @classmethod
+    def read_only_by(cls, values: dict, target_sparsity: float, margin: bool) -> tuple[str, ...]:
+        """The defaulted fields a run with these settings reads, whose keys its group must therefore hold."""
+        return ((cls.SGD if values.get("optimizer") == "sgd" else ()) + (cls.MARGIN if margin else ())
+                + (cls.PRUNING if target_sparsity > 0 else ()))
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -87,14 +102,12 @@ class TrainConfig:
             raise ValueError(f"constrain must be one of {list(CONSTRAINED)}, got {self.constrain!r}")
         if self.freeze_tolerance is not None and self.freeze_tolerance < 0:
             raise ValueError(f"freeze_tolerance must be >= 0 or null, got {self.freeze_tolerance}")
-        if self.grad_accumulation < 1 or self.nproc_per_node < 1:
-            raise ValueError("grad_accumulation and nproc_per_node must be positive integers")
+        if self.grad_accumulation < 1:
+            raise ValueError("grad_accumulation must be a positive integer")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         if self.resume not in ("auto", "never"):
             raise ValueError(f"resume must be 'auto' or 'never', got {self.resume!r}")
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be a positive integer or null, got {self.checkpoint_every}")
 
     def micro_batch(self, world: int) -> int:
         """Utterances per forward on each process: the global batch shared by processes and accumulation."""
@@ -241,7 +254,7 @@ class GlobalBatches:
         self.per_step = micro * self.accumulation  # this process's utterances per optimiser step
         self.sampler = ShardedSampler(len(self.data), self.per_step, rank, world, cfg.seed)
         # its own generator: creating an epoch's iterator must not draw from the global one (resumption)
-        self.loader = DataLoader(self.data, batch_size=micro, sampler=self.sampler, num_workers=cfg.num_workers,
+        self.loader = DataLoader(self.data, batch_size=micro, sampler=self.sampler, num_workers=cfg.runtime.num_workers,
                                  generator=torch.Generator().manual_seed(cfg.seed))
         self.steps_per_epoch = self.sampler.per_rank // self.per_step
         if self.steps_per_epoch == 0:
@@ -460,7 +473,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     the step it resumed from (None).
     """
     rank, world = distributed.rank(), distributed.world_size()
-    device = distributed.device(cfg.device)
+    device = distributed.device(cfg.runtime.device)
     distributed.init(device)
     micro = cfg.micro_batch(world)
     if micro < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -479,7 +492,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     progress = tqdm(total=state.total, initial=state.step, desc=f"train {model.task}", unit="step", mininterval=5,
                     disable=None if rank == 0 else True)
     for batches in feed.from_step(state.step):
-        log_step = state.step % cfg.log_every == 0 or state.step == state.total - 1  # the same on every rank
+        log_step = state.step % cfg.runtime.log_every == 0 or state.step == state.total - 1  # the same on every rank
         logging = logger is not None and log_step
         task_loss, values = step(state, net, batches, autocast, logging)
         if log_step:  # the loss of the whole global batch, not of rank 0's share

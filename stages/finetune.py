@@ -3,13 +3,12 @@ import sys
 from pathlib import Path
 
 from hp import distributed
-from hp.params import load_params
+from hp.params import load_params, runtime
 from hp.stages.finetune import finetune
-from hp.stages.training import training_processes
 
 task = sys.argv[1]
 params = load_params()
-distributed.relaunch(training_processes(params, f"finetune.{task}"))  # becomes torchrun if > 1 process
+distributed.relaunch(runtime(params).nproc_per_node)  # becomes torchrun if > 1 process
 result = finetune(task, params, Path("data") / task / "manifests", Path("models") / task / "warmup",
                Path("models") / task / "finetuned", Path("dvclive") / task, Path("metrics") / task / "finetune.json",
                Path("checkpoints") / "finetune" / task)

@@ -22,7 +22,8 @@ def small_params(params: dict) -> dict:
                                       max_seconds=2.0)
     for task in ("sv", "cm"):
         p["finetune"][task].update(epochs=40, batch_size=4, crop_seconds=1.0, warmup_epochs=2,
-                                   sparsity_warmup_epochs=15, log_every=5)
+                                   sparsity_warmup_epochs=15)
+    p["runtime"]["log_every"] = 5
     p["export"]["repeats"] = 3  # latency is measured, not judged, here
     return p
 

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from hp.backends import ECAPATDNN, MHFA, AttentiveStatsPool, Res2Conv, subtract_mean, weighted_sum
+from configs import head_config
 
 L, D = 4, 16  # hidden states, their width
 
@@ -221,10 +222,10 @@ def test_channel_mean_norm_is_the_authors_cmvn_on_their_layout():
 
 def test_mean_norm_setting_is_checked_and_used_by_the_task_model():
     import hp
-    from hp.tasks import HeadConfig, TaskModel
+    from hp.tasks import TaskModel
 
     with pytest.raises(ValueError, match="mean_norm must be null or one of"):
-        HeadConfig(mean_norm="time")
+        head_config(mean_norm="time")
     torch.manual_seed(0)
     frontend = hp.WavLM(hp.SHAPES["tiny"], prune_units=()).eval()
     with torch.no_grad():  # a LayerNorm at its init (1, 0) leaves every frame's channel mean at 0 already
@@ -235,7 +236,7 @@ def test_mean_norm_setting_is_checked_and_used_by_the_task_model():
     embeddings = {}
     for norm in (None, "frames", "channels"):
         torch.manual_seed(1)
-        model = TaskModel("cm", frontend, ["spoof", "bonafide"], HeadConfig(heads=2, compression=8, embedding=8,
+        model = TaskModel("cm", frontend, ["spoof", "bonafide"], head_config(heads=2, compression=8, embedding=8,
                                                                              mean_norm=norm)).eval()
         with torch.no_grad():
             embeddings[norm] = model.embed(wave)

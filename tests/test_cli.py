@@ -17,12 +17,13 @@ from hp.data.audio import SAMPLE_RATE
 from hp.export import Bundle
 from hp.model.config import SHAPES
 from hp.model.wavlm import WavLM
-from hp.tasks import HeadConfig, TaskModel
+from hp.tasks import TaskModel
 from hp.utils.files import write_json
 
 from conftest import ROOT_DIR, randomise_gates
+from configs import head_config
 
-HEAD = HeadConfig(heads=2, compression=8, embedding=16)
+HEAD = head_config(heads=2, compression=8, embedding=16)
 SV_SCORING = {"threshold": 0.25, "threshold_rule": "EER of the cosine scores on trial list test"}
 CM_SCORING = {"calibration": {"weights": [0.7], "bias": -0.4, "prior": 0.05}, "threshold": 0.1,
               "threshold_rule": "Bayes decision of the ASVspoof5 DCF"}

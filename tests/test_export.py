@@ -12,8 +12,9 @@ from hp.errors import CheckpointError, ExportError
 from hp.export import Bundle, OnnxGraph, dense_counterpart, measure_costs, parity, random_batch
 from hp.model import WavLM
 from hp.model.config import SHAPES
-from hp.tasks import HeadConfig, TaskModel
+from hp.tasks import TaskModel
 from conftest import randomise_gates
+from configs import head_config
 
 SCORING = {"mean": None, "threshold": 0.3, "threshold_rule": "EER of the cosine scores on trial list O"}
 
@@ -23,7 +24,7 @@ def compact_sv_model() -> TaskModel:
     heads, units, channels and one block removed."""
     config = SHAPES["tiny"].replace(num_hidden_layers=2, intermediate_size=64, conv_dim=(16,) * 7)
     torch.manual_seed(0)
-    head = HeadConfig(backend="ecapa", ecapa_channels=16, ecapa_mfa_channels=48, embedding=12)
+    head = head_config(backend="ecapa", ecapa_channels=16, ecapa_mfa_channels=48, embedding=12)
     model = TaskModel("sv", WavLM(config), ["a", "b", "c"], head)
     with torch.no_grad():
         randomise_gates(model.frontend, torch.Generator().manual_seed(0), spread=1.5)
@@ -131,7 +132,7 @@ def test_cm_graph_with_the_authors_head_and_mean_norm_matches_pytorch(tmp_path, 
     (the frames one masked by the lengths) export with parity, on padded batches the export never saw."""
     config = SHAPES["tiny"].replace(num_hidden_layers=2, intermediate_size=64, conv_dim=(16,) * 7)
     torch.manual_seed(0)
-    head = HeadConfig(heads=2, compression=8, embedding=8, mean_norm=mean_norm)
+    head = head_config(heads=2, compression=8, embedding=8, mean_norm=mean_norm)
     model = TaskModel("cm", WavLM(config), ["spoof", "bonafide"], head)
     with torch.no_grad():
         randomise_gates(model.frontend, torch.Generator().manual_seed(0), spread=1.5)

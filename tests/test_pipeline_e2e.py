@@ -69,6 +69,12 @@ def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path, monkeypatch
     assert (repo / "dvc.lock").is_file()
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "baseline"], repo)
+    # the runtime group can change no result, and no stage declares it: changing it reruns nothing
+    changed = yaml.safe_load((repo / "params.yaml").read_text())
+    changed["runtime"].update(log_every=1, num_workers=1, checkpoint_every=3, device="cpu")
+    (repo / "params.yaml").write_text(yaml.safe_dump(changed, sort_keys=False))
+    assert "up to date" in run(["dvc", "status"], repo)
+    run(["git", "checkout", "params.yaml"], repo)
 
     # a new shell, in the checkout that `make repro` set up: .venv is there, not on PATH, and nothing finds torch
     (repo / ".venv").symlink_to(Path(sys.prefix))

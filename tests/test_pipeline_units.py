@@ -17,20 +17,20 @@ from hp.backends import MHFA, GradMultiply
 from hp.losses import AAMSoftmax
 from hp.params import typed
 from hp.tasks import get_task
-from hp.tasks import HeadConfig, TaskModel
-from hp.train import TrainConfig
+from hp.tasks import TaskModel
+from hp.stages.training import training_configs
 
 from conftest import ROOT_DIR
+from configs import head_config, train_config
 
 
 def test_params_and_recipes_build_typed_configs():
     for path in [ROOT_DIR / "params.yaml", *sorted((ROOT_DIR / "recipes").glob("*.yaml"))]:
         params = yaml.safe_load(path.read_text())
         for task in ("sv", "cm"):
-            group = dict(params["finetune"][task])
-            typed(HeadConfig, group.pop("head"), f"finetune.{task}.head")
-            typed(TrainConfig, group, f"finetune.{task}", target_sparsity=params["target_sparsity"])
-            typed(TrainConfig, params["warmup"][task], f"warmup.{task}")
+            training_configs(task, params, "finetune", params["target_sparsity"])
+            if params["warmup"][task]["epochs"] > 0:
+                training_configs(task, params, "warmup")
         sv = {k: v for k, v in params["prepare"]["sv"].items() if k not in ("corpus", "mini")}
         typed(voxceleb.SVSource, sv, "prepare.sv").check("prepare.sv")
         cm = params["prepare"]["cm"]
@@ -41,13 +41,52 @@ def test_params_and_recipes_build_typed_configs():
         get_task("cm").score_settings(params)  # raises on a bad calibration prior
 
 
-def test_typed_names_bad_keys():
-    with pytest.raises(ConfigError, match="unknown key finetune.sv.epoch$"):
-        typed(TrainConfig, {"epoch": 3}, "finetune.sv", target_sparsity=0.5)
-    with pytest.raises(ConfigError, match="finetune.sv.epochs must be an integer"):
-        typed(TrainConfig, {"epochs": "3"}, "finetune.sv", target_sparsity=0.5)
-    with pytest.raises(ConfigError, match="finetune.sv.clamp_lambda1 must be true or false, got 'false'"):
-        typed(TrainConfig, {"clamp_lambda1": "false"}, "finetune.sv", target_sparsity=0.5)
+def _params(change) -> dict:
+    """params.yaml after `change(params)`."""
+    params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
+    change(params)
+    return params
+
+
+def _changed(change, target=0.5, task="sv", stage="finetune"):
+    return training_configs(task, _params(change), stage, target)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["finetune"]["sv"].update(epoch=3), "unknown key finetune.sv.epoch$"),
+    (lambda p: p["finetune"]["sv"].update(epochs="3"), "finetune.sv.epochs must be an integer, got '3'"),
+    (lambda p: p["finetune"]["sv"].update(clamp_lambda1="false"),
+     "finetune.sv.clamp_lambda1 must be true or false, got 'false'"),
+    (lambda p: p["finetune"]["sv"].update(freeze_tolerance=-0.1), "freeze_tolerance must be >= 0"),
+    # params.yaml is the one source of defaults: a key a run reads may not be left out
+    (lambda p: p["finetune"]["sv"].pop("lr"), "params.yaml: missing key finetune.sv.lr$"),
+    (lambda p: p["finetune"]["sv"].pop("reg_lr"), "params.yaml: missing key finetune.sv.reg_lr$"),
+    (lambda p: p["finetune"]["sv"].pop("margin_full_epoch"), "params.yaml: missing key finetune.sv.margin_full_epoch$"),
+    (lambda p: p["finetune"]["sv"]["head"].pop("margin"), "params.yaml: missing key finetune.sv.head.margin$"),
+    (lambda p: p["finetune"]["sv"]["head"].pop("heads"), "params.yaml: missing key finetune.sv.head.heads$"),
+    (lambda p: p["finetune"]["sv"].update(optimizer="sgd"), "params.yaml: missing key finetune.sv.momentum$"),
+    (lambda p: p["runtime"].pop("log_every"), "params.yaml: missing key runtime.log_every$"),
+    (lambda p: p["runtime"].update(nproc_per_node=0), "runtime.nproc_per_node must be a positive integer, got 0"),
+    (lambda p: p["model"].update(layerdrop=2), r"model.layerdrop must be a probability in \[0, 1\], got 2"),
+])
+def test_training_keys_are_named(change, message):
+    with pytest.raises(ConfigError, match=message):
+        _changed(change)
+
+
+def test_keys_a_run_does_not_read_may_be_left_out():
+    """A dense run reads no pruning key, CM no margin, AdamW no momentum, MHFA no ECAPA width: none required."""
+    def strip(params):
+        for key in ("reg_lr", "lambda_lr", "constrain", "freeze_tolerance", "ecapa_channels"):
+            params["finetune"]["sv"].pop(key, None)
+        params["finetune"]["sv"]["head"].pop("ecapa_channels")
+    cfg, head = _changed(strip, target=0.0)
+    assert cfg.target_sparsity == 0.0 and head.backend == "mhfa"
+    cfg, _ = _changed(lambda p: None, task="cm")
+    assert cfg.margin_start_epoch == cfg.margin_full_epoch == 0.0  # CM's loss has no margin
+    with pytest.raises(ConfigError, match="missing key finetune.sv.head.ecapa_channels$"):
+        _changed(lambda p: (p["finetune"]["sv"]["head"].update(backend="ecapa"),
+                            p["finetune"]["sv"]["head"].pop("ecapa_channels")))
 
 
 def _wav(path, seconds=1.0, sr=16000):
@@ -88,7 +127,7 @@ def test_validation_names_bad_files_or_drops_them(tmp_path):
 def test_task_model_save_load_and_compaction(tmp_path, task):
     torch.manual_seed(0)
     labels = ["a", "b", "c"] if task == "sv" else ["spoof", "bonafide"]
-    head = HeadConfig(heads=4, compression=16, embedding=8, subcenters=2, topk=1)  # sub-centre weights round-trip
+    head = head_config(heads=4, compression=16, embedding=8, subcenters=2, topk=1)  # sub-centre weights round-trip
     model = TaskModel(task, hp.WavLM(hp.SHAPES["tiny"]), labels, head)
     model.save(tmp_path / "m")
     loaded = TaskModel.load(tmp_path / "m").eval()
@@ -152,8 +191,8 @@ def test_train_freezes_the_structure_once_close_to_the_target(tmp_path, toleranc
         _wav(path, seconds=0.5)
         rows.append({"path": str(path), "duration_s": 0.5, "label": "ab"[i % 2]})
     torch.manual_seed(0)
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), ["a", "b"], HeadConfig(heads=2, compression=8, embedding=8))
-    cfg = TrainConfig(target_sparsity=0.3, epochs=3, batch_size=4, crop_seconds=0.5, lr=1e-3, reg_lr=0.2,
+    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), ["a", "b"], head_config(heads=2, compression=8, embedding=8))
+    cfg = train_config(target_sparsity=0.3, epochs=3, batch_size=4, crop_seconds=0.5, lr=1e-3, reg_lr=0.2,
                       sparsity_warmup_epochs=1, freeze_tolerance=tolerance, log_every=1)
     curves = _Curves(model)
     run = train(model, pd.DataFrame(rows), cfg, curves)
@@ -166,8 +205,6 @@ def test_train_freezes_the_structure_once_close_to_the_target(tmp_path, toleranc
         after = [(s, alphas) for step, s, alphas in curves.rows if step >= 2]
         assert len({s for s, _ in after}) == 1 and all(torch.equal(a, after[0][1]) for _, a in after)
     assert not torch.equal(curves.rows[0][2], curves.rows[1][2])  # the gates did learn before
-    with pytest.raises(ConfigError, match="freeze_tolerance"):
-        typed(TrainConfig, {"freeze_tolerance": -0.1}, "finetune.sv", target_sparsity=0.5)
 
 
 def test_aam_subcentres_and_inter_topk():
@@ -222,9 +259,7 @@ def _aam_target_logit(aam: AAMSoftmax, emb: torch.Tensor) -> torch.Tensor:
 def test_score_names_a_bad_count_before_any_work(tmp_path, key, bad):
     from hp.stages.score import score
 
-    params = {"score": {"batch_seconds": 60,
-                        "sv": {"mean_subtraction": True, "asnorm_top_n": 300, "qmf_trials": None, "qmf_seed": 0,
-                               key: bad}}}
+    params = _params(lambda p: p["score"]["sv"].update({key: bad}))
     with pytest.raises(ConfigError, match=f"score.sv.{key} must be a positive integer or null"):
         score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
 
@@ -232,8 +267,7 @@ def test_score_names_a_bad_count_before_any_work(tmp_path, key, bad):
 def test_score_names_a_non_boolean_mean_subtraction(tmp_path):
     from hp.stages.score import score
 
-    params = {"score": {"batch_seconds": 60,
-                        "sv": {"mean_subtraction": "no", "asnorm_top_n": 300, "qmf_trials": None, "qmf_seed": 0}}}
+    params = _params(lambda p: p["score"]["sv"].update(mean_subtraction="no"))
     with pytest.raises(ConfigError, match="score.sv.mean_subtraction must be true or false, got 'no'"):
         score("sv", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
 
@@ -242,7 +276,7 @@ def test_score_names_a_non_boolean_mean_subtraction(tmp_path):
 def test_score_names_a_bad_calibration_prior(tmp_path, bad):
     from hp.stages.score import score
 
-    params = {"score": {"batch_seconds": 60, "cm": {"calibration_prior": bad}}}
+    params = _params(lambda p: p["score"]["cm"].update(calibration_prior=bad))
     with pytest.raises(ConfigError, match="score.cm.calibration_prior must be in \\(0, 1\\) or null"):
         score("cm", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
 
@@ -252,10 +286,11 @@ EXPORT = {"seconds": 4.0, "repeats": 20, "threads": 1, "parity_seconds": [1.0, 2
 
 @pytest.mark.parametrize("key, bad, message", [
     ("seconds", 0, "export.seconds must be a positive number, got 0"),
-    ("tolerance", "1e-4", "export.tolerance must be a positive number, got '1e-4'"),
+    ("tolerance", "1e-4", "export.tolerance must be a number, got '1e-4'"),
     ("parity_seconds", 2.0, "export.parity_seconds must be a list of lengths in seconds, got 2.0"),
     ("parity_seconds", [1.0, -1], "export.parity_seconds must be a positive number, got -1"),
-    ("repeats", 2.5, "export.repeats must be a positive integer, got 2.5"),
+    ("repeats", 2.5, "export.repeats must be an integer, got 2.5"),
+    ("repeats", 0, "export.repeats must be a positive integer, got 0"),
     ("threads", 0, "export.threads must be a positive integer or null, got 0")])
 def test_export_names_a_bad_setting_before_any_work(tmp_path, key, bad, message):
     from hp.stages.export import export
@@ -263,6 +298,38 @@ def test_export_names_a_bad_setting_before_any_work(tmp_path, key, bad, message)
     params = {"export": {**EXPORT, key: bad}}
     with pytest.raises(ConfigError, match=f"params.yaml: {re.escape(message)}"):
         export("sv", params, *(tmp_path / name for name in ("compact", "scores", "out", "export.json")))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["score"].update(batch_secnds=60), "params.yaml: unknown key score.batch_secnds$"),
+    (lambda p: p["score"].pop("batch_seconds"), "params.yaml: missing key score.batch_seconds$"),
+    (lambda p: p["score"].update(batch_seconds="60"), "params.yaml: score.batch_seconds must be a number, got '60'"),
+    (lambda p: p["runtime"].update(num_workers=-1), "params.yaml: runtime.num_workers must be an integer >= 0, got -1"),
+])
+def test_score_names_a_bad_shared_setting_before_any_work(tmp_path, change, message):
+    from hp.stages.score import score
+
+    with pytest.raises(ConfigError, match=message):
+        score("cm", _params(change), *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["export"].update(repeat=3), "params.yaml: unknown key export.repeat$"),
+    (lambda p: p["export"].pop("tolerance"), "params.yaml: missing key export.tolerance$"),
+    (lambda p: p["manifests"].update(min_seconds=0), "params.yaml: manifests.min_seconds must be a positive number"),
+])
+def test_export_and_manifests_name_unknown_and_missing_keys(tmp_path, change, message):
+    from hp.stages.export import export
+    from hp.stages.manifests import manifests
+
+    params = _params(change)
+    with pytest.raises(ConfigError, match=message):
+        if "manifests" in message:
+            manifests("sv", params, tmp_path / "corpus", tmp_path / "out")
+        else:
+            export("sv", params, *(tmp_path / name for name in ("compact", "scores", "out", "export.json")))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -17,6 +17,13 @@ from conftest import ROOT_DIR
 COMMITTED = ROOT_DIR / "models" / "pretrained" / "tiny"
 
 
+def config(**changes) -> P.PretrainConfig:
+    """params.yaml's pretrain group with `changes`."""
+    import yaml
+
+    return P.PretrainConfig(**{**yaml.safe_load((ROOT_DIR / "params.yaml").read_text())["pretrain"], **changes})
+
+
 def numpy_mfcc(wave: np.ndarray) -> np.ndarray:
     """The textbook MFCC written independently: per frame, the windowed periodogram, mel triangles computed bin
     by bin, log, DCT-II by its sum; deltas by the HTK regression with repeated edges."""
@@ -86,7 +93,7 @@ def test_mixing_adds_a_segment_of_another_utterance_only():
 
 
 def test_pretraining_learns_and_writes_a_transformers_checkpoint(tmp_path):
-    cfg = P.PretrainConfig(speakers=6, utterances_per_speaker=3, clusters=16, kmeans_frames=5000, steps=40,
+    cfg = config(speakers=6, utterances_per_speaker=3, clusters=16, kmeans_frames=5000, steps=40,
                            batch_size=4, warmup_steps=5, lr=2e-3, log_every=10)
     record = P.pretrain(cfg, tmp_path / "ckpt", log=lambda _: None)
     assert record["utterances"] == 18
@@ -98,7 +105,7 @@ def test_pretraining_learns_and_writes_a_transformers_checkpoint(tmp_path):
 
 
 def test_the_corpus_is_deterministic_and_has_its_own_speakers():
-    cfg = P.PretrainConfig(speakers=2, utterances_per_speaker=2)
+    cfg = config(speakers=2, utterances_per_speaker=2)
     a, b = P.unlabeled_corpus(cfg, processes=1), P.unlabeled_corpus(cfg, processes=2)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     from hp.data import synth

@@ -35,3 +35,18 @@ def test_recorded_imports_are_the_files_a_stage_process_loaded(tmp_path):
     assert "hp/tasks/cm.py" not in recorded
     mismatches = recorded_mismatches(tmp_path)
     assert "hp/stages/prepare.py" in mismatches["prepare"][1] and "hp/tasks/cm.py" in mismatches["prepare"][1]
+
+
+def test_no_stage_declares_the_runtime_group():
+    """runtime (device, workers, logging, checkpoints, processes) cannot change a result: a stage that declared it,
+    or all of params.yaml, would rerun when it changes. Every other group is declared by some stage."""
+    import yaml
+
+    from hp.params import RUNTIME, TOP_LEVEL
+
+    declared = set()
+    for stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values():
+        for param in stage.get("do", stage).get("params", []):
+            assert isinstance(param, str), f"a stage declares {param!r}: all of a params file, runtime included"
+            declared.add(param.split(".")[0])
+    assert RUNTIME not in declared and declared == set(TOP_LEVEL) - {RUNTIME}

@@ -9,11 +9,12 @@ import torch
 
 import hp
 from hp.errors import CheckpointError
-from hp.tasks import HeadConfig, TaskModel
+from hp.tasks import TaskModel
 from hp.schedules import MarginSchedule
-from hp.train import ParameterAverage, TrainConfig, train
+from hp.train import ParameterAverage, train
+from configs import head_config, train_config
 
-HEAD = HeadConfig(heads=2, compression=8, embedding=8)
+HEAD = head_config(heads=2, compression=8, embedding=8)
 
 
 def test_margin_ramps_between_the_epochs_linearly_or_as_wespeaker():
@@ -51,13 +52,13 @@ def test_parameter_average_means_weights_but_keeps_the_last_gates():
 
 
 def test_lr_scales_with_the_global_batch_and_configs_are_checked():
-    assert TrainConfig(batch_size=128, lr_reference_batch=64).lr_scale == 2.0
-    assert TrainConfig(batch_size=128).lr_scale == 1.0
+    assert train_config(batch_size=128, lr_reference_batch=64).lr_scale == 2.0
+    assert train_config(batch_size=128).lr_scale == 1.0
     for bad in (dict(optimizer="adam"), dict(aug_prob=1.5), dict(average_last=0), dict(epochs=2, average_last=3),
                 dict(margin_start_epoch=3, margin_full_epoch=1), dict(lr_reference_batch=0), dict(grad_clip=0),
                 dict(grad_clip=True), dict(margin_schedule="step")):
         with pytest.raises(ValueError):
-            TrainConfig(**bad)
+            train_config(**bad)
 
 
 @pytest.fixture
@@ -80,7 +81,7 @@ def test_frozen_frontend_phase_trains_only_the_head_and_hands_it_over(corpus, tm
     model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"], prune_units=()), labels, HEAD).freeze_frontend()
     frontend_before = {k: v.clone() for k, v in model.frontend.state_dict().items()}
     head_before = {k: v.clone() for k, v in model.head_state().items()}
-    cfg = TrainConfig(epochs=2, batch_size=4, crop_seconds=0.5, optimizer="sgd", lr=0.1, final_lr=0.01,
+    cfg = train_config(epochs=2, batch_size=4, crop_seconds=0.5, optimizer="sgd", lr=0.1, final_lr=0.01,
                       margin_start_epoch=0, margin_full_epoch=1, device="cpu")
     run = train(model, corpus, cfg)
     assert run["steps"] == 6 and run["gates_frozen_at_step"] is None
@@ -93,7 +94,7 @@ def test_frozen_frontend_phase_trains_only_the_head_and_hands_it_over(corpus, tm
     gated.load_head(tmp_path / "warm")
     for k, v in model.head_state().items():
         assert torch.equal(gated.state_dict()[k], v)
-    other = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, HeadConfig(heads=2, compression=8, embedding=16))
+    other = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, head_config(heads=2, compression=8, embedding=16))
     with pytest.raises(CheckpointError, match="head.json: head differs from this model's"):
         other.load_head(tmp_path / "warm")
 
@@ -131,7 +132,7 @@ def test_logged_lr_is_the_authors_schedule_at_every_step(corpus, tmp_path, from_
     labels = sorted(corpus["label"].unique())
     torch.manual_seed(0)
     model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, HEAD)
-    cfg = TrainConfig(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, lr=1e-3, final_lr=1e-5,
+    cfg = train_config(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, lr=1e-3, final_lr=1e-5,
                       lr_reference_batch=reference, warmup_epochs=2, warmup_from_zero=from_zero,
                       sparsity_warmup_epochs=2, log_every=1, device="cpu")
     logger = LiveLogger(str(tmp_path / "live"))
@@ -168,7 +169,7 @@ def test_training_runs_every_layer_unless_layerdrop_is_asked_for(corpus, tiny_ch
     calls = [0] * len(frontend.encoder.layers)
     for i, layer in enumerate(frontend.encoder.layers):
         layer.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
-    cfg = TrainConfig(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, sparsity_warmup_epochs=2,
+    cfg = train_config(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, sparsity_warmup_epochs=2,
                       device="cpu")
     run = train(model, corpus, cfg)
     if layerdrop is None:
@@ -182,14 +183,14 @@ def test_layerdrop_param_is_checked():
 
     from conftest import ROOT_DIR
     from hp.errors import ConfigError
-    from hp.stages.training import layerdrop
+    from hp.params import ModelConfig, typed
 
     params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
-    assert layerdrop(params) == 0.0
+    assert typed(ModelConfig, params["model"], "model").layerdrop == 0.0
     for bad in (1.5, "0.1", True):
         params["model"]["layerdrop"] = bad
-        with pytest.raises(ConfigError, match="params.yaml: model.layerdrop must be a probability in"):
-            layerdrop(params)
+        with pytest.raises(ConfigError, match="params.yaml: model.layerdrop must be"):
+            typed(ModelConfig, params["model"], "model")
 
 
 class _Lambdas:
@@ -206,7 +207,7 @@ def test_lambda1_is_clamped_in_training_when_asked(corpus, clamp):
     sparsity lags the warming-up target, so without the clamp it does go below 0 here."""
     torch.manual_seed(0)
     model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
-    cfg = TrainConfig(target_sparsity=0.6, epochs=4, batch_size=4, crop_seconds=0.5, sparsity_warmup_epochs=2,
+    cfg = train_config(target_sparsity=0.6, epochs=4, batch_size=4, crop_seconds=0.5, sparsity_warmup_epochs=2,
                       reg_lr=0.05, clamp_lambda1=clamp, log_every=1, device="cpu")
     lambdas = _Lambdas()
     train(model, corpus, cfg, lambdas)
@@ -228,7 +229,7 @@ def test_gradient_clipping_covers_the_whole_model_gates_included(corpus, monkeyp
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
     torch.manual_seed(0)
     model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
-    cfg = TrainConfig(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5, grad_clip=grad_clip,
+    cfg = train_config(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5, grad_clip=grad_clip,
                       device="cpu")
     run = train(model, corpus, cfg)
     if grad_clip is None:
@@ -274,7 +275,7 @@ def test_weight_decay_reaches_the_optimiser_as_the_params_say(corpus, monkeypatc
     monkeypatch.setattr(training, "make_optimizer", lambda cfg, groups: made.append(groups) or original(cfg, groups))
     torch.manual_seed(0)
     model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
-    train(model, corpus, TrainConfig(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5,
+    train(model, corpus, train_config(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5,
                                      weight_decay=weight_decay, device="cpu"))
     (groups,) = made
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
@@ -292,8 +293,9 @@ def _dense_params(target: float) -> dict:
     params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
     params["target_sparsity"] = target
     params["model"]["pretrained"]["sv"] = "tiny"
-    params["finetune"]["sv"].update(epochs=2, batch_size=4, crop_seconds=0.5, warmup_epochs=1, log_every=1,
-                                    sparsity_warmup_epochs=1, aug_prob=0.0, device="cpu", resume="never")
+    params["finetune"]["sv"].update(epochs=2, batch_size=4, crop_seconds=0.5, warmup_epochs=1,
+                                    sparsity_warmup_epochs=1, aug_prob=0.0, resume="never")
+    params["runtime"].update(log_every=1, device="cpu")
     return params
 
 
@@ -356,7 +358,7 @@ def test_a_target_above_zero_needs_gates(corpus):
     torch.manual_seed(0)
     model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"], prune_units=()), sorted(corpus["label"].unique()), HEAD)
     with pytest.raises(ValueError, match="target_sparsity 0.3 needs gates"):
-        train(model, corpus, TrainConfig(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5,
+        train(model, corpus, train_config(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5,
                                          device="cpu"))
 
 
@@ -385,7 +387,7 @@ def test_global_batches_resumed_mid_epoch_continue_the_same_micro_batches(corpus
     from hp.train import GlobalBatches
 
     labels = sorted(corpus["label"].unique())
-    cfg = TrainConfig(epochs=3, batch_size=4, grad_accumulation=2, crop_seconds=0.25, device="cpu")
+    cfg = train_config(epochs=3, batch_size=4, grad_accumulation=2, crop_seconds=0.25, device="cpu")
 
     def read(start):
         feed = GlobalBatches(corpus, labels, cfg, None, cfg.micro_batch(1), 0, 1)
@@ -438,7 +440,7 @@ def test_a_run_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_wei
     from hp.checkpoint import Checkpoints
 
     labels = sorted(corpus["label"].unique())
-    cfg = TrainConfig(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, lr=2e-3, final_lr=1e-4,
+    cfg = train_config(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, lr=2e-3, final_lr=1e-4,
                       sparsity_warmup_epochs=1, margin_start_epoch=0.5, margin_full_epoch=2, grad_accumulation=2,
                       average_last=2, freeze_tolerance=tolerance, log_every=1, device="cpu",
                       checkpoint_every=every)

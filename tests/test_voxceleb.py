@@ -144,10 +144,11 @@ def test_sv_stages_on_voxceleb_under_dvc(trees, tmp_path):
     from pipeline_repo import make_repo, run
 
     params = vox_params(trees)
-    params["warmup"]["sv"].update(epochs=2, batch_size=4, crop_seconds=1.0, log_every=2)
+    params["warmup"]["sv"].update(epochs=2, batch_size=4, crop_seconds=1.0)
+    params["runtime"]["log_every"] = 2
     params["finetune"]["sv"].update(epochs=6, batch_size=4, crop_seconds=1.0, warmup_epochs=1,
                                     sparsity_warmup_epochs=3, average_last=2, lr_reference_batch=8,
-                                    margin_start_epoch=0, margin_full_epoch=2, log_every=2)
+                                    margin_start_epoch=0, margin_full_epoch=2)
     params["finetune"]["sv"]["head"].update(backend="ecapa", ecapa_channels=16, ecapa_mfa_channels=40, embedding=16)
     params["score"]["sv"].update(qmf_trials=100)
     repo = make_repo(tmp_path, params)

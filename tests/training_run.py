@@ -22,8 +22,9 @@ from safetensors.torch import save_file
 from hp import distributed
 from hp.checkpoint import Checkpoints, fingerprint
 from hp.model import SHAPES, WavLM
-from hp.tasks import CM_LABELS, HeadConfig, TaskModel
-from hp.train import TrainConfig, train
+from hp.tasks import CM_LABELS, TaskModel
+from hp.train import train
+from configs import head_config, train_config
 
 SETTINGS = dict(target_sparsity=0.5, epochs=3, batch_size=8, crop_seconds=0.5, lr=2e-3, final_lr=1e-4,
                 warmup_epochs=1, sparsity_warmup_epochs=2, lambda2_init=10.0, reg_lr=0.2, lambda_lr=0.02,
@@ -50,11 +51,11 @@ def main(manifest: str, out: str, *overrides: str) -> None:
     config = replace(SHAPES["tiny"], hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
                      layerdrop=0.0)
     torch.manual_seed(0)
-    model = TaskModel(task, WavLM(config), list(CM_LABELS), HeadConfig(heads=2, compression=16, embedding=16))
+    model = TaskModel(task, WavLM(config), list(CM_LABELS), head_config(heads=2, compression=16, embedding=16))
     table = pd.read_parquet(manifest)
-    cfg = TrainConfig(**{**SETTINGS, **changes})
+    cfg = train_config(**{**SETTINGS, **changes})
     out = Path(out)
-    checkpoints = Checkpoints(out / "checkpoints", fingerprint(cfg, table, model), cfg.checkpoint_every)
+    checkpoints = Checkpoints(out / "checkpoints", fingerprint(cfg, table, model), cfg.runtime.checkpoint_every)
     run = train(model, table, cfg, DieAt(die_at), None, checkpoints)
     if distributed.is_main():
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "final.safetensors"))

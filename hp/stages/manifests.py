@@ -5,7 +5,7 @@ from pathlib import Path
 
 from hp.data.augment import musan_table, rir_table
 from hp.data.manifest import Validation, write_parquet
-from hp.params import flag, section
+from hp.params import ManifestsConfig, section, typed
 from hp.tasks import get_task
 from hp.utils.files import write_json
 
@@ -13,9 +13,8 @@ from hp.utils.files import write_json
 def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     """Parquet manifests of every split (and the task's extras: SV's trial lists and Kaldi directories), MUSAN/RIR
     lists, validated against the audio; summary.json counts them and lists what was dropped."""
-    cfg = section(params, "manifests")
-    validation = Validation(min_seconds=float(cfg["min_seconds"]),
-                            drop_invalid=flag(cfg["drop_invalid"], "manifests.drop_invalid"))
+    cfg = typed(ManifestsConfig, section(params, "manifests"), "manifests")
+    validation = Validation(min_seconds=cfg.min_seconds, drop_invalid=cfg.drop_invalid)
     spec = get_task(task)
     source, tables = spec.manifest_tables(corpus, validation)
     if source.musan_dir is not None:

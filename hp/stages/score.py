@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 from hp.data.manifest import write_parquet
-from hp.params import integer, section
+from hp.params import ScoreConfig, runtime, section, typed
 from hp.score import det_table
-from hp.tasks import get_task
+from hp.tasks import TASKS, get_task
 from hp.tasks.model import TaskModel
 from hp.utils.files import atomic_dir, atomic_path, write_json
 
@@ -21,13 +21,13 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     list `<list>.txt` in WeSpeaker's score-file format; for CM `dev.txt` and `eval.txt` (calibrated LLRs) as
     the ASVspoof5 evaluation package reads them, and the dev-fitted calibration (calibration.json).
     """
-    batch_seconds = float(section(params, "score.batch_seconds"))
-    workers = integer(section(params, "score").get("num_workers", 0), "score.num_workers", minimum=0)
+    shared = {key: value for key, value in section(params, "score").items() if key not in TASKS}
+    cfg, workers = typed(ScoreConfig, shared, "score"), runtime(params).num_workers
     spec = get_task(task)
     settings = spec.score_settings(params)  # checked before any work
     compact_info = json.loads(Path(compact_metrics).read_text())
     model = TaskModel.load(model_dir).eval()
-    table, task_metrics, exports, (scores, labels) = spec.score(model, manifests_dir, batch_seconds, workers,
+    table, task_metrics, exports, (scores, labels) = spec.score(model, manifests_dir, cfg.batch_seconds, workers,
                                                                 settings)
     with atomic_dir(scores_dir) as tmp:
         write_parquet(table, tmp / "scores.parquet")

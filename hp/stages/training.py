@@ -12,7 +12,7 @@ from hp.checkpoint import Checkpoints, fingerprint
 from hp.data.augment import AugmentConfig, Augmenter
 from hp.errors import ConfigError
 from hp.model import SHAPES, WavLM, load_frontend
-from hp.params import integer, section, typed
+from hp.params import ModelConfig, runtime, section, typed
 from hp.profile import hardware
 from hp.tasks import get_task
 from hp.tasks.model import HeadConfig, TaskModel
@@ -21,24 +21,15 @@ from hp.train import LiveLogger, TrainConfig, train
 TINY = "tiny"
 
 
-def layerdrop(params: dict) -> float:
-    """`model.layerdrop`: the LayerDrop probability training uses, whatever the checkpoint's config.json says
-    (transformers' default is 0.1, the hub's Base+ config 0.05; the authors run every layer: 0)."""
-    value = section(params, "model.layerdrop")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ConfigError(f"params.yaml: model.layerdrop must be a probability in [0, 1], got {value!r}")
-    return float(value)
-
-
 def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
-    """The pretrained WavLM of `model.pretrained.<task>`, with gates on `model.prune_units` (none if not `prune`)
-    and the LayerDrop of `model.layerdrop` in place of its config's."""
-    pretrained = section(params, f"model.pretrained.{task}")
-    units = tuple(section(params, "model.prune_units"))
-    drop = layerdrop(params)
-    if pretrained != TINY:
-        return load_frontend(pretrained, prune_units=units if prune else (), layerdrop=drop)
-    torch.manual_seed(int(section(params, "model.seed")))
+    """The pretrained front end of `model.pretrained.<task>`, with gates on `model.prune_units` (none if not
+    `prune`) and the LayerDrop of `model.layerdrop` in place of its config's (transformers' default is 0.1, the
+    hub's Base+ config 0.05; the authors run every layer: 0)."""
+    cfg = typed(ModelConfig, section(params, "model"), "model")
+    units, drop = tuple(cfg.prune_units), float(cfg.layerdrop)
+    if cfg.source(task) != TINY:
+        return load_frontend(cfg.source(task), prune_units=units if prune else (), layerdrop=drop)
+    torch.manual_seed(cfg.seed)
     config = SHAPES[TINY].replace(layerdrop=drop)
     model = WavLM(config, prune_units=units)  # the gates' initialisation draws from the same generator
     if prune:
@@ -49,15 +40,27 @@ def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
     return dense
 
 
-def training_setup(task: str, params: dict, stage: str, manifests_dir: Path, **extra):
-    """The typed config, head config, training table, labels and augmentation of `stage` (warmup/finetune)."""
+def training_configs(task: str, params: dict, stage: str, target_sparsity: float = 0.0) -> tuple[TrainConfig,
+                                                                                             HeadConfig]:
+    """`stage.task` (warmup/finetune) and the head (finetune.<task>.head, one head for both phases) typed, each key
+    a run of these settings reads required, with the runtime group and the model group checked too."""
     group = dict(section(params, f"{stage}.{task}"))
-    head_group = section(params, f"finetune.{task}.head")  # one head for both phases
     group.pop("head", None)
-    head = typed(HeadConfig, head_group, f"finetune.{task}.head")
-    cfg = typed(TrainConfig, group, f"{stage}.{task}", **extra)
-    table = pd.read_parquet(manifests_dir / "train.parquet")
+    head_group = section(params, f"finetune.{task}.head")
     spec = get_task(task)
+    typed(ModelConfig, section(params, "model"), "model")
+    head = typed(HeadConfig, head_group, f"finetune.{task}.head", required=spec.head_keys(head_group))
+    cfg = typed(TrainConfig, group, f"{stage}.{task}", target_sparsity=target_sparsity, runtime=runtime(params),
+                required=TrainConfig.read_only_by(group, target_sparsity, spec.margin_loss))
+    return cfg, head
+
+
+def training_setup(task: str, params: dict, stage: str, manifests_dir: Path, target_sparsity: float = 0.0):
+    """The typed config, head config, training table, labels and augmentation of `stage` (warmup/finetune), every
+    key checked before any work."""
+    cfg, head = training_configs(task, params, stage, target_sparsity)
+    spec = get_task(task)
+    table = pd.read_parquet(manifests_dir / "train.parquet")
     labels = spec.labels(table)
     try:  # before the front end loads: TaskModel would fail the same way, later
         spec.check_head(head, labels)
@@ -71,17 +74,12 @@ def training_setup(task: str, params: dict, stage: str, manifests_dir: Path, **e
     return cfg, head, table, labels, augmenter
 
 
-def training_processes(params: dict, group: str) -> int:
-    """`<group>.nproc_per_node` (1 when absent): how many processes a training stage runs on this node."""
-    return integer(section(params, group).get("nproc_per_node", 1), f"{group}.nproc_per_node", minimum=1)
-
-
 def run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augmenter, live_dir: Path,
                   checkpoint_dir: Path) -> tuple[dict | None, Checkpoints]:
     """train() with checkpoints in `checkpoint_dir` (resumed when they are this run's) and, on rank 0 only,
     DVCLive curves. Returns what the run did (None on the other ranks, which write nothing) and the
     checkpoints, for the caller to clear once it has written the outputs."""
-    checkpoints = Checkpoints(checkpoint_dir, fingerprint(cfg, table, model), cfg.checkpoint_every,
+    checkpoints = Checkpoints(checkpoint_dir, fingerprint(cfg, table, model), cfg.runtime.checkpoint_every,
                               resume=cfg.resume == "auto")
     main = distributed.is_main()
     state = checkpoints.latest()
@@ -91,7 +89,7 @@ def run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augmen
     if not main:
         return None, checkpoints
     logger.close()
-    device = distributed.device(cfg.device)
+    device = distributed.device(cfg.runtime.device)
     return {"train_seconds": round(time.time() - start, 1), **run, "layerdrop": model.frontend.config.layerdrop,
             "processes": distributed.world_size(),
             "augmentation": augmenter is not None, "utterances": len(table),

@@ -37,6 +37,8 @@ class Task:
     name: str
     outputs: tuple[str, ...]  # the ONNX graph's outputs, in order (hp.export)
     calibrated = False  # whether the inference graph applies a score calibration (then `calibration` gives it)
+    margin_loss = False  # whether the loss has a margin (then the margin schedule's keys are required)
+    head_loss_keys: tuple[str, ...] = ()  # HeadConfig's fields this task's loss reads
 
     # ---- prepare / manifests -----------------------------------------------------------------------------
     def prepare(self, cfg: dict, out: Path) -> dict:
@@ -58,6 +60,12 @@ class Task:
     def loss(self, head: HeadConfig, labels: list[str]) -> nn.Module:
         """The training head on the embedding (also the CM scorer)."""
         raise NotImplementedError
+
+    def head_keys(self, head: dict) -> tuple[str, ...]:
+        """The defaulted HeadConfig fields a head of these settings reads, whose keys params.yaml must hold."""
+        from hp.tasks.model import HeadConfig
+
+        return self.head_loss_keys + (HeadConfig.ECAPA if head.get("backend") == "ecapa" else ())
 
     def check_head(self, head: HeadConfig, labels: list[str]) -> None:
         """Raise ValueError for head params this task cannot use (before the front end loads)."""

@@ -15,6 +15,7 @@ CM_LABELS = ("spoof", "bonafide")  # class 1 = bona fide, the positive class of 
 class AntiSpoofing(Task):
     name = "cm"
     outputs = ("embeddings", "scores", "llrs")
+    head_loss_keys = ("class_weights",)
     calibrated = True
 
     def prepare(self, cfg: dict, out: Path) -> dict:

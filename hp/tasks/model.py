@@ -30,20 +30,28 @@ MEAN_NORMS = ("frames", "channels")
 
 @dataclass(frozen=True)
 class HeadConfig:
-    backend: str = "mhfa"  # "mhfa" (the authors') or "ecapa" (ECAPA-TDNN over a weighted layer sum)
-    heads: int = 32  # MHFA
-    compression: int = 128  # MHFA
-    ecapa_channels: int = 512  # ECAPA-TDNN C (1024 in its large variant) ...
-    ecapa_mfa_channels: int = 1536  # ... and its aggregation width (1536 for both, as in the paper)
-    embedding: int = 256
-    margin: float = 0.2  # AAM-softmax (SV)
-    scale: float = 32.0
-    subcenters: int = 1  # AAM sub-centres per speaker (SV)
-    topk: int = 0  # inter-top-k: hardest non-target speakers given an angular penalty (SV)
-    topk_penalty: float = 0.06
-    grad_multiplier: float = 1.0  # on the gradient flowing into WavLM
-    class_weights: dict[str, float] | None = None  # CM: cross-entropy weight per label, {bonafide: .9, spoof: .1}
-    mean_norm: str | None = None  # one of MEAN_NORMS, or None: the hidden states as the front end gives them
+    """The back-end and loss (params.yaml's finetune.<task>.head). The fields with a default are read only by one
+    task or back-end, which requires their keys (Task.head_keys); the default is a value no other path reads."""
+
+    backend: str  # "mhfa" (the authors') or "ecapa" (ECAPA-TDNN over a weighted layer sum)
+    heads: int  # MHFA
+    compression: int  # MHFA
+    embedding: int
+    grad_multiplier: float  # on the gradient flowing into the front end
+    mean_norm: str | None  # one of MEAN_NORMS, or None: the hidden states as the front end gives them
+    # the ECAPA-TDNN back-end only
+    ecapa_channels: int = 0  # C (512; 1024 in its large variant) ...
+    ecapa_mfa_channels: int = 0  # ... and its aggregation width (1536 for both, as in the paper)
+    # SV's AAM-softmax only
+    margin: float = 0.0
+    scale: float = 1.0
+    subcenters: int = 1  # AAM sub-centres per speaker
+    topk: int = 0  # inter-top-k: hardest non-target speakers given an angular penalty
+    topk_penalty: float = 0.0
+    # CM only
+    class_weights: dict[str, float] | None = None  # cross-entropy weight per label, {bonafide: .9, spoof: .1}
+
+    ECAPA = ("ecapa_channels", "ecapa_mfa_channels")
 
     def __post_init__(self):
         if self.backend not in BACKENDS:

@@ -14,6 +14,8 @@ from hp.tasks.base import Task, synthesise
 class SpeakerVerification(Task):
     name = "sv"
     outputs = ("embeddings",)  # not "embedding", which a node of MHFA's graph already has
+    margin_loss = True
+    head_loss_keys = ("margin", "scale", "subcenters", "topk", "topk_penalty")
 
     def prepare(self, cfg: dict, out: Path) -> dict:
         """mini: synthesise the corpus in VoxCeleb's layout; voxceleb: check the trees."""
