@@ -21,7 +21,8 @@ from hp.losses import SoftmaxClassifier
 from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
 from hp.score import cm_breakdown, score_cm, seen_attacks
-from hp.tasks import CM_LABELS, HeadConfig, TaskModel
+from hp.tasks import CM_LABELS, TaskModel
+from configs import head_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -215,12 +216,12 @@ def test_class_weights_weight_the_cross_entropy():
     assert torch.allclose(head(x, y), -(w * logp).sum() / w.sum())
     assert "weights" not in head.state_dict()  # they come from the config, checkpoints keep one layout
     model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS),
-                      HeadConfig(heads=2, compression=8, embedding=8, class_weights={"bonafide": 0.9, "spoof": 0.1}))
+                      head_config(heads=2, compression=8, embedding=8, class_weights={"bonafide": 0.9, "spoof": 0.1}))
     assert model.loss.weights.tolist() == pytest.approx([0.1, 0.9])  # in CM_LABELS order: spoof, bona fide
     with pytest.raises(ValueError, match="class_weights must name each of the labels"):
-        TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS), HeadConfig(class_weights={"bonafide": 1.0}))
+        TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS), head_config(class_weights={"bonafide": 1.0}))
     with pytest.raises(ValueError, match="class_weights must be null or a mapping"):
-        HeadConfig(class_weights={"bonafide": -1.0, "spoof": 1.0})
+        head_config(class_weights={"bonafide": -1.0, "spoof": 1.0})
 
 
 def test_cm_projection_is_batch_norm_relu_linear_as_the_authors():
@@ -242,7 +243,7 @@ def test_cm_projection_is_batch_norm_relu_linear_as_the_authors():
                + head.norm.bias)
     torch.testing.assert_close(head.logits(x), torch.relu(running) @ head.linear.weight.T + head.linear.bias)
     torch.testing.assert_close(head.logits(x[:1]), head.logits(x)[:1])
-    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS), HeadConfig(heads=2, compression=8,
+    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS), head_config(heads=2, compression=8,
                                                                                         embedding=8))
     assert [type(m).__name__ for m in model.loss.children()] == ["BatchNorm1d", "Linear"]
     assert {k for k in model.state_dict() if k.startswith("loss.")} == {
@@ -317,7 +318,7 @@ def _manifest(split: str, n: int, seed: int, tmp_path: Path) -> pd.DataFrame:
 def test_score_cm_calibrates_on_dev_and_applies_to_eval(tmp_path):
     torch.manual_seed(0)
     model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS),
-                      HeadConfig(heads=2, compression=8, embedding=8)).eval()
+                      head_config(heads=2, compression=8, embedding=8)).eval()
     with torch.no_grad():  # make the untrained model's logit difference vary between utterances
         model.loss.linear.weight.mul_(50)
     dev, evaluation = _manifest("dev", 24, 0, tmp_path), _manifest("eval", 18, 100, tmp_path)
@@ -356,18 +357,26 @@ def test_score_cm_calibrates_on_dev_and_applies_to_eval(tmp_path):
 @pytest.mark.parametrize("corpus", ["asvspoof5", "asvspoof2019la"])
 def test_cm_stages_on_released_trees_under_dvc(cm_trees, tmp_path, corpus):
     """prepare -> manifests -> warmup (skipped) -> finetune -> compact -> score@cm on each tree, with MUSAN/RIR
-    augmentation and class weights."""
+    augmentation and class weights. On ASVspoof5 the finetune stage runs on 2 processes (runtime.nproc_per_node):
+    it relaunches itself through torchrun, rank 0 alone writes the outputs and curves, and the checkpoint is gone
+    once they are written."""
     from pipeline_repo import make_repo, run
 
     params = cm_params(cm_trees, corpus)
     params["finetune"]["cm"].update(epochs=3, batch_size=4, crop_seconds=1.0, warmup_epochs=1,
-                                    sparsity_warmup_epochs=2, log_every=2)
+                                    sparsity_warmup_epochs=2)
+    processes = 2 if corpus == "asvspoof5" else 1
+    params["runtime"].update(log_every=2, nproc_per_node=processes, checkpoint_every=2)
     params["finetune"]["cm"]["head"]["class_weights"] = {"bonafide": 0.7, "spoof": 0.3}
     repo = make_repo(tmp_path, params)
     run(["dvc", "repro", "score@cm"], repo)
 
     fine = json.loads((repo / "metrics" / "cm" / "finetune.json").read_text())
     assert fine["augmentation"] and fine["utterances"] == 12 and fine["classes"] == 2
+    assert fine["processes"] == processes and fine["resumed_at_step"] is None and fine["steps"] == 9
+    steps = (repo / "dvclive" / "cm" / "plots" / "metrics" / "task_loss.tsv").read_text().splitlines()[1:]
+    assert len(steps) == len({line.split("\t")[0] for line in steps})  # one writer: no step logged twice
+    assert not (repo / "checkpoints" / "finetune" / "cm" / "last.pt").exists()
     cm = json.loads((repo / "metrics" / "cm.json").read_text())
     scores = pd.read_parquet(repo / "scores" / "cm" / "scores.parquet")
     calibration = json.loads((repo / "scores" / "cm" / "calibration.json").read_text())

@@ -159,19 +159,4 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path, capsys):
         Checkpoints(tmp_path, "run-a").latest()
 
 
-@pytest.mark.slow  # runs `dvc repro`: `pytest -m 'not slow'` skips it
-def test_the_finetune_stage_runs_itself_under_torchrun(tmp_path):
-    """finetune.cm.nproc_per_node 2: the stage relaunches through torchrun, rank 0 alone writes the outputs
-    and curves, and the checkpoint is gone once they are written."""
-    from pipeline_repo import make_repo, run as run_in, small_params
-
-    params = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    params["finetune"]["cm"].update(epochs=4, nproc_per_node=2, checkpoint_every=2)
-    repo = make_repo(tmp_path, params)
-    run_in(["dvc", "repro", "finetune@cm"], repo)
-    result = json.loads((repo / "metrics" / "cm" / "finetune.json").read_text())
-    assert result["processes"] == 2 and result["resumed_at_step"] is None and result["steps"] > 0
-    assert (repo / "models" / "cm" / "finetuned" / "model.safetensors").is_file()
-    steps = (repo / "dvclive" / "cm" / "plots" / "metrics" / "task_loss.tsv").read_text().splitlines()[1:]
-    assert len(steps) == len({line.split("\t")[0] for line in steps})  # one writer: no step logged twice
-    assert not (repo / "checkpoints" / "finetune" / "cm" / "last.pt").exists()
+# the training stages under torchrun (runtime.nproc_per_node 2): test_asvspoof.py's DVC run on ASVspoof5's tree
