@@ -35,6 +35,8 @@ def test_cm_pipeline_on_a_local_checkpoint_of_another_family(name, tmp_path, mon
     model_cls(config_cls(**TINY, **layout)).save_pretrained(tmp_path / name)
     params = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     params["model"]["pretrained"]["cm"] = str(tmp_path / name)
+    # a CM warm-up runs with every key SV's has but the margin's (params.yaml holds only `epochs: 0` for CM)
+    params["warmup"]["cm"] = {k: v for k, v in params["warmup"]["sv"].items() if not k.startswith("margin_")}
     params["warmup"]["cm"].update(epochs=1, batch_size=4)
     params["finetune"]["cm"].update(epochs=4, warmup_epochs=1, sparsity_warmup_epochs=2)
     params["export"]["parity_seconds"] = [1.0]
