@@ -16,6 +16,8 @@ used for training has neither).
 from __future__ import annotations
 
 import copy
+import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,19 +69,35 @@ class InferenceGraph(nn.Module):
         return {name: out.float().cpu().numpy() for name, out in zip(self.spec.outputs, outputs)}
 
 
-def export_onnx(graph: InferenceGraph, path: Path, opset: int = OPSET) -> None:
-    """Trace `graph` with torch.export (dynamic batch and time) and write it as one ONNX file, atomically."""
+EXPORTERS = ("torchscript", "dynamo")
+
+
+def export_onnx(graph: InferenceGraph, path: Path, opset: int = OPSET, exporter: str = "torchscript") -> None:
+    """Write `graph` as one ONNX file with dynamic batch and time axes, atomically. `exporter`: torch's
+    TorchScript tracer (~1 s for the mini model; deprecated by PyTorch since 2.9 but kept in 2.11-2.13) or
+    torch.export (`dynamo`, the new default there: ~40x slower on the same model). Either graph is checked
+    against PyTorch by the caller (Bundle.write's parity), so a trace that did not generalise cannot pass."""
     import onnx
 
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     example = torch.randn(2, 2 * SAMPLE_RATE), torch.tensor([2 * SAMPLE_RATE, SAMPLE_RATE + 123])
     with torch.no_grad():  # not inference_mode: the cached tensors must be usable while tracing
         graph.cpu().eval()(*example)  # fills per-device index caches now, not as attributes set while tracing
-    batch, samples = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
-    program = torch.onnx.export(graph, example, input_names=["wave", "lengths"],
-                                output_names=list(graph.spec.outputs), opset_version=opset, dynamo=True,
-                                dynamic_shapes={"wave": {0: batch, 1: samples}, "lengths": {0: batch}},
-                                verbose=False)
-    proto = program.model_proto
+    names = dict(input_names=["wave", "lengths"], output_names=list(graph.spec.outputs), opset_version=opset)
+    if exporter == "dynamo":
+        batch, samples = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
+        proto = torch.onnx.export(graph, example, **names, dynamo=True, verbose=False,
+                                  dynamic_shapes={"wave": {0: batch, 1: samples}, "lengths": {0: batch}}).model_proto
+    else:
+        axes = {"wave": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
+                **{name: {0: "batch"} for name in graph.spec.outputs}}
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():  # the deprecation notice, and tracer notes on shape checks it skips
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(graph, example, buffer, **names, dynamo=False, dynamic_axes=axes)
+        proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +168,7 @@ class Bundle:
 
     @classmethod
     def write(cls, model: TaskModel, scoring: dict, out: Path, parity_seconds: list[float],
-              tolerance: float = 1e-4, opset: int = OPSET) -> tuple[Bundle, dict]:
+              tolerance: float = 1e-4, opset: int = OPSET, exporter: str = "torchscript") -> tuple[Bundle, dict]:
         """Save the model, export it to ONNX, check the ONNX graph against PyTorch on random utterances of
         `parity_seconds` (see parity) and write scoring.json; the directory appears complete or, when the export
         fails or its scaled difference exceeds `tolerance`, not at all. Returns the bundle and the parity.
@@ -161,7 +179,7 @@ class Bundle:
             for f in (tmp / "model").iterdir():
                 f.replace(tmp / f.name)
             (tmp / "model").rmdir()
-            export_onnx(graph, tmp / "model.onnx", opset)
+            export_onnx(graph, tmp / "model.onnx", opset, exporter)
             checked = parity(graph, OnnxGraph(tmp / "model.onnx"), parity_seconds)
             for name in CHECKED:  # the network's outputs; llrs = w * scores + b only scales the scores' error
                 if name in checked and not checked[name]["scaled"] <= tolerance:

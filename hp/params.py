@@ -110,6 +110,13 @@ def positive(value: Any, where: str) -> float:
     return float(value)
 
 
+def choice(value: Any, where: str, options: tuple[str, ...]) -> str:
+    """One of `options`; anything else fails, naming `where` and the options."""
+    if value not in options:
+        raise ConfigError(f"params.yaml: {where} must be one of {', '.join(options)}, got {value!r}")
+    return value
+
+
 def typed(cls: type[T], values: dict, where: str, required: tuple[str, ...] = (), **extra) -> T:
     """Build dataclass `cls` from `values` (and `extra`, set by the caller); unknown keys, wrong types and missing
     keys are named as `where.key`. Every field without a default, and those named in `required`, must be in
@@ -162,6 +169,7 @@ class ExportConfig:
     threads: int | None  # CPU threads when timing; null: PyTorch's default
     parity_seconds: list  # random utterance lengths run through ONNX and PyTorch
     tolerance: float  # most |ONNX - PyTorch| / (1 + |PyTorch|) allowed
+    exporter: str  # torchscript | dynamo (hp.export.export_onnx)
 
     def __post_init__(self):
         positive(self.seconds, "export.seconds")
@@ -172,6 +180,7 @@ class ExportConfig:
                               f"{self.parity_seconds!r}")
         object.__setattr__(self, "parity_seconds", [positive(s, "export.parity_seconds") for s in self.parity_seconds])
         positive(self.tolerance, "export.tolerance")
+        choice(self.exporter, "export.exporter", ("torchscript", "dynamo"))
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def test_scoring_benchmark_prints_json(capsys):
     assert 0 < r["target_trials"] < 3000 and 0 <= r["eer_asnorm"] < 0.5
 
 
+@pytest.mark.slow  # three training variants timed (~20 s)
 def test_train_benchmark_compares_three_variants(capsys):
     bench.main(["train", "--shape", "tiny", "--batch", "2", "--seconds", "1", "--steps", "2", "--warmup", "1",
                 "--threads", "1", "--json"])

@@ -44,6 +44,7 @@ def finished(result: subprocess.CompletedProcess, out: Path) -> dict[str, torch.
     return load_file(out / "final.safetensors")
 
 
+@pytest.mark.slow  # subprocess training runs, killed and resumed or under torchrun (~20-30 s each)
 @pytest.mark.parametrize("every,die_at", [(1, 4), (None, 5)])
 def test_a_killed_run_resumes_to_the_same_model(train_table, tmp_path, every, die_at):
     """Killed at step 4 (mid-epoch: 3 steps per epoch; checkpoints every step) or step 5 (checkpoints only at
@@ -61,6 +62,7 @@ def test_a_killed_run_resumes_to_the_same_model(train_table, tmp_path, every, di
         assert torch.equal(reference[name], resumed[name]), name
 
 
+@pytest.mark.slow  # subprocess training runs, killed and resumed or under torchrun (~20-30 s each)
 def test_two_ddp_processes_match_one_with_the_same_global_batch(train_table, tmp_path):
     """2 gloo processes x 4 utterances and 1 process x 2 accumulated micro-batches of 4 against 1 x 8, after
     9 steps of joint pruning + fine-tuning (AdamW, gates, lambdas). They differ only in the order of float
@@ -91,6 +93,7 @@ def differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float
     return max((a[k] - b[k]).abs().max().item() for k in a if a[k].is_floating_point() and k not in SOFTMAX_INVARIANT)
 
 
+@pytest.mark.slow  # subprocess training runs, killed and resumed or under torchrun (~20-30 s each)
 def test_a_killed_ddp_run_with_accumulation_and_frozen_gates_resumes_exactly(train_table, tmp_path):
     """2 gloo processes x 2 accumulated micro-batches of 2, the gates frozen once the target is reached (step 6),
     killed at step 4 (mid-epoch), rerun on 2 processes: bit-identical to the uninterrupted run."""

@@ -96,7 +96,7 @@ def test_load_errors_name_the_file(bundle, tmp_path):
 
 def test_failed_parity_leaves_nothing(tmp_path, monkeypatch):
     """An export that does not compute what PyTorch computes fails the stage, and no bundle appears."""
-    monkeypatch.setattr(export, "export_onnx", lambda graph, path, opset: path.write_bytes(b"stub"))
+    monkeypatch.setattr(export, "export_onnx", lambda graph, path, opset, exporter: path.write_bytes(b"stub"))
     monkeypatch.setattr(export, "OnnxGraph", lambda path, threads=None: None)
     monkeypatch.setattr(export, "parity", lambda *a, **k: {"embeddings": {"abs": 0.5, "scaled": 2e-3}})
     out = tmp_path / "bundle"
@@ -126,8 +126,10 @@ def test_dense_vs_compact_costs(bundle):
     assert costs["input"] == {"batch": 1, "seconds": 1.0} and costs["hardware"]["cores"] >= 1
 
 
-@pytest.mark.parametrize("mean_norm", ["frames", "channels"])
-def test_cm_graph_with_the_authors_head_and_mean_norm_matches_pytorch(tmp_path, mean_norm):
+# either exporter: the TorchScript trace (the default) and torch.export's, which costs ~40x as much (slow)
+@pytest.mark.parametrize("mean_norm, exporter", [("frames", "torchscript"), ("channels", "torchscript"),
+                                                 pytest.param("frames", "dynamo", marks=pytest.mark.slow)])
+def test_cm_graph_with_the_authors_head_and_mean_norm_matches_pytorch(tmp_path, mean_norm, exporter):
     """The CM head's batch norm (trained running statistics) and either mean normalisation of the hidden states
     (the frames one masked by the lengths) export with parity, on padded batches the export never saw."""
     config = SHAPES["tiny"].replace(num_hidden_layers=2, intermediate_size=64, conv_dim=(16,) * 7)
@@ -143,7 +145,8 @@ def test_cm_graph_with_the_authors_head_and_mean_norm_matches_pytorch(tmp_path, 
         model.loss.norm.running_var.uniform_(0.5, 2.0)
     calibration = export.LinearCalibration((1.5,), -0.2, 0.5)
     scoring = {"calibration": calibration.to_dict(), "threshold": 0.0, "threshold_rule": "test"}
-    written, checked = Bundle.write(model.compacted(), scoring, tmp_path / "cm", parity_seconds=[0.6, 1.3])
+    written, checked = Bundle.write(model.compacted(), scoring, tmp_path / "cm", parity_seconds=[0.6, 1.3],
+                                    exporter=exporter)
     assert set(checked) == {"embeddings", "scores", "llrs"} and max(c["scaled"] for c in checked.values()) <= 1e-4
     onnx_graph = OnnxGraph(written.directory / "model.onnx")
     worst = parity(written.graph, onnx_graph, [1.9, 0.5, 1.1], seed=5)

@@ -228,9 +228,7 @@ def test_compact_save_and_load_compact(tmp_path, layout):
 
 
 # ---- 4. ONNX export of a TaskModel ------------------------------------------------------------------------
-# hubert-base and wav2vec2-xls-r are exported by test_family_pipeline.py (the export stage and its parity check):
-# each layout is exported once in the suite, each family here with the padded batches and the reload
-@pytest.mark.parametrize("layout", ["hubert-large", "wav2vec2-base"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_onnx_export_of_a_task_model(tmp_path, layout):
     """A compacted SV TaskModel over the family's front end exports with parity against PyTorch (the bundle's
     own check, then padded batches the export never saw), and the bundle loads back as that family."""

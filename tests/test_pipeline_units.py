@@ -281,7 +281,8 @@ def test_score_names_a_bad_calibration_prior(tmp_path, bad):
         score("cm", params, *(tmp_path / name for name in ("m", "d", "c.json", "o.json", "det.csv", "s")))
 
 
-EXPORT = {"seconds": 4.0, "repeats": 20, "threads": 1, "parity_seconds": [1.0, 2.5], "tolerance": 1e-4}
+EXPORT = {"seconds": 4.0, "repeats": 20, "threads": 1, "parity_seconds": [1.0, 2.5], "tolerance": 1e-4,
+          "exporter": "torchscript"}
 
 
 @pytest.mark.parametrize("key, bad, message", [
@@ -318,6 +319,8 @@ def test_score_names_a_bad_shared_setting_before_any_work(tmp_path, change, mess
 @pytest.mark.parametrize("change, message", [
     (lambda p: p["export"].update(repeat=3), "params.yaml: unknown key export.repeat$"),
     (lambda p: p["export"].pop("tolerance"), "params.yaml: missing key export.tolerance$"),
+    (lambda p: p["export"].update(exporter="onnx"),
+     "params.yaml: export.exporter must be one of torchscript, dynamo, got 'onnx'$"),
     (lambda p: p["manifests"].update(min_seconds=0), "params.yaml: manifests.min_seconds must be a positive number"),
 ])
 def test_export_and_manifests_name_unknown_and_missing_keys(tmp_path, change, message):

@@ -48,6 +48,7 @@ def test_param_groups_split_model_gates_and_lambdas():
     assert reg[0]["lr"] == 0.2 and reg[1]["lr"] == -0.02
 
 
+@pytest.mark.slow  # hundreds of optimiser steps (~14 s each)
 @pytest.mark.parametrize("target,schedule", [(0.5, "linear"), (0.7, "cosine")])
 def test_controller_reaches_and_holds_target_against_a_dense_loving_task(target, schedule):
     """Only the gates train; the task loss rewards keeping every unit, the constraint must win exactly."""

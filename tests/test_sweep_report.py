@@ -231,6 +231,7 @@ def test_bad_input(tmp_path, capsys, content, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a DVC experiment queue of five fake runs (~30 s)
 def test_make_sweep_targets_with_the_baseline_give_five_points_dense_included(tmp_path):
     """`make sweep`'s SPARSITIES queued as it queues them, beside the committed baseline (0.7): hp.sweep reports the
     five targets 0, 0.3, 0.5, 0.7, 0.9 per task; the dense run (0: nothing removed, compact = dense parameters) is

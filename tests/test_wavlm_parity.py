@@ -25,6 +25,7 @@ def test_tiny_layouts_match_transformers(name, padded):
     compare(ref, model, wave, torch.tensor([12000, 9100, 4000]) if padded else None)
 
 
+@pytest.mark.slow  # full-size random models (Large: ~17 s)
 @pytest.mark.parametrize("name", ["base-plus", "large"])
 def test_full_size_layouts_match_transformers(name):
     """Base+ (12x768, group norm, post-LN) and Large (24x1024, layer norm, pre-LN), equal and padded."""

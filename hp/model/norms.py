@@ -13,7 +13,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     gated model and its compaction (where the channel no longer exists) would differ.
     """
     if alive is None:
-        return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+        return F.layer_norm(x, weight.shape, weight, bias, eps)  # a static shape: traces for ONNX export
     # statistics in float32 (as F.layer_norm keeps them under autocast); a sampled training mask can be
     # all zero, hence the clamp: the output is then multiplied by that zero mask anyway
     xf, a = x.float(), alive.float()

@@ -54,6 +54,7 @@ class Frontend(nn.Module):
         # checked where it costs no device sync (lengths usually come from the CPU-side loader) and not while
         # tracing for export, where the values are symbolic
         if (lengths is not None and lengths.device.type == "cpu" and not torch.compiler.is_exporting()
+                and not torch.jit.is_tracing()
                 and (lengths.shape != wave.shape[:1] or (lengths > wave.shape[1]).any()
                      or (self.frame_lengths(lengths) < 1).any())):
             raise ValueError(f"lengths {lengths.tolist()} do not fit a batch of shape {tuple(wave.shape)}")

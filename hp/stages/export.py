@@ -20,7 +20,8 @@ def export(task: str, params: dict, compact_dir: Path, scores_dir: Path, out: Pa
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     scoring = get_task(task).scoring(scores_dir)
-    bundle, parity = Bundle.write(TaskModel.load(compact_dir).eval(), scoring, out, cfg.parity_seconds, cfg.tolerance)
+    bundle, parity = Bundle.write(TaskModel.load(compact_dir).eval(), scoring, out, cfg.parity_seconds, cfg.tolerance,
+                                  exporter=cfg.exporter)
     result = {**measure_costs(bundle, cfg.seconds, cfg.repeats, cfg.threads),
               "onnx": {"bytes": (out / "model.onnx").stat().st_size, "parity": parity,
                        "parity_seconds": cfg.parity_seconds, "tolerance": cfg.tolerance}}
