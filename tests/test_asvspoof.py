@@ -151,6 +151,65 @@ def test_bad_protocol_lines_fail_with_file_and_line(cm_trees, tmp_path, corpus, 
     assert not (tmp_path / "out" / "manifests").exists()  # nothing half-written
 
 
+@pytest.mark.parametrize("corpus", ["asvspoof5", "asvspoof2019la"])
+def test_blank_protocol_lines_are_skipped_and_lines_keep_their_numbers(cm_trees, tmp_path, corpus):
+    tree = tmp_path / "tree"
+    shutil.copytree(cm_trees[corpus], tree)
+    (protocol,) = tree.rglob(ASVSPOOF5["protocols"]["dev"] if corpus == "asvspoof5" else LA2019["protocols"]["dev"])
+    lines = protocol.read_text().splitlines()
+    protocol.write_text("\n".join(lines[:2] + ["", "  "] + lines[2:]) + "\n\n")
+    key = f"{'asvspoof5' if corpus == 'asvspoof5' else 'asvspoof2019'}_dir"
+    assert build(cm_params(cm_trees, corpus, **{key: str(tree)}), tmp_path / "out")["dev"] == len(lines)
+    (missing,) = [f for f in tree.rglob("*.flac") if f.stem == lines[2].split()[1]]
+    missing.unlink()  # the protocol's third row, now on line 5
+    with pytest.raises(DataError, match=rf"{protocol.name}:5: .*{missing.name} not found"):
+        build(cm_params(cm_trees, corpus, **{key: str(tree)}), tmp_path / "out2")
+
+
+def test_a_flac_cut_mid_stream_fails_the_manifests_stage_naming_it(cm_trees, tmp_path):
+    """Its header still gives the full length, so only decoding finds it: by default (check_audio: decode) the
+    manifests stage does; with headers only it passes, and the read in training or scoring names the file."""
+    from hp.data.audio import read_audio
+
+    tree = tmp_path / "tree"
+    shutil.copytree(cm_trees["asvspoof5"], tree)
+    cut = sorted(tree.rglob("flac_D/*.flac"))[3]
+    whole, frames = cut.read_bytes(), sf.info(cut).frames
+    cut.write_bytes(whole[: len(whole) // 2])
+    assert sf.info(cut).frames == frames  # the header is intact
+    params = cm_params(cm_trees, asvspoof5_dir=str(tree))
+    assert params["manifests"]["check_audio"] == "decode"
+    with pytest.raises(DataError, match=rf"ASVspoof5.dev.track_1.tsv: 1 bad audio file\(s\): {cut}: unreadable "
+                                        r"\(Error : flac decoder lost sync"):
+        build(params, tmp_path / "decoded")
+    assert not (tmp_path / "decoded" / "manifests").exists()
+    params["manifests"]["check_audio"] = "header"
+    assert build(params, tmp_path / "headers")["dev"] == 12
+    with pytest.raises(DataError, match=rf"^{cut}: cannot read audio \("):
+        read_audio(str(cut), start=16000, frames=8000)
+    params["manifests"]["drop_invalid"], params["manifests"]["check_audio"] = True, "decode"
+    summary = build(params, tmp_path / "dropped")
+    assert summary["dev"] == 11 and [d["path"] for d in summary["dropped"]] == [str(cut)]
+    assert summary["kept"] == {"train": {"listed": 12, "kept": 12}, "dev": {"listed": 12, "kept": 11},
+                               "eval": {"listed": 12, "kept": 12}}
+    from hp.report import cm_data
+    assert cm_data(summary, 2, "ASVspoof 5").endswith("**not the official lists** (drop_invalid): dev: 11 of 12 "
+                                                      "kept, 1 lost")
+
+
+def test_decoding_fewer_frames_than_the_header_gives_is_a_bad_file(tmp_path, monkeypatch):
+    """A decoder that stops early without an error (no FLAC here does; other formats may) is caught by the count."""
+    from hp.data.manifest import Validation
+
+    path = tmp_path / "short.flac"
+    sf.write(path, np.zeros(16000, dtype=np.float32), 16000)
+    real_read = sf.SoundFile.read
+    monkeypatch.setattr(sf.SoundFile, "read", lambda self, frames=-1, **kw: real_read(self, min(frames, 4000), **kw)
+                        if self.tell() == 0 else real_read(self, 0, **kw))
+    with pytest.raises(DataError, match=r"short.flac: unreadable \(decodes to 4000 of the 16000 frames its header"):
+        Validation(min_seconds=0.1).check(pd.DataFrame({"path": [str(path)]}), "list.txt")
+
+
 def test_missing_files_and_bad_settings_are_named(cm_trees, tmp_path):
     five = tmp_path / "five"
     shutil.copytree(cm_trees["asvspoof5"], five)

@@ -106,6 +106,14 @@ def test_voxceleb_tree_and_trial_syntax(tmp_path):
     trials.write_text("1 a b\nyes a b\n")
     with pytest.raises(DataError, match=r"trials.txt:2: expected"):
         read_trials(trials)
+    trials.write_text("1 a b\n\n0 a c\n\n  \n")  # blank lines (a trailing one too many) are no trials
+    assert read_trials(trials)[["label", "enroll", "test"]].values.tolist() == [[1, "a", "b"], [0, "a", "c"]]
+    trials.write_text("1 a b\n\n0 a\n")  # and a bad line keeps its own number
+    with pytest.raises(DataError, match=r"trials.txt:3: expected"):
+        read_trials(trials)
+    trials.write_text("\n\n")
+    with pytest.raises(DataError, match=r"trials.txt: no trials"):
+        read_trials(trials)
 
 
 def test_validation_names_bad_files_or_drops_them(tmp_path):

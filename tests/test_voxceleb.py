@@ -84,6 +84,36 @@ def test_trial_naming_a_missing_file_fails_with_file_and_line(trees, tmp_path):
     assert not (tmp_path / "out" / "manifests").exists()  # nothing half-written
 
 
+def test_drop_invalid_says_per_list_how_many_trials_were_lost(trees, tmp_path):
+    """A cut test file with drop_invalid: the trials naming it go, and summary.json (and the report's data line)
+    say per official list how many of its trials were kept; blank lines in a list are no trials."""
+    from hp.report import sv_data
+
+    vox1 = tmp_path / "vox1"
+    shutil.copytree(trees["voxceleb1"], vox1)
+    (vox1 / "veri_test2.txt").write_text((vox1 / "veri_test2.txt").read_text() + "\n\n")
+    lines = {name: (vox1 / f).read_text().strip().splitlines()
+             for name, f in (("O", "veri_test2.txt"), ("E", "list_test_all2.txt"), ("H", "list_test_hard2.txt"))}
+    bad = lines["O"][0].split()[1]
+    cut = vox1 / "wav" / bad
+    cut.write_bytes(cut.read_bytes()[:300])  # a WAV header with a few samples: too short now
+    params = vox_params(trees, voxceleb1_dir=str(vox1))
+    with pytest.raises(DataError, match=rf"1 bad audio file\(s\): {cut}: "):
+        build(params, tmp_path / "strict")
+    params["manifests"]["drop_invalid"] = True
+    summary = build(params, tmp_path / "out")
+    lost = {name: sum(bad in line.split()[1:] for line in v) for name, v in lines.items()}
+    assert lost["O"] >= 1 and lost["H"] < lost["E"]
+    assert {k: v for k, v in summary["kept"].items() if k.startswith("trials")} == {
+        f"trials {name}": {"listed": len(v), "kept": len(v) - lost[name]} for name, v in lines.items()}
+    assert summary["trials_per_list"] == {name: len(v) - lost[name] for name, v in lines.items()}
+    written = json.loads((tmp_path / "out" / "manifests" / "summary.json").read_text())
+    assert written["kept"] == summary["kept"] and [d["path"] for d in written["dropped"]] == [str(cut)]
+    described = sv_data(summary, 6, "VoxCeleb")
+    assert "**not the official lists** (drop_invalid): " in described
+    assert f"trials E: {len(lines['E']) - lost['E']:,} of {len(lines['E']):,} kept, {lost['E']} lost" in described
+
+
 def test_setup_errors_name_the_key_or_directory(trees, tmp_path):
     with pytest.raises(ConfigError, match=r"prepare.sv.train_on includes voxceleb1, which the E and H"):
         build(vox_params(trees, train_on=["voxceleb1", "voxceleb2"]), tmp_path)

@@ -97,11 +97,14 @@ class CMSource(CorpusSource):
 
 
 def read_protocol(path: Path, corpus: str) -> pd.DataFrame:
-    """A CM protocol as released, strictly: every column named in FORMATS, one row per line."""
+    """A CM protocol as released, strictly: every column named in FORMATS, one row per line; blank lines are
+    skipped."""
     columns = FORMATS[corpus].columns
     rows, seen = [], {}
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         cols = line.split()
+        if not cols:
+            continue
         if len(cols) != len(columns):
             raise DataError(f"{path}:{n}: expected {len(columns)} space-separated columns, got {len(cols)}")
         row = dict(zip(columns, cols))
@@ -110,10 +113,10 @@ def read_protocol(path: Path, corpus: str) -> pd.DataFrame:
         if row["utt"] in seen:
             raise DataError(f"{path}:{n}: {row['utt']} is listed twice (first at line {seen[row['utt']]})")
         seen[row["utt"]] = n
-        rows.append(cols)
+        rows.append(cols + [n])
     if not rows:
         raise DataError(f"{path}: empty protocol")
-    return pd.DataFrame(rows, columns=list(columns))
+    return pd.DataFrame(rows, columns=[*columns, "line"])  # line: its number in the file, for errors naming it
 
 
 def protocol_table(protocol: Path, audio_dir: Path, corpus: str, split: str, validation: Validation) -> pd.DataFrame:
@@ -123,15 +126,17 @@ def protocol_table(protocol: Path, audio_dir: Path, corpus: str, split: str, val
         present = {e.name for e in entries}
     missing = ~(p["utt"] + ".flac").isin(present)
     if missing.any():
-        line = int(missing.to_numpy().argmax()) + 1
-        raise DataError(f"{protocol}:{line}: {audio_dir / (p['utt'][line - 1] + '.flac')} not found "
+        first = p[missing].iloc[0]
+        raise DataError(f"{protocol}:{first['line']}: {audio_dir / (first['utt'] + '.flac')} not found "
                         f"({int(missing.sum())} of the protocol's {len(p)} files are missing)")
     table = pd.DataFrame({"utt": p["utt"], "path": [str(audio_dir / f"{u}.flac") for u in p["utt"]],
                           "speaker": p["speaker"], "label": p["key"], "duration_s": 0.0, "sample_rate": 0,
                           "split": split, "attack": p["attack"],
                           "codec": p["codec"] if "codec" in p else NONE,
                           "gender": p["gender"] if "gender" in p else NONE})
-    return validation.check(table[COLUMNS + EXTRA_COLUMNS], str(protocol))
+    checked = validation.check(table[COLUMNS + EXTRA_COLUMNS], str(protocol))
+    validation.count(split, len(table), len(checked))
+    return checked
 
 
 def cm_tables(source: CMSource, validation: Validation) -> dict[str, pd.DataFrame]:

@@ -5,15 +5,25 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from hp.errors import DataError
+
 SAMPLE_RATE = 16000
+# what libsndfile and the OS raise for a file that is missing, cut short or not audio
+READ_ERRORS = (sf.LibsndfileError, RuntimeError, OSError)
 
 
 def read_audio(path: str, start: int = 0, frames: int = -1) -> np.ndarray:
     """Float32 samples of `path` (16 kHz), optionally a segment; of several channels the first (RIRS_NOISES'
-    multi-microphone RIRs must not be averaged across microphones; the speech corpora are mono)."""
-    wave, sr = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
+    multi-microphone RIRs must not be averaged across microphones; the speech corpora are mono). A file that
+    cannot be read fails naming it: in training and scoring that is a file the manifests stage did not decode
+    (manifests.check_audio: header) or one changed since."""
+    try:
+        wave, sr = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
+    except READ_ERRORS as e:
+        raise DataError(f"{path}: cannot read audio ({e}); the manifests stage's decode check "
+                        "(manifests.check_audio: decode) finds every such file") from None
     if sr != SAMPLE_RATE:
-        raise ValueError(f"{path}: sample rate {sr} Hz, expected {SAMPLE_RATE}")
+        raise DataError(f"{path}: sample rate {sr} Hz, expected {SAMPLE_RATE}")
     return wave[:, 0]
 
 

@@ -106,9 +106,9 @@ def trial_lists(source: SVSource) -> dict[str, pd.DataFrame]:
                     exists[utt] = (wav_dir / utt).is_file()
             missing = ~trials[column].map(exists)
             if missing.any():
-                line = int(missing.to_numpy().argmax()) + 1
-                raise DataError(f"{path}:{line}: {trials[column][line - 1]} not found under {wav_dir}")
-        lists[name] = trials
+                first = trials[missing].iloc[0]
+                raise DataError(f"{path}:{first['line']}: {first[column]} not found under {wav_dir}")
+        lists[name] = trials.drop(columns="line")
     return lists
 
 
@@ -122,7 +122,10 @@ def sv_tables(source: SVSource, validation: Validation) -> dict[str, pd.DataFram
     test = validation.check(_table(test_utts, [str(vox1_wav / u) for u in test_utts], "test"), str(vox1_wav))
     # with drop_invalid, trials whose audio was dropped cannot be scored
     known = set(test["utt"])
-    trials = trials[trials["enroll"].isin(known) & trials["test"].isin(known)].reset_index(drop=True)
+    scorable = trials["enroll"].isin(known) & trials["test"].isin(known)
+    for name, listed in trials.groupby("list", sort=False).size().items():
+        validation.count(f"trials {name}", int(listed), int(scorable[trials["list"] == name].sum()))
+    trials = trials[scorable].reset_index(drop=True)
     tested = set(test["speaker"])
     parts = []
     if "voxceleb2" in source.train_on:

@@ -12,9 +12,10 @@ from hp.utils.files import write_json
 
 def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     """Parquet manifests of every split (and the task's extras: SV's trial lists and Kaldi directories), MUSAN/RIR
-    lists, validated against the audio; summary.json counts them and lists what was dropped."""
+    lists, validated against the audio; summary.json counts them, lists what was dropped and, per official list,
+    how many of its entries were kept."""
     cfg = typed(ManifestsConfig, section(params, "manifests"), "manifests")
-    validation = Validation(min_seconds=cfg.min_seconds, drop_invalid=cfg.drop_invalid)
+    validation = Validation(min_seconds=cfg.min_seconds, drop_invalid=cfg.drop_invalid, decode=cfg.check_audio == "decode")
     spec = get_task(task)
     source, tables = spec.manifest_tables(corpus, validation)
     if source.musan_dir is not None:
@@ -26,5 +27,6 @@ def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     summary = {name: len(t) for name, t in tables.items()}
     spec.write_manifest_extras(tables, out, summary)
     summary["dropped"] = [{"path": p, "reason": r} for p, r in validation.dropped]
+    summary["kept"] = validation.kept  # per official list (SV trial list, CM protocol): listed and kept
     write_json(out / "summary.json", summary)
     return summary
