@@ -24,7 +24,7 @@ import soundfile as sf
 
 from hp.data.audio import SAMPLE_RATE, pad_batch
 from hp.data.resample import resample
-from hp.errors import CheckpointError, HPError
+from hp.errors import TRACEBACK_ENV, CheckpointError, HPError, one_line
 from hp.score import length_batches
 from hp.utils.files import atomic_path
 
@@ -376,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         return args.func(args)
     except HPError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. piped into head: the reader has gone, not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

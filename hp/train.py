@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from hp.checkpoint import Checkpoints, rng_state, set_rng_state
 from hp.data.audio import SAMPLE_RATE, random_crop
 from hp.data.augment import Augmenter
 from hp.params import Runtime
-from hp.utils.files import atomic_path
+from hp.utils.files import atomic_path, replace_dir
 from hp.model.gates import HardConcrete
 from hp.schedules import GateFreeze, LRSchedule, MarginSchedule
 from hp.sparsity import CONSTRAINED, SparsityController, param_groups
@@ -512,19 +513,26 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
 
 
 class LiveLogger:
-    """Training curves through DVCLive; metrics and plots are declared by hand in dvc.yaml."""
+    """Training curves through DVCLive; metrics and plots are declared by hand in dvc.yaml.
 
-    def __init__(self, directory: str, resume_at: int | None = None):
-        """`resume_at`: continue the curves of a run resumed at this step, dropping the rows it logged from this
-        step on before it was stopped (they are logged again); None: start afresh (DVCLive clears the rest)."""
+    The curves are written to `staging` while the run lasts and replace `directory` only at close(), once the run
+    has finished: a run that fails, at its checks or hours in, leaves the previous run's curves as they were."""
+
+    def __init__(self, directory: str | Path, staging: str | Path, resume_at: int | None = None):
+        """`resume_at`: continue the staged curves of a run resumed at this step, dropping the rows it logged from
+        this step on before it was stopped (they are logged again); None: start afresh."""
         from dvclive import Live
 
-        if resume_at is not None:
-            for tsv in (Path(directory) / "plots" / "metrics").glob("*.tsv"):
+        self.directory, self.staging = Path(directory), Path(staging)
+        if resume_at is None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+        else:
+            for tsv in (self.staging / "plots" / "metrics").glob("*.tsv"):
                 rows = pd.read_csv(tsv, sep="\t")
                 with atomic_path(tsv) as tmp:
                     rows[rows["step"] < resume_at].to_csv(tmp, sep="\t", index=False)
-        self.live = Live(directory, dvcyaml=False, save_dvc_exp=False, report=None, resume=resume_at is not None)
+        self.live = Live(str(self.staging), dvcyaml=False, save_dvc_exp=False, report=None,
+                         resume=resume_at is not None)
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.live.step = step
@@ -534,3 +542,4 @@ class LiveLogger:
 
     def close(self) -> None:
         self.live.end()
+        replace_dir(self.staging, self.directory)

@@ -111,18 +111,23 @@ def test_a_killed_ddp_run_with_accumulation_and_frozen_gates_resumes_exactly(tra
 def test_resumed_curves_continue_without_repeated_steps(tmp_path):
     from hp.train import LiveLogger
 
-    logger = LiveLogger(str(tmp_path))
+    live, staging = tmp_path / "live", tmp_path / "checkpoints" / "dvclive"
+    logger = LiveLogger(live, staging)
     for step in range(6):  # a run that checkpointed at step 3 and was killed after logging step 5
         logger.log(step, {"task_loss": float(step)})
-    logger.close()
-    logger = LiveLogger(str(tmp_path), resume_at=3)
+    assert not live.exists()  # staged until the run has finished
+    logger = LiveLogger(live, staging, resume_at=3)
     for step in range(3, 8):
         logger.log(step, {"task_loss": 10.0 + step})
     logger.close()
-    rows = (tmp_path / "plots" / "metrics" / "task_loss.tsv").read_text().splitlines()[1:]
+    assert not staging.exists()
+    rows = (live / "plots" / "metrics" / "task_loss.tsv").read_text().splitlines()[1:]
     assert [line.split("\t") for line in rows] == [[str(s), str(float(s if s < 3 else 10 + s))] for s in range(8)]
-    LiveLogger(str(tmp_path)).close()  # a fresh run clears the old curves
-    assert not (tmp_path / "plots" / "metrics" / "task_loss.tsv").exists()
+    failed = LiveLogger(live, staging)  # a fresh run that fails: the finished run's curves stay
+    failed.log(0, {"lr": 1.0})
+    assert (live / "plots" / "metrics" / "task_loss.tsv").read_text().splitlines()[1:] == rows
+    LiveLogger(live, staging).close()  # a fresh run that finishes replaces them
+    assert not (live / "plots" / "metrics" / "task_loss.tsv").exists()
 
 
 def test_one_gpu_cannot_serve_several_processes(monkeypatch):

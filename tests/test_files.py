@@ -61,3 +61,20 @@ def test_structure_flags_must_agree():
     d["layers"][1]["use_ffn"] = False
     with pytest.raises(ConfigError, match=r"layers\[1\].use_ffn"):
         hp.WavLMStructure.from_dict(d)
+
+
+def test_a_killed_writes_leftovers_go_with_the_next_write_of_its_path(tmp_path):
+    """A SIGKILL between mkstemp and the rename leaves `.<name>.<random>.tmp` (or, replacing a directory,
+    `.<name>.old`): the next write of that path removes them, and nobody else's."""
+    (tmp_path / ".a.json.k3j_x9zq.tmp").write_text('{"half')
+    (tmp_path / ".a.json.old").mkdir()
+    (tmp_path / ".a.json.b.abcdefgh.tmp").write_text("another path's")  # the temp file of `a.json.b`
+    (tmp_path / ".a.jsonx.abcdefgh.tmp").write_text("another path's")
+    with atomic_path(tmp_path / "a.json") as tmp:
+        tmp.write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.json.b.abcdefgh.tmp", ".a.jsonx.abcdefgh.tmp", "a.json"]
+    (tmp_path / ".d.12345678.tmp").mkdir()
+    (tmp_path / ".d.12345678.tmp" / "part").write_text("x")
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "whole").write_text("y")
+    assert not (tmp_path / ".d.12345678.tmp").exists() and [p.name for p in (tmp_path / "d").iterdir()] == ["whole"]

@@ -135,7 +135,7 @@ def test_logged_lr_is_the_authors_schedule_at_every_step(corpus, tmp_path, from_
     cfg = train_config(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, lr=1e-3, final_lr=1e-5,
                       lr_reference_batch=reference, warmup_epochs=2, warmup_from_zero=from_zero,
                       sparsity_warmup_epochs=2, log_every=1, device="cpu")
-    logger = LiveLogger(str(tmp_path / "live"))
+    logger = LiveLogger(tmp_path / "live", tmp_path / "staging")
     run = train(model, corpus, cfg, logger)
     logger.close()
     curve = pd.read_csv(tmp_path / "live" / "plots" / "metrics" / "lr.tsv", sep="\t")
@@ -352,6 +352,29 @@ def test_targets_outside_zero_to_one_still_fail(corpus, tmp_path, target):
         finetune("sv", _dense_params(target), tmp_path / "manifests", tmp_path / "no-warmup",
                  *(tmp_path / name for name in ("out", "live", "finetune.json", "checkpoints")))
     assert not (tmp_path / "out").exists() and not (tmp_path / "finetune.json").exists()
+
+
+def test_compact_fails_when_the_sparsity_misses_its_target_beyond_the_tolerance(tmp_path):
+    """A model whose gates never reached the target (here: untrained ones) fails the compact stage with target,
+    achieved and tolerance named, writing nothing; sparsity_tolerance null keeps it and records the miss."""
+    import json
+
+    from hp.errors import SparsityError
+    from hp.stages.compact import compact
+
+    torch.manual_seed(0)
+    TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), ["a", "b"], HEAD).save(tmp_path / "finetuned")
+    params = _dense_params(0.7)
+    with pytest.raises(SparsityError, match=r"params.yaml: sparsity_tolerance: .*finetuned compacts to sparsity "
+                                            r"0\.\d{4}, target_sparsity 0\.7 missed by -0\.\d{4}, more than 0\.01 "):
+        compact(params, tmp_path / "finetuned", tmp_path / "compact", tmp_path / "compact.json")
+    assert not (tmp_path / "compact").exists() and not (tmp_path / "compact.json").exists()
+    params["sparsity_tolerance"] = None
+    metrics = compact(params, tmp_path / "finetuned", tmp_path / "compact", tmp_path / "compact.json")
+    assert metrics["sparsity_tolerance"] is None and abs(metrics["achieved_sparsity"] - 0.7) > 0.01
+    assert json.loads((tmp_path / "compact.json").read_text())["sparsity_tolerance"] is None
+    params["sparsity_tolerance"] = 0.9  # wide enough for the untrained gates
+    assert compact(params, tmp_path / "finetuned", tmp_path / "c2", tmp_path / "c2.json")["sparsity_tolerance"] == 0.9
 
 
 def test_a_target_above_zero_needs_gates(corpus):

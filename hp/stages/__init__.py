@@ -1,6 +1,10 @@
 """One module per DVC stage: what the stage does, given params.yaml and its paths. The scripts in stages/
 read nothing but the task name and call one function here, so each stage depends on exactly the code it runs.
 
+A stage that fails on one of hp's own errors (hp.errors: params, data, checkpoint, sparsity) ends with one line
+on stderr, `<stage>: error: <message naming the file, line or key>`, and exit status 1; HP_TRACEBACK=1 shows the
+traceback instead. Any other exception is a bug and keeps its traceback.
+
 HP_RECORD_IMPORTS=<dir>: each stage process writes <dir>/<script>@<task>.json at exit, the repository files it
 imported; the end-to-end test compares them with the stage's dvc.yaml deps."""
 import atexit
@@ -9,7 +13,28 @@ import os
 import sys
 from pathlib import Path
 
+from hp.errors import TRACEBACK_ENV, HPError, one_line
+
 _ROOT = Path(__file__).resolve().parents[2]
+
+
+def _one_line_errors(kind, error, traceback) -> None:
+    """sys.excepthook of a stage process: hp's errors as one line, everything else as Python shows it."""
+    if not issubclass(kind, HPError) or os.environ.get(TRACEBACK_ENV) == "1":
+        sys.__excepthook__(kind, error, traceback)
+        return
+    script = Path(sys.argv[0]).stem
+    print(f"{script}{'@' + sys.argv[1] if len(sys.argv) > 1 else ''}: error: {one_line(error)}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: objects finalised after the modules they need (dvclive's, DataLoader workers')
+    # print "Exception ignored ..." tracebacks after the message. Temporary files are gone already: hp writes
+    # through context managers, which cleaned up while the error unwound.
+    os._exit(1)
+
+
+if Path(sys.argv[0]).parent.name == "stages":  # a stage process (python -m stages.<name>), not a test or a shell
+    sys.excepthook = _one_line_errors
 
 
 def _record_imports(directory: Path) -> None:
