@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
+from hp import distributed
 from hp.data.audio import read_audio
 from hp.score import sv_metrics, trial_indices
 
@@ -55,9 +56,13 @@ class _Spectra(Dataset):
 
 def ltas_table(table: pd.DataFrame, num_workers: int = 0) -> np.ndarray:
     """[utterances, 257] LTAS of every row of `table` (read as hp.data.audio.read_audio reads `path`), decoded
-    and transformed by `num_workers` processes."""
-    loader = DataLoader(_Spectra(table["path"].tolist()), batch_size=None, num_workers=num_workers)
-    return np.stack([np.asarray(s) for s in loader]) if len(table) else np.zeros((0, N_FFT // 2 + 1))
+    and transformed by `num_workers` processes; under torchrun shared out over the ranks, each getting them all."""
+    out = np.zeros((len(table), N_FFT // 2 + 1))
+    mine = distributed.share(len(table))  # under torchrun each rank does every world_size()-th utterance
+    loader = DataLoader(_Spectra(table["path"].to_numpy()[mine].tolist()), batch_size=None, num_workers=num_workers)
+    for i, spectrum in zip(mine, loader):
+        out[i] = np.asarray(spectrum)
+    return distributed.all_sum(out)
 
 
 def mean_subsample(n: int, at_most: int = MEAN_UTTERANCES, seed: int = MEAN_SEED) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Several training processes through torchrun: who this process is, the process group, relaunching a stage.
+"""Several processes through torchrun (training, scoring): who this process is, the process group, sharing work
+out and summing it, relaunching a stage.
 
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them this is the only process (rank 0 of 1) and no
 process group is created, so single-process runs take no distributed code path at all.
@@ -8,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -65,6 +67,27 @@ def mean(value: float) -> float:
                      device="cuda" if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return t.item() / dist.get_world_size()
+
+
+def share(n: int) -> np.ndarray:
+    """The indices of n work items (batches, utterances) this rank does: every world_size()-th, from rank()."""
+    return np.arange(rank(), n, world_size())
+
+
+def all_sum(array: np.ndarray, chunk_bytes: int = 1 << 26) -> np.ndarray:
+    """`array` summed over the ranks, on every rank (itself in a single process). Each rank fills the rows of its
+    share() and leaves the others zero, so the sum is every row exactly as the rank that computed it wrote it.
+    Reduced in chunks of `chunk_bytes`: a million embeddings need no second copy at once."""
+    if not dist.is_initialized():
+        return array
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    flat = array.reshape(-1)
+    step = max(1, chunk_bytes // array.itemsize)
+    for start in range(0, len(flat), step):
+        part = torch.from_numpy(flat[start:start + step]).to(device)
+        dist.all_reduce(part)
+        flat[start:start + step] = part.cpu().numpy()
+    return array
 
 
 def shutdown() -> None:

@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 # The top-level keys of params.yaml: a misspelt one (target_sparsty) must fail, not run the defaults.
-TOP_LEVEL = ("target_sparsity", "model", "pretrain", "prepare", "manifests", "warmup", "finetune", "score", "export",
+TOP_LEVEL = ("target_sparsity", "sparsity_tolerance", "model", "pretrain", "prepare", "manifests", "warmup", "finetune", "score", "export",
              "runtime")
 # How the stages run, not what they compute: no stage declares this group in dvc.yaml, so changing it reruns nothing
 RUNTIME = "runtime"
@@ -50,8 +50,8 @@ def results_params(params: dict) -> dict:
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:
-    """params.yaml, its top level checked (known keys only, target_sparsity a number in [0, 1)) before any stage
-    does work."""
+    """params.yaml, its top level checked (known keys only, target_sparsity a number in [0, 1), sparsity_tolerance
+    a number >= 0 or null) before any stage does work."""
     try:
         params = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -64,6 +64,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r} (known: {', '.join(TOP_LEVEL)})")
     target_sparsity(params, str(path))
+    sparsity_tolerance(params, str(path))
     return params
 
 
@@ -73,6 +74,24 @@ def target_sparsity(params: dict, source: str = "params.yaml") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ConfigError(f"{source}: target_sparsity must be a number in [0, 1), got {value!r}")
     return float(value)
+
+
+def sparsity_tolerance(params: dict, source: str = "params.yaml") -> float | None:
+    """How far the compact model's sparsity may miss target_sparsity before the compact stage fails; None: no check."""
+    value = section(params, "sparsity_tolerance", source)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+        raise ConfigError(f"{source}: sparsity_tolerance must be a number in [0, 1) or null, got {value!r}")
+    return None if value is None else float(value)
+
+
+# What the reports hold a run to when its check was off (sparsity_tolerance: null): params.yaml's default
+REPORT_TOLERANCE = 0.01
+
+
+def misses_target(target: float, achieved: float, tolerance: float | None) -> bool:
+    """Whether a run's achieved sparsity is further from its target than its tolerance (REPORT_TOLERANCE if none);
+    a miss of exactly the tolerance is within it (the 1e-9 absorbs float rounding: 0.51 - 0.5 > 0.01)."""
+    return abs(achieved - target) > (REPORT_TOLERANCE if tolerance is None else tolerance) + 1e-9
 
 
 def section(params: dict, dotted: str, source: str = "params.yaml") -> Any:
@@ -189,9 +208,11 @@ class ManifestsConfig:
 
     min_seconds: float  # shorter audio is an error (or dropped, with drop_invalid)
     drop_invalid: bool
+    check_audio: str  # decode: every file decoded to its end; header: headers only (hp.data.manifest.Validation)
 
     def __post_init__(self):
         positive(self.min_seconds, "manifests.min_seconds")
+        choice(self.check_audio, "manifests.check_audio", ("decode", "header"))
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from hp import anchors, metrics  # noqa: E402
+from hp.data.manifest import shrunk_lists  # noqa: E402
 from hp.document import Document  # noqa: E402
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
+from hp.params import REPORT_TOLERANCE, misses_target  # noqa: E402
 from hp.pretrain import is_hp_pretrained  # noqa: E402
 from hp.tasks import get_task  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
@@ -239,11 +241,17 @@ def _data(task: str, corpus: str, out: TaskOutputs) -> str:
 def sv_data(d: dict, classes: int, shown: str) -> str:
     lists = ", ".join(f"{name} {n:,}" for name, n in d["trials_per_list"].items())
     return (f"{shown}: {d['train']:,} training utterances of {classes} speakers; "
-            f"{d['test']:,} test utterances, trials {lists}")
+            f"{d['test']:,} test utterances, trials {lists}{_shrunk(d)}")
 
 
 def cm_data(d: dict, classes: int, shown: str) -> str:
-    return f"{shown}: train {d['train']:,}, dev {d['dev']:,}, eval {d['eval']:,} utterances"
+    return f"{shown}: train {d['train']:,}, dev {d['dev']:,}, eval {d['eval']:,} utterances{_shrunk(d)}"
+
+
+def _shrunk(d: dict) -> str:
+    """A mark for official lists that manifests.drop_invalid shrank: their numbers are not the official lists'."""
+    lines = shrunk_lists(d.get("kept", {}))  # runs from before summary.json counted them have none
+    return f" — **not the official lists** (drop_invalid): {'; '.join(lines)}" if lines else ""
 
 
 def _loss(finetune: dict) -> str:
@@ -254,14 +262,24 @@ def _loss(finetune: dict) -> str:
     return f"{finetune['final_task_loss']:.3f} / {finetune['chance_task_loss']:.3f}"
 
 
+def _sparsity(scored: dict) -> str:
+    """Target / achieved, and a mark when the run missed its target by more than its tolerance (a run with the
+    check off, sparsity_tolerance null, is held to REPORT_TOLERANCE)."""
+    target, achieved, tolerance = scored["target_sparsity"], scored["achieved_sparsity"], scored.get("sparsity_tolerance")
+    text = f"{target:.3f} / {achieved:.4f}"
+    if misses_target(target, achieved, tolerance):
+        held = f"{tolerance:g}" if tolerance is not None else f"{REPORT_TOLERANCE:g}; the check was off"
+        text += f" — **misses the target by {achieved - target:+.4f}** (tolerance {held})"
+    return text
+
+
 def _summary(doc: Document, outs: dict[str, TaskOutputs], pretrained: dict, corpora: dict, code: dict,
              changed: list | None) -> None:
     doc.heading("Run")
     tasks = list(outs)
     rows = [["front end", *(f"`{pretrained[t]}`" for t in tasks)],
             ["data", *(_data(t, corpora[t], outs[t]) for t in tasks)],
-            ["sparsity (target / achieved)",
-             *(f"{o.scored['target_sparsity']:.3f} / {o.scored['achieved_sparsity']:.4f}" for o in outs.values())],
+            ["sparsity (target / achieved)", *(_sparsity(o.scored) for o in outs.values())],
             ["training", *(f"{o.finetune['steps']:,} steps in {o.finetune['train_seconds']:,} s on "
                            f"{o.finetune['processes']} process{'es' * (o.finetune['processes'] != 1)}; "
                            + (f"gates frozen at step {o.finetune['gates_frozen_at_step']}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from hp import metrics
+from hp import distributed, metrics
 from hp.calibration import LinearCalibration, fit_logistic, qmf_features, sample_trials
 from hp.data.audio import pad_batch, read_audio
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
@@ -50,13 +50,18 @@ class PaddedBatches(Dataset):
 @torch.inference_mode()
 def embed_utterances(model: TaskModel, table: pd.DataFrame, batch_seconds: float = 60.0,
                      num_workers: int = 0) -> np.ndarray:
-    """Embeddings of whole utterances, in length batches (PaddedBatches), decoded by `num_workers` processes."""
+    """Embeddings of whole utterances, in length batches (PaddedBatches), decoded by `num_workers` processes; under
+    torchrun shared out over the ranks, each of which gets them all."""
     device = next(model.parameters()).device
     out = np.zeros((len(table), model.head_config.embedding), dtype=np.float32)
-    loader = DataLoader(PaddedBatches(table, batch_seconds), batch_size=None, num_workers=num_workers)
+    batches = PaddedBatches(table, batch_seconds)
+    # under torchrun each rank embeds every world_size()-th batch; the batches are those of one process, so the
+    # embeddings are too (to float rounding: a process's thread count can change a sum's order)
+    loader = DataLoader(Subset(batches, distributed.share(len(batches)).tolist()), batch_size=None,
+                        num_workers=num_workers)
     for rows, waves, lengths in loader:
         out[rows.numpy()] = model.embed(waves.to(device), lengths.to(device)).float().cpu().numpy()
-    return out
+    return distributed.all_sum(out)
 
 
 def trial_indices(utts: list[str], trials: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -114,13 +119,14 @@ def cm_breakdown(rows: pd.DataFrame, llrs: np.ndarray, seen: set[str] | None = N
 
 def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batch_seconds: float = 60.0,
              prior: float | None = None, num_workers: int = 0,
-             train: pd.DataFrame | None = None) -> tuple[pd.DataFrame, LinearCalibration, dict]:
+             train: pd.DataFrame | None = None) -> tuple[pd.DataFrame, LinearCalibration, dict] | None:
     """Raw scores (bona fide - spoof logit) of dev and eval, LLRs from a logistic regression fitted on dev at
     bona fide prior `prior` (None: the effective prior of the ASVspoof5 DCF), metrics of both splits.
 
     Returns the utterances of both splits with columns score_raw and score_llr, the calibration, and
     {split: {utterances, bonafide, spoof, eer, min_dcf, act_dcf, cllr, raw: {act_dcf, cllr}, attacks, codecs}}.
     Dev's actDCF and Cllr are those of the data the calibration was fitted on (optimistic); eval's are honest.
+    Under torchrun every rank embeds a share and only rank 0 scores: the others get None.
     With `train` (the training manifest; its label and attack columns are read), each attack is marked unseen or
     not and each split has "unseen": its bona fide utterances against the spoofs of attacks unseen in training,
     pooled (cm_breakdown).
@@ -132,7 +138,9 @@ def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batc
     for split, table in tables.items():
         embeddings = embed_utterances(model, table, batch_seconds, num_workers)
         with torch.inference_mode():
-            raw[split] = model.cm_scores(torch.from_numpy(embeddings)).double().numpy()
+            raw[split] = model.cm_scores(torch.from_numpy(embeddings)).double().cpu().numpy()
+    if not distributed.is_main():  # under torchrun the ranks shared the embedding; rank 0 scores
+        return None
     labels = {split: (table["label"] == "bonafide").to_numpy().astype(int) for split, table in tables.items()}
     calibration = fit_logistic(raw["dev"], labels["dev"], prior=prior)
     results, scored = {}, []
@@ -151,7 +159,7 @@ def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batc
 def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame,
              batch_seconds: float = 60.0, mean_subtraction: bool = True, top_n: int | None = 300,
              qmf_trials: int | None = None, qmf_seed: int = 0,
-             num_workers: int = 0) -> tuple[pd.DataFrame, dict, dict]:
+             num_workers: int = 0) -> tuple[pd.DataFrame, dict, dict] | None:
     """Score every trial (of all lists at once: each utterance is embedded once) and evaluate each list.
 
     Scores: cosine after the training mean is subtracted (`mean_subtraction`), AS-norm with the training
@@ -160,9 +168,12 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
     None: off). Returns the trials with a column `score_<kind>` per kind (cosine, asnorm, qmf: the last is
     the system's final score), {"lists": {list: {"trials": n, kind: metrics}}}, and what scoring a new trial by
     cosine needs: {"mean": the training mean embedding (None without mean subtraction), "threshold": the EER
-    threshold of the first list's cosine scores, "threshold_rule": saying so}.
+    threshold of the first list's cosine scores, "threshold_rule": saying so}. Under torchrun every rank embeds a
+    share and only rank 0 scores: the others get None.
     """
     test_emb, train_emb = (embed_utterances(model, t, batch_seconds, num_workers) for t in (test, train))
+    if not distributed.is_main():  # under torchrun the ranks shared the embedding; rank 0 scores
+        return None
     speakers = train["speaker"].to_numpy()
     enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
     scored = score_trials(test_emb, enroll, test_idx, train_emb, speakers, mean_subtraction, top_n)

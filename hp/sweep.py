@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 
 from hp.document import Document  # noqa: E402
 from hp.errors import HPError  # noqa: E402
+from hp.params import REPORT_TOLERANCE, misses_target  # noqa: E402
 from hp.tasks import get_task  # noqa: E402
 from hp.utils.files import atomic_path, read_json  # noqa: E402
 
@@ -33,7 +34,7 @@ SCORING_NAMES = {"qmf": "QMF", "asnorm": "AS-norm", "cosine": "cosine"}
 COSTS = {"params_compact": "parameters (millions, compact model)", "latency_ms": "CPU latency (ms, torch, batch 1)"}
 SCALE = {"params_compact": 1e-6, "latency_ms": 1.0}
 FRONTS = {"params_compact": "front_params", "latency_ms": "front_latency"}
-COLUMNS = ["experiment", "kind", "rev", "task", "target_sparsity", "achieved_sparsity", "params_dense",
+COLUMNS = ["experiment", "kind", "rev", "task", "target_sparsity", "achieved_sparsity", "off_target", "params_dense",
            "params_compact", "macs_compact", "latency_ms", "latency_onnx_ms", "latency_input_s", "eer", "min_dcf",
            "scored", "pretrained", "front_params", "front_latency"]
 
@@ -98,10 +99,12 @@ def _number(value) -> bool:
 def _row(entry: dict, task: str, metrics: dict, export: dict | None, params: dict) -> dict:
     eer, min_dcf, scored = get_task(task).headline(metrics, _dig(params, "prepare", task, "corpus", default=None))
     export = export or {}
+    target = float(_dig(params, "target_sparsity", default=metrics.get("target_sparsity")))
+    achieved = float(metrics["achieved_sparsity"])
     return {"experiment": entry["label"], "kind": entry["kind"], "rev": entry["rev"], "task": task,
-            "target_sparsity": float(_dig(params, "target_sparsity", default=metrics.get("target_sparsity"))),
-            "achieved_sparsity": float(metrics["achieved_sparsity"]), "params_dense": int(metrics["params_dense"]),
-            "params_compact": int(metrics["params_compact"]),
+            "target_sparsity": target, "achieved_sparsity": achieved,
+            "off_target": misses_target(target, achieved, metrics.get("sparsity_tolerance")),
+            "params_dense": int(metrics["params_dense"]), "params_compact": int(metrics["params_compact"]),
             "macs_compact": float(_dig(export, "compact", "macs")),
             "latency_ms": float(_dig(export, "compact", "latency_ms", "torch_cpu")),
             "latency_onnx_ms": float(_dig(export, "compact", "latency_ms", "onnxruntime_cpu")),
@@ -294,7 +297,10 @@ def write_sweep_report(table: pd.DataFrame, out: Path, notes: list[str] | None =
             doc.paragraph(f"`–`: not measured (no `metrics/{task}/export.json` in that experiment).")
         header = ["experiment", "target sparsity", "achieved sparsity", "params compact", "MACs compact",
                   "CPU latency (ms)", "EER (%)", "minDCF", "front (params)", "front (latency)"]
-        doc.table(header, [[r.experiment, f"{r.target_sparsity:.3f}", f"{r.achieved_sparsity:.4f}",
+        if rows["off_target"].any():
+            doc.paragraph(f"*: the achieved sparsity misses the target by more than the run's sparsity_tolerance "
+                          f"({REPORT_TOLERANCE:g} for a run whose check was off).")
+        doc.table(header, [[r.experiment, f"{r.target_sparsity:.3f}", f"{r.achieved_sparsity:.4f}" + "*" * r.off_target,
                             f"{r.params_compact:,}", _cell(r.macs_compact, ",.0f"), _cell(r.latency_ms, ".1f"),
                             f"{100 * r.eer:.2f}", f"{r.min_dcf:.4f}", _yes(r.front_params), _yes(r.front_latency)]
                            for r in rows.itertuples()])

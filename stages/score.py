@@ -2,10 +2,16 @@
 import sys
 from pathlib import Path
 
-from hp.params import load_params
+from hp import distributed
+from hp.params import load_params, runtime
 from hp.stages.score import score
 
 task = sys.argv[1]
-print(score(task, load_params(), Path("models") / task / "compact", Path("data") / task / "manifests",
-            Path("metrics") / task / "compact.json", Path("metrics") / f"{task}.json",
-            Path("plots") / task / "det.csv", Path("scores") / task))
+params = load_params()
+distributed.relaunch(runtime(params).nproc_per_node)  # becomes torchrun if > 1 process
+result = score(task, params, Path("models") / task / "compact", Path("data") / task / "manifests",
+               Path("metrics") / task / "compact.json", Path("metrics") / f"{task}.json",
+               Path("plots") / task / "det.csv", Path("scores") / task)
+if result is not None:  # rank 0
+    print(result)
+distributed.shutdown()

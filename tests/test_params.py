@@ -3,7 +3,7 @@ import pytest
 import yaml
 
 from hp.errors import ConfigError
-from hp.params import TOP_LEVEL, load_params, target_sparsity
+from hp.params import TOP_LEVEL, load_params, sparsity_tolerance, target_sparsity
 
 ROOT_PARAMS = "params.yaml"
 
@@ -37,3 +37,15 @@ def test_target_sparsity_must_be_a_number_in_range(tmp_path, value):
 @pytest.mark.parametrize("value", [0, 0.0, 0.7, 0.95])
 def test_valid_targets_load(tmp_path, value):
     assert target_sparsity(load_params(write(tmp_path, target_sparsity=value))) == value
+
+
+@pytest.mark.parametrize("value", ["abc", True, -0.01, 1.0])
+def test_sparsity_tolerance_must_be_a_number_in_range_or_null(tmp_path, value):
+    with pytest.raises(ConfigError, match=r"params.yaml: sparsity_tolerance must be a number in \[0, 1\) or null, "
+                                          r"got " + repr(value).replace(".", r"\.")):
+        load_params(write(tmp_path, sparsity_tolerance=value))
+
+
+@pytest.mark.parametrize("value", [None, 0, 0.01, 0.2])
+def test_valid_tolerances_load(tmp_path, value):
+    assert sparsity_tolerance(load_params(write(tmp_path, sparsity_tolerance=value))) == value

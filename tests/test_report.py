@@ -286,3 +286,17 @@ def test_a_front_end_pretrained_by_hp_is_told_by_its_provenance_file(tmp_path):
     (tmp_path / "own" / PROVENANCE).write_text("{}")
     assert is_hp_pretrained(tmp_path / "own")
     assert not is_hp_pretrained(tmp_path / "microsoft/wavlm-base-plus") and not is_hp_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("tolerance,achieved,mark", [
+    (0.01, 0.71, None),  # exactly the tolerance away: within it
+    (None, 0.705, None),
+    (None, 0.878, "misses the target by +0.1780** (tolerance 0.01; the check was off)"),
+    (0.2, 0.6, None),
+    (0.05, 0.6, "misses the target by -0.1000** (tolerance 0.05)"),  # as a run recorded before the check failed
+])
+def test_the_report_marks_a_run_outside_its_sparsity_tolerance(tolerance, achieved, mark):
+    from hp.report import _sparsity
+
+    text = _sparsity({"target_sparsity": 0.7, "achieved_sparsity": achieved, "sparsity_tolerance": tolerance})
+    assert text.startswith(f"0.700 / {achieved:.4f}") and (mark in text if mark else "misses" not in text)

@@ -138,7 +138,7 @@ def test_collect_from_dvc_exp_show(sweep_repo):
 
 
 @pytest.mark.slow  # a fake pipeline's DVC experiment queue
-def test_collect_workspace_queued_stale_and_broken(sweep_repo):
+def test_collect_workspace_queued_stale_and_broken(sweep_repo, tmp_path):
     _, shown = sweep_repo
     shown = copy.deepcopy(shown)
     workspace = shown[0]["data"]
@@ -152,6 +152,7 @@ def test_collect_workspace_queued_stale_and_broken(sweep_repo):
     low["params"]["params.yaml"]["data"]["target_sparsity"] = 0.4  # params edited, not reproduced
     old = next(e for e in experiments if e["name"] == "old")["revs"][0]["data"]
     del old["metrics"]["metrics/cm.json"]["data"]["eval"]
+    old["metrics"]["metrics/sv.json"]["data"].update(achieved_sparsity=0.55, sparsity_tolerance=None)  # check off
     notes = []
     table = collect(shown, notes)
     assert table[table["task"] == "sv"]["experiment"].tolist() == ["old", "workspace", shown[1]["rev"][:7]]
@@ -162,6 +163,10 @@ def test_collect_workspace_queued_stale_and_broken(sweep_repo):
     assert "workspace cm: metrics/cm.json: corrupted" in notes
     assert any(n.startswith("low sv: metrics/sv.json is for target_sparsity 0.3") for n in notes)
     assert table[table["task"] == "sv"]["front_params"].tolist() == [False, True, True]
+    assert table[table["task"] == "sv"]["off_target"].tolist() == [True, False, False]  # 0.05 off; others 0.01
+    write_sweep_report(table, tmp_path / "marked")
+    md = (tmp_path / "marked" / "sweep.md").read_text()
+    assert "| old | 0.500 | 0.5500* |" in md and "*: the achieved sparsity misses the target" in md
 
 
 @pytest.mark.slow  # a fake pipeline's DVC experiment queue

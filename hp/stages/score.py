@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from hp import distributed
 from hp.data.manifest import write_parquet
 from hp.params import ScoreConfig, runtime, section, typed
 from hp.score import det_table
@@ -13,22 +14,29 @@ from hp.utils.files import atomic_dir, atomic_path, write_json
 
 
 def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact_metrics: Path,
-          metrics_path: Path, det_path: Path, scores_dir: Path) -> dict:
+          metrics_path: Path, det_path: Path, scores_dir: Path) -> dict | None:
     """Scores of the compact model on each SV trial list, or on the CM dev and eval splits; metrics JSON and
     DET points (SV: the first list's final scores; CM: eval's LLRs).
 
     `scores_dir` receives every score (scores.parquet) and the final ones in other toolkits' formats: per SV
     list `<list>.txt` in WeSpeaker's score-file format; for CM `dev.txt` and `eval.txt` (calibrated LLRs) as
     the ASVspoof5 evaluation package reads them, and the dev-fitted calibration (calibration.json).
+
+    Under torchrun (runtime.nproc_per_node > 1) the ranks share the embedding out and rank 0 alone scores the
+    trials and writes; the others return None.
     """
     shared = {key: value for key, value in section(params, "score").items() if key not in TASKS}
-    cfg, workers = typed(ScoreConfig, shared, "score"), runtime(params).num_workers
+    cfg, run = typed(ScoreConfig, shared, "score"), runtime(params)
     spec = get_task(task)
     settings = spec.score_settings(params)  # checked before any work
     compact_info = json.loads(Path(compact_metrics).read_text())
-    model = TaskModel.load(model_dir).eval()
-    table, task_metrics, exports, (scores, labels) = spec.score(model, manifests_dir, cfg.batch_seconds, workers,
-                                                                settings)
+    device = distributed.device(run.device)
+    distributed.init(device)  # under torchrun: each rank embeds a share of the utterances, and gets them all
+    model = TaskModel.load(model_dir).eval().to(device)
+    scored = spec.score(model, manifests_dir, cfg.batch_seconds, run.num_workers, settings)
+    if scored is None:  # a rank other than 0: it embedded its share, rank 0 scores and writes
+        return None
+    table, task_metrics, exports, (scores, labels) = scored
     with atomic_dir(scores_dir) as tmp:
         write_parquet(table, tmp / "scores.parquet")
         for name, write in exports.items():

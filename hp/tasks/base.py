@@ -76,7 +76,8 @@ class Task:
         raise NotImplementedError
 
     def score(self, model: TaskModel, manifests: Path, batch_seconds: float, workers: int, settings: dict):
-        """(scores table, metrics, {file name: writer}, (DET scores, DET labels))."""
+        """(scores table, metrics, {file name: writer}, (DET scores, DET labels)); under torchrun every rank embeds
+        a share of the utterances (hp.distributed.share) and the ranks other than 0 return None."""
         raise NotImplementedError
 
     # ---- export ------------------------------------------------------------------------------------------

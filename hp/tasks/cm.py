@@ -97,8 +97,10 @@ class AntiSpoofing(Task):
 
         dev, evaluation = (pd.read_parquet(manifests / f"{split}.parquet") for split in ("dev", "eval"))
         train = pd.read_parquet(manifests / "train.parquet", columns=["label", "attack"])
-        table, calibration, task_metrics = score_cm(model, dev, evaluation, batch_seconds, settings["prior"],
-                                                    workers, train=train)
+        scored = score_cm(model, dev, evaluation, batch_seconds, settings["prior"], workers, train=train)
+        if scored is None:  # a rank other than 0 under torchrun
+            return None
+        table, calibration, task_metrics = scored
         exports = {f"{split}.txt": partial(write_cm_scores, rows["utt"], rows["score_llr"].to_numpy())
                    for split, rows in table.groupby("split", sort=False)}
         exports["calibration.json"] = partial(write_json, obj=calibration.to_dict())

@@ -104,8 +104,8 @@ class TaskModel(nn.Module):
         return self.loss(self.embed(wave), labels)
 
     def cm_scores(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Bona fide minus spoof logit: a log-likelihood-ratio-like score (uncalibrated)."""
-        logits = self.loss.logits(embeddings)
+        """Bona fide minus spoof logit: a log-likelihood-ratio-like score (uncalibrated), on the model's device."""
+        logits = self.loss.logits(embeddings.to(next(self.parameters()).device))
         return logits[:, 1] - logits[:, 0]
 
     def compacted(self) -> TaskModel:

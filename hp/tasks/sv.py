@@ -101,9 +101,12 @@ class SpeakerVerification(Task):
 
         trials, train, test = (pd.read_parquet(manifests / f"{name}.parquet") for name in ("trials", "train", "test"))
         top_n = settings["asnorm_top_n"]
-        table, task_metrics, cosine = score_sv(model, test, trials, train, batch_seconds,
-                                               settings["mean_subtraction"], top_n, settings["qmf_trials"],
-                                               settings["qmf_seed"], workers)
+        baseline = score_ltas(test, trials, train, num_workers=workers)[1]  # first: every rank takes a share
+        scored = score_sv(model, test, trials, train, batch_seconds, settings["mean_subtraction"], top_n,
+                          settings["qmf_trials"], settings["qmf_seed"], workers)
+        if scored is None:  # a rank other than 0 under torchrun
+            return None
+        table, task_metrics, cosine = scored
         final = next(f"score_{kind}" for kind in ("qmf", "asnorm", "cosine") if f"score_{kind}" in table)
         exports = {f"{name}.txt": partial(write_trial_scores, rows, rows[final].to_numpy())
                    for name, rows in table.groupby("list", sort=False)}
@@ -112,7 +115,7 @@ class SpeakerVerification(Task):
         if top_n is not None:
             task_metrics["asnorm_top_n"] = min(top_n, train["speaker"].nunique())
         task_metrics.update(qmf_trials=settings["qmf_trials"], det=f"{table['list'].iat[0]} {final}")
-        task_metrics["baseline_ltas"] = score_ltas(test, trials, train, num_workers=workers)[1]
+        task_metrics["baseline_ltas"] = baseline
         return table, task_metrics, exports, (first[final].to_numpy(), first["label"].to_numpy())
 
     def scoring(self, scores):

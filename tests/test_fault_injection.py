@@ -1,0 +1,150 @@
+"""`dvc repro` killed with SIGKILL inside each stage kind, then rerun: the outputs equal an uninterrupted run's, no
+file in the workspace is half-written at any point, and every file in DVC's cache holds what its name says."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline_repo import BIN, ROOT, make_repo, run, small_params
+
+KINDS = ("prepare", "manifests", "finetune", "compact", "score", "export", "report")
+# outputs that hold wall-clock times (training seconds, latencies, DVCLive's timestamps) and what is drawn from them
+TIMED = ("dvclive/", "metrics/sv/finetune.json", "metrics/cm/finetune.json", "metrics/sv/warmup.json",
+         "metrics/cm/warmup.json", "metrics/sv/export.json", "metrics/cm/export.json", "reports/")
+
+
+def tiny_params() -> dict:
+    """Both tasks at the smallest settings that run every stage."""
+    p = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    p["prepare"]["sv"]["mini"].update(train_speakers=4, test_speakers=3, utterances_per_session=2)
+    p["prepare"]["cm"]["mini"].update(speakers=4, bonafide_per_speaker=2, spoofed_per_speaker=2)
+    for task in ("sv", "cm"):
+        p["finetune"][task].update(epochs=4, batch_size=2, sparsity_warmup_epochs=2, warmup_epochs=1)
+    p["runtime"]["checkpoint_every"] = 2  # a kill inside finetune resumes from a checkpoint
+    p["export"].update(parity_seconds=[1.0], repeats=1)
+    return p
+
+
+def env() -> dict:
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+
+
+def workspace_files(repo: Path) -> dict[str, tuple[int, int]]:
+    """path -> (mtime, size) of every file outside .git and .dvc."""
+    files = {}
+    for root, dirs, names in os.walk(repo):
+        dirs[:] = [d for d in dirs if d not in (".git", ".dvc")]
+        for name in names:
+            path = Path(root) / name
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # removed while we looked
+                continue
+            files[path.relative_to(repo).as_posix()] = (stat.st_mtime_ns, stat.st_size)
+    return files
+
+
+def stage_processes(session: int, kind: str) -> list[int]:
+    """Processes of the `dvc repro` session running `python -m stages.<kind>`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != session:
+                continue
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if f"stages.{kind}".encode() in args:
+            found.append(int(entry.name))
+    return found
+
+
+def repro_killed_inside(repo: Path, kind: str) -> None:
+    """Start `dvc repro`; once a stage of `kind` has started changing the workspace, SIGKILL dvc and the stage."""
+    dvc = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=repo, env=env(), start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline, before = time.time() + 900, None
+    try:
+        while time.time() < deadline:
+            assert dvc.poll() is None, f"dvc repro ended before a {kind} stage wrote: {dvc.stderr.read()[-2000:]}"
+            if before is None:
+                if stage_processes(dvc.pid, kind):
+                    before = workspace_files(repo)
+            elif workspace_files(repo) != before:
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail(f"no {kind} stage changed the workspace in 900 s")
+    finally:
+        os.killpg(dvc.pid, signal.SIGKILL)
+        dvc.wait()
+        dvc.stderr.close()
+
+
+def readable(repo: Path) -> None:
+    """Every JSON, Parquet and CSV file at its final name parses: none is half-written."""
+    for rel in workspace_files(repo):
+        path = repo / rel
+        if path.name.startswith("."):  # a temporary file of a killed write, removed by the next write
+            continue
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".parquet":
+            pd.read_parquet(path)
+        elif path.suffix == ".csv":
+            pd.read_csv(path)
+
+
+def cache_is_sound(repo: Path) -> None:
+    """Each file under .dvc/cache is named by the md5 of what it holds (a `.dir` listing included)."""
+    cache = repo / ".dvc" / "cache" / "files" / "md5"
+    for path in cache.glob("*/*"):
+        name = path.parent.name + path.name.removesuffix(".dir")
+        assert hashlib.md5(path.read_bytes()).hexdigest() == name, f"{path}: its content is not what it is named"
+
+
+def outputs(repo: Path) -> dict[str, str]:
+    """Every output dvc.lock records (path -> md5), but those holding wall-clock times."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])
+            if not out["path"].startswith(TIMED)}
+
+
+@pytest.mark.slow  # two runs of the whole DAG and seven killed ones (minutes)
+def test_killed_in_every_stage_kind_and_rerun_equals_an_uninterrupted_run(tmp_path):
+    params = tiny_params()
+    reference = make_repo(tmp_path / "reference", params)
+    run(["dvc", "repro"], reference)
+    repo = make_repo(tmp_path / "faulted", params)
+    for kind in KINDS:  # each rerun goes on from where the last one was killed, to the next stage kind
+        repro_killed_inside(repo, kind)
+        readable(repo)
+        cache_is_sound(repo)
+    run(["dvc", "repro"], repo)
+    assert "up to date" in run(["dvc", "status"], repo)
+    cache_is_sound(repo)
+    assert not [rel for rel in workspace_files(repo) if Path(rel).name.endswith((".tmp", ".old"))]
+    expected, got = outputs(reference), outputs(repo)
+    assert got.keys() == expected.keys() and len(got) > 20
+    assert {path for path in got if got[path] != expected[path]} == set()
+    for task in ("sv", "cm"):  # the timed files: everything in them but the times
+        for name in ("finetune", "export"):
+            a, b = (json.loads((r / "metrics" / task / f"{name}.json").read_text()) for r in (reference, repo))
+            assert untimed(a) == untimed(b), (task, name)
+
+
+def untimed(obj):
+    """`obj` without wall-clock values (seconds, latencies, speed-ups, hardware, resumed-at steps)."""
+    if isinstance(obj, dict):
+        return {k: untimed(v) for k, v in obj.items()
+                if not any(word in k for word in ("seconds", "latency", "speedup", "hardware", "resumed"))}
+    return obj
