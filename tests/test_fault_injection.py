@@ -68,8 +68,9 @@ def stage_processes(session: int, kind: str) -> list[int]:
     return found
 
 
-def repro_killed_inside(repo: Path, kind: str) -> None:
-    """Start `dvc repro`; once a stage of `kind` has started changing the workspace, SIGKILL dvc and the stage."""
+def repro_killed_inside(repo: Path, kind: str) -> list[str]:
+    """Start `dvc repro`; once a stage of `kind` has started changing the workspace, SIGKILL dvc and the stage.
+    Returns the files it had changed."""
     dvc = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=repo, env=env(), start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline, before = time.time() + 900, None
@@ -79,7 +80,8 @@ def repro_killed_inside(repo: Path, kind: str) -> None:
             if before is None:
                 if stage_processes(dvc.pid, kind):
                     before = workspace_files(repo)
-            elif workspace_files(repo) != before:
+            elif (now := workspace_files(repo)) != before:
+                changed = sorted(path for path in now.keys() | before.keys() if now.get(path) != before.get(path))
                 break
             time.sleep(0.005)
         else:
@@ -88,6 +90,7 @@ def repro_killed_inside(repo: Path, kind: str) -> None:
         os.killpg(dvc.pid, signal.SIGKILL)
         dvc.wait()
         dvc.stderr.close()
+    return changed
 
 
 def readable(repo: Path) -> None:
@@ -122,11 +125,15 @@ def outputs(repo: Path) -> dict[str, str]:
 @pytest.mark.slow  # two runs of the whole DAG and seven killed ones (minutes)
 def test_killed_in_every_stage_kind_and_rerun_equals_an_uninterrupted_run(tmp_path):
     params = tiny_params()
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "faulted").mkdir()
     reference = make_repo(tmp_path / "reference", params)
     run(["dvc", "repro"], reference)
     repo = make_repo(tmp_path / "faulted", params)
     for kind in KINDS:  # each rerun goes on from where the last one was killed, to the next stage kind
-        repro_killed_inside(repo, kind)
+        changed = repro_killed_inside(repo, kind)
+        print(f"killed in {kind} after it changed {changed[:3]}")
+        assert changed and "up to date" not in run(["dvc", "status"], repo)  # killed before its end
         readable(repo)
         cache_is_sound(repo)
     run(["dvc", "repro"], repo)
