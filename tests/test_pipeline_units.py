@@ -15,7 +15,7 @@ from hp.data.manifest import DataError, Validation, read_trials
 from hp.errors import ConfigError
 from hp.backends import MHFA, GradMultiply
 from hp.losses import AAMSoftmax
-from hp.params import typed
+from hp.params import ExportConfig, ManifestsConfig, ScoreConfig, load_params, runtime, section, typed
 from hp.tasks import get_task
 from hp.tasks import TaskModel
 from hp.stages.training import training_configs
@@ -26,7 +26,13 @@ from configs import head_config, train_config
 
 def test_params_and_recipes_build_typed_configs():
     for path in [ROOT_DIR / "params.yaml", *sorted((ROOT_DIR / "recipes").glob("*.yaml"))]:
-        params = yaml.safe_load(path.read_text())
+        params = load_params(path)  # the top level: known keys, target_sparsity and sparsity_tolerance
+        runtime(params)
+        typed(ManifestsConfig, section(params, "manifests"), "manifests")
+        typed(ExportConfig, section(params, "export"), "export")
+        typed(ScoreConfig, {k: v for k, v in section(params, "score").items() if k not in ("sv", "cm")}, "score")
+        for task in ("sv", "cm"):
+            get_task(task).score_settings(params)
         for task in ("sv", "cm"):
             training_configs(task, params, "finetune", params["target_sparsity"])
             if params["warmup"][task]["epochs"] > 0:

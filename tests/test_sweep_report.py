@@ -55,7 +55,7 @@ def committed_baseline(repo: Path, stage: str) -> Path:
     """A git + DVC repository whose fake pipeline (`stage`) ran at target 0.7 and was committed."""
     repo.mkdir()
     (repo / "fake.py").write_text(stage)
-    (repo / "params.yaml").write_text("target_sparsity: 0.7\n")
+    (repo / "params.yaml").write_text("target_sparsity: 0.7\nsparsity_tolerance: 0.01\n")
     (repo / "dvc.yaml").write_text(dvc_yaml(export=True))
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
@@ -250,7 +250,9 @@ def test_make_sweep_targets_with_the_baseline_give_five_points_dense_included(tm
     stage = FAKE_STAGE.replace('"achieved_sparsity": t + 0.01', '"achieved_sparsity": t + 0.01 * (t > 0)')
     assert stage != FAKE_STAGE
     repo = committed_baseline(tmp_path / "repo", stage)
-    run(["dvc", "exp", "run", "--queue", "-q", "-S", f"target_sparsity={sparsities}"], repo)  # as the Makefile
+    tolerance = re.search(r"^TOLERANCE  \?= (\S+)$", (ROOT / "Makefile").read_text(), flags=re.M).group(1)
+    run(["dvc", "exp", "run", "--queue", "-q", "-S", f"target_sparsity={sparsities}", "-S",
+         f"sparsity_tolerance={tolerance}"], repo)  # as the Makefile
     run(["dvc", "queue", "start"], repo)
     deadline = time.time() + 180
     while any(word in (status := run(["dvc", "queue", "status"], repo)) for word in ("Queued", "Running")):
@@ -258,6 +260,8 @@ def test_make_sweep_targets_with_the_baseline_give_five_points_dense_included(tm
         time.sleep(0.5)
     assert status.count("Success") == 4, status
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
+    ran = [e["revs"][0]["data"]["params"]["params.yaml"]["data"] for c in shown for e in c.get("experiments") or []]
+    assert len(ran) == 4 and all(p["sparsity_tolerance"] is None for p in ran)  # a sweep keeps off-target points
     notes = []
     table = collect(shown, notes)
     assert notes == []
