@@ -15,8 +15,8 @@ T = TypeVar("T")
 
 
 # The top-level keys of params.yaml: a misspelt one (target_sparsty) must fail, not run the defaults.
-TOP_LEVEL = ("target_sparsity", "sparsity_tolerance", "model", "pretrain", "prepare", "manifests", "warmup", "finetune", "score", "export",
-             "runtime")
+TOP_LEVEL = ("target_sparsity", "sparsity_tolerance", "model", "pretrain", "prepare", "manifests", "warmup",
+             "finetune", "score", "export", "runtime")
 # How the stages run, not what they compute: no stage declares this group in dvc.yaml, so changing it reruns nothing
 RUNTIME = "runtime"
 

@@ -265,7 +265,8 @@ def _loss(finetune: dict) -> str:
 def _sparsity(scored: dict) -> str:
     """Target / achieved, and a mark when the run missed its target by more than its tolerance (a run with the
     check off, sparsity_tolerance null, is held to REPORT_TOLERANCE)."""
-    target, achieved, tolerance = scored["target_sparsity"], scored["achieved_sparsity"], scored.get("sparsity_tolerance")
+    target, achieved = scored["target_sparsity"], scored["achieved_sparsity"]
+    tolerance = scored.get("sparsity_tolerance")  # absent in runs from before the check
     text = f"{target:.3f} / {achieved:.4f}"
     if misses_target(target, achieved, tolerance):
         held = f"{tolerance:g}" if tolerance is not None else f"{REPORT_TOLERANCE:g}; the check was off"

@@ -19,7 +19,8 @@ from hp.data.audio import READ_ERRORS, SAMPLE_RATE
 from hp.errors import DataError
 from hp.utils.files import atomic_path
 
-__all__ = ["COLUMNS", "DataError", "Validation", "read_trials", "shrunk_lists", "write_parquet"]  # DataError: where it was first
+# DataError moved to hp.errors; it is still importable from here, where it was first
+__all__ = ["COLUMNS", "DataError", "Validation", "read_trials", "shrunk_lists", "write_parquet"]
 
 COLUMNS = ["utt", "path", "speaker", "label", "duration_s", "sample_rate", "split"]
 DECODE_BLOCK = 1 << 18  # frames per read when decoding a whole file (16 s at 16 kHz): memory stays bounded

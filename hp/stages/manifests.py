@@ -15,7 +15,8 @@ def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     lists, validated against the audio; summary.json counts them, lists what was dropped and, per official list,
     how many of its entries were kept."""
     cfg = typed(ManifestsConfig, section(params, "manifests"), "manifests")
-    validation = Validation(min_seconds=cfg.min_seconds, drop_invalid=cfg.drop_invalid, decode=cfg.check_audio == "decode")
+    validation = Validation(min_seconds=cfg.min_seconds, drop_invalid=cfg.drop_invalid,
+                            decode=cfg.check_audio == "decode")
     spec = get_task(task)
     source, tables = spec.manifest_tables(corpus, validation)
     if source.musan_dir is not None:
