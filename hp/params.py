@@ -71,15 +71,20 @@ def load_params(path: str | Path = "params.yaml") -> dict:
 def target_sparsity(params: dict, source: str = "params.yaml") -> float:
     """The fraction of front-end parameters to remove: 0 is the dense model fine-tuned without gates."""
     value = section(params, "target_sparsity", source)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    if not _fraction(value):
         raise ConfigError(f"{source}: target_sparsity must be a number in [0, 1), got {value!r}")
     return float(value)
+
+
+def _fraction(value: Any) -> bool:
+    """A number (not a bool) in [0, 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
 
 
 def sparsity_tolerance(params: dict, source: str = "params.yaml") -> float | None:
     """How far the compact model's sparsity may miss target_sparsity before the compact stage fails; None: no check."""
     value = section(params, "sparsity_tolerance", source)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1):
+    if value is not None and not _fraction(value):
         raise ConfigError(f"{source}: sparsity_tolerance must be a number in [0, 1) or null, got {value!r}")
     return None if value is None else float(value)
 

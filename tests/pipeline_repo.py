@@ -39,10 +39,21 @@ def learning_sv(params: dict) -> dict:
     return p
 
 
+def repo_env() -> dict:
+    """This environment with the suite's virtualenv first on PATH (dvc), a git identity and no DVC analytics."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+            "DVC_NO_ANALYTICS": "1"}
+
+
+def run_stage(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python -m stages.<args>` in `cwd` (its params.yaml and data), importing this checkout's stages and hp."""
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+
+
 def run(args, cwd, env: dict | None = None):
-    env = env or {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",
-                  "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-                  "DVC_NO_ANALYTICS": "1"}
+    env = env or repo_env()
     # 30 min: the mini DAG takes minutes on an idle 2-core machine, several times that on a loaded one
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

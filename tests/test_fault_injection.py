@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline_repo import BIN, ROOT, make_repo, run, small_params
+from pipeline_repo import BIN, ROOT, make_repo, repo_env, run, small_params
 
 KINDS = ("prepare", "manifests", "finetune", "compact", "score", "export", "report")
 # outputs that hold wall-clock times (training seconds, latencies, DVCLive's timestamps) and what is drawn from them
@@ -30,10 +30,6 @@ def tiny_params() -> dict:
     p["runtime"]["checkpoint_every"] = 2  # a kill inside finetune resumes from a checkpoint
     p["export"].update(parity_seconds=[1.0], repeats=1)
     return p
-
-
-def env() -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
 
 def workspace_files(repo: Path) -> dict[str, tuple[int, int]]:
@@ -71,7 +67,7 @@ def stage_processes(session: int, kind: str) -> list[int]:
 def repro_killed_inside(repo: Path, kind: str) -> list[str]:
     """Start `dvc repro`; once a stage of `kind` has started changing the workspace, SIGKILL dvc and the stage.
     Returns the files it had changed."""
-    dvc = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=repo, env=env(), start_new_session=True,
+    dvc = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=repo, env=repo_env(), start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline, before = time.time() + 900, None
     try:

@@ -1,9 +1,7 @@
 """The score stage on several processes: each rank embeds a share of the utterances, rank 0 scores and writes;
 2 gloo processes give the scores 1 process gives."""
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -17,7 +15,7 @@ from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
 from hp.tasks import CM_LABELS, TaskModel
 from configs import head_config
-from pipeline_repo import ROOT, small_params
+from pipeline_repo import ROOT, run_stage, small_params
 
 
 def test_shares_cover_every_item_once_and_a_single_process_sums_nothing(monkeypatch):
@@ -39,9 +37,7 @@ def score_stage(cwd, task: str, processes: int) -> subprocess.CompletedProcess:
     params["runtime"]["nproc_per_node"] = processes
     (cwd / "params.yaml").write_text(yaml.safe_dump(params))
     # one thread per process either way, so that both compute every sum in the same order
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "stages.score", task], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=env)
+    return run_stage(cwd, "stages.score", task, OMP_NUM_THREADS="1")
 
 
 @pytest.mark.slow  # the score stage in subprocesses, once under torchrun

@@ -1,9 +1,6 @@
 """A stage that fails on one of hp's own errors ends with one line on stderr naming the file, line or key, exit
 status 1 and nothing after it; HP_TRACEBACK=1 shows the traceback; the previous run's curves are left alone."""
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -12,12 +9,7 @@ import soundfile as sf
 import yaml
 
 from conftest import ROOT_DIR
-
-
-def stage(cwd, *args, **env) -> subprocess.CompletedProcess:
-    """`python -m stages.<args>` in `cwd`, importing this checkout's stages and hp."""
-    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT_DIR), **env})
+from pipeline_repo import run_stage as stage
 
 
 def write_params(cwd, **changes) -> dict:

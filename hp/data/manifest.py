@@ -109,7 +109,8 @@ def _info(path: str):
 
 
 def _decode(path: str):
-    """The header, once the whole file has decoded to as many frames as it says it holds."""
+    """The header (the closed file keeps frames, samplerate, channels), once the whole file has decoded to as many
+    frames as it says it holds."""
     try:
         with sf.SoundFile(path) as f:
             decoded = 0
@@ -117,7 +118,7 @@ def _decode(path: str):
                 decoded += block
             if decoded != f.frames:
                 return None, f"decodes to {decoded} of the {f.frames} frames its header gives"
-        return sf.info(path), None
+        return f, None
     except READ_ERRORS as e:
         return None, e
 

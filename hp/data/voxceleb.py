@@ -123,8 +123,8 @@ def sv_tables(source: SVSource, validation: Validation) -> dict[str, pd.DataFram
     # with drop_invalid, trials whose audio was dropped cannot be scored
     known = set(test["utt"])
     scorable = trials["enroll"].isin(known) & trials["test"].isin(known)
-    for name, listed in trials.groupby("list", sort=False).size().items():
-        validation.count(f"trials {name}", int(listed), int(scorable[trials["list"] == name].sum()))
+    for name, kept in scorable.groupby(trials["list"], sort=False).agg(["size", "sum"]).iterrows():
+        validation.count(f"trials {name}", int(kept["size"]), int(kept["sum"]))
     trials = trials[scorable].reset_index(drop=True)
     tested = set(test["speaker"])
     parts = []

@@ -16,15 +16,15 @@ def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dic
     target, tolerance = target_sparsity(params), sparsity_tolerance(params)
     model = TaskModel.load(finetuned).eval()
     small = model.compacted() if model.frontend.gates() else model
-    dense = model.frontend.dense_num_params
-    achieved = 1 - small.frontend.num_params() / dense
+    dense, kept = model.frontend.dense_num_params, small.frontend.num_params()
+    achieved = 1 - kept / dense
     if tolerance is not None and misses_target(target, achieved, tolerance):
         raise SparsityError(f"params.yaml: sparsity_tolerance: {finetuned} compacts to sparsity {achieved:.4f}, "
                             f"target_sparsity {target:g} missed by {achieved - target:+.4f}, more than {tolerance:g} "
                             "(train longer, or set sparsity_tolerance: null to keep such a model)")
     small.save(out)
     result = {"target_sparsity": target, "sparsity_tolerance": tolerance, "params_dense": dense,
-              "params_compact": small.frontend.num_params(), "achieved_sparsity": achieved,
+              "params_compact": kept, "achieved_sparsity": achieved,
               "structure": small.frontend.structure.to_dict()}
     write_json(metrics_path, result)
     return result

@@ -77,14 +77,16 @@ def training_setup(task: str, params: dict, stage: str, manifests_dir: Path, tar
 def run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augmenter, live_dir: Path,
                   checkpoint_dir: Path) -> tuple[dict | None, Checkpoints]:
     """train() with checkpoints in `checkpoint_dir` (resumed when they are this run's) and, on rank 0 only,
-    DVCLive curves, which replace `live_dir` only once the run has finished (a failed run leaves the last one's). Returns what the run did (None on the other ranks, which write nothing) and the
+    DVCLive curves, which replace `live_dir` only once the run has finished (a failed run leaves the last one's).
+    Returns what the run did (None on the other ranks, which write nothing) and the
     checkpoints, for the caller to clear once it has written the outputs."""
     checkpoints = Checkpoints(checkpoint_dir, fingerprint(cfg, table, model), cfg.runtime.checkpoint_every,
                               resume=cfg.resume == "auto")
     main = distributed.is_main()
     state = checkpoints.latest()
     # the curves are staged beside the checkpoints and replace live_dir only when the run has finished
-    logger = LiveLogger(live_dir, checkpoint_dir / "dvclive", None if state is None else state["step"]) if main else None
+    resume_at = None if state is None else state["step"]
+    logger = LiveLogger(live_dir, checkpoint_dir / "dvclive", resume_at) if main else None
     start = time.time()
     run = train(model, table, cfg, logger, augmenter, checkpoints)
     if not main:
