@@ -1,6 +1,8 @@
 """Benchmarks that print JSON: `python -m hp.bench compaction --shape base-plus --sparsity 0.7 --json`,
 `python -m hp.bench scoring --json`, `python -m hp.bench train --shape base-plus --batch 128 --json`,
-`python -m hp.bench loader --json`.
+`python -m hp.bench loader --json`, `python -m hp.bench compaction --measure macs --json` (masks drawn to a MAC target),
+`python -m hp.bench train-compaction --shape base-plus --json` (a run with and without train-time compaction),
+`python -m hp.bench latency models/sv/compact other/models/sv/compact --json` (saved models timed side by side).
 
 `train` sets hp's pruning step against plain fine-tuning: transformers' WavLMModel ("hf"), hp's WavLM without
 gates ("dense") and with all five gate types plus the sparsity Lagrangian ("pruned"), each trained with AdamW
@@ -37,6 +39,7 @@ from hp.data.audio import SAMPLE_RATE
 from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
 from hp.data.manifest import Validation
 from hp.model import SHAPES, UNIT_TYPES, WavLM, compact
+from hp.measure import MEASURES, PARAMS, Measure
 from hp.model.gates import HardConcrete
 from hp.profile import count_macs, median_latencies
 from hp.score import sv_metrics
@@ -58,8 +61,10 @@ def _set_gate(gate: HardConcrete, keep: int, rng: random.Random) -> None:
             gate.log_alpha[i] = rng.uniform(lo, hi)
 
 
-def draw_masks(model: WavLM, sparsity: float, seed: int, block_fraction: float = 1 / 12) -> float:
-    """Random structured masks over all five unit types whose compaction removes `sparsity` of N0.
+def draw_masks(model: WavLM, sparsity: float, seed: int, block_fraction: float = 1 / 12,
+               measure: Measure = PARAMS) -> float:
+    """Random structured masks over all five unit types whose compaction removes `sparsity` of the dense cost in
+    `measure` (N0, or the MACs on the measure's utterance).
 
     A `block_fraction` of attention and of FFN blocks is switched off whole; in every other gate group
     the same fraction q of units is kept, chosen at random, q found by bisection. Heads come in coarse
@@ -79,7 +84,7 @@ def draw_masks(model: WavLM, sparsity: float, seed: int, block_fraction: float =
             else:
                 keep = max(g.min_keep, 1, round((q_ffn if name.endswith("unit_gate") else q) * g.n))
             _set_gate(g, min(g.n, keep), r)
-        return 1 - model.deterministic_num_params() / model.dense_num_params
+        return model.deterministic_sparsity(measure)
 
     def bisect(f) -> float:
         lo, hi = 0.0, 1.0
@@ -100,7 +105,8 @@ def compaction(args: argparse.Namespace) -> dict:
     dense = WavLM(config, prune_units=()).eval()
     gated = WavLM(config).eval()
     gated.load_state_dict(dense.state_dict(), strict=False)
-    keep_fraction = draw_masks(gated, args.sparsity, args.seed)
+    measure = Measure(args.measure, args.seconds)  # MACs at the timed length
+    keep_fraction = draw_masks(gated, args.sparsity, args.seed, measure=measure)
     small = compact(gated)
     wave = torch.randn(1, int(16000 * args.seconds))
     with torch.inference_mode():
@@ -112,12 +118,17 @@ def compaction(args: argparse.Namespace) -> dict:
     lat_dense, lat_compact = median_latencies([lambda: dense(wave), lambda: small(wave)], args.repeats)
     structure = small.structure
     return {
-        "benchmark": "compaction", "shape": args.shape, "target_sparsity": args.sparsity,
-        "achieved_sparsity": round(1 - params_compact / params_dense, 6), "keep_fraction": round(keep_fraction, 4),
+        "benchmark": "compaction", "shape": args.shape, "target_sparsity": args.sparsity, "measure": args.measure,
+        "achieved_sparsity": round(1 - (params_compact / params_dense if args.measure == "params"
+                                        else macs_compact / macs_dense), 6),
+        "params_sparsity": round(1 - params_compact / params_dense, 6),
+        "macs_sparsity": round(1 - macs_compact / macs_dense, 6), "keep_fraction": round(keep_fraction, 4),
         "params_dense": params_dense, "params_compact": params_compact,
         "macs_dense": macs_dense, "macs_compact": macs_compact, "mac_ratio": round(macs_compact / macs_dense, 4),
         "latency_dense_s": round(lat_dense, 5), "latency_compact_s": round(lat_compact, 5),
-        "latency_ratio": round(lat_compact / lat_dense, 4), "max_abs_diff": diff,
+        "latency_ratio": round(lat_compact / lat_dense, 4),
+        "latency_over_mac_ratio": round(lat_compact / lat_dense / (macs_compact / macs_dense), 4),
+        "macs_counted_equal_profiled": small.num_macs(args.seconds) == macs_compact, "max_abs_diff": diff,
         "attention_blocks": sum(l.use_attention for l in structure.layers),
         "ffn_blocks": sum(l.use_ffn for l in structure.layers), "layers": len(structure.layers),
         "seconds": args.seconds, "batch": 1, "threads": args.threads, "repeats": args.repeats,
@@ -250,6 +261,95 @@ def train(args: argparse.Namespace) -> dict:
             "transformers": transformers.__version__, "gpu": gpu}
 
 
+# ---- train-time compaction ----------------------------------------------------------------------------------
+class _StepClock:
+    """A training logger (log_every 1) that keeps the time at which each step starts."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def log(self, step: int, values: dict) -> None:
+        self.times.append(time.perf_counter())
+
+
+def train_compaction(args: argparse.Namespace) -> dict:
+    """One training run twice, side by side in this process: the gates at random masks of `--sparsity` (reg_lr 0: they
+    stay there) freeze at step `--switch` (the end of the target warm-up), then the run goes on with the gated model
+    (`compact_on_freeze: false`) or the compacted one (`true`). Step times before and after the switch, whole-run wall
+    time, and how far apart the two final (compacted) models are (dropout and LayerDrop off: the same computation)."""
+    from hp.params import Runtime
+    from hp.tasks.model import HeadConfig, TaskModel
+    from hp.train import TrainConfig, train as train_run
+
+    torch.set_num_threads(args.threads)
+    config = SHAPES[args.shape].replace(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                                        layerdrop=0.0)
+    rng = np.random.default_rng(args.seed)
+    head = HeadConfig(backend="mhfa", heads=8, compression=64, embedding=128, grad_multiplier=1.0, mean_norm=None,
+                      margin=0.2, scale=32.0, subcenters=1, topk=0, topk_penalty=0.06)
+    runtime = Runtime(device="cpu", num_workers=0, log_every=1, checkpoint_every=None, nproc_per_node=1)
+    results, finals = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = []
+        for i in range(args.batch * 2):
+            path = Path(tmp) / f"{i}.wav"
+            _write_noise(path, args.seconds, rng)
+            rows.append({"utt": path.name, "path": str(path), "label": f"s{i % 4}", "duration_s": args.seconds})
+        table = pd.DataFrame(rows)
+        for compact_on_freeze in (False, True):
+            cfg = TrainConfig(target_sparsity=args.sparsity, epochs=args.steps // 2, batch_size=args.batch,
+                              crop_seconds=args.seconds, aug_prob=0.0, optimizer="adamw", lr=1e-4, final_lr=1e-5,
+                              lr_reference_batch=None, warmup_epochs=0.0, warmup_from_zero=True, weight_decay=0.0,
+                              average_last=1, grad_clip=3.0, seed=args.seed, grad_accumulation=1, precision="fp32",
+                              resume="never", runtime=runtime, reg_lr=0.0, lambda_lr=0.0,
+                              sparsity_warmup_epochs=args.switch / 2, freeze_tolerance=1.0,
+                              compact_on_freeze=compact_on_freeze)
+            torch.manual_seed(args.seed)
+            model = TaskModel("sv", WavLM(config), sorted(table["label"].unique()), head)
+            draw_masks(model.frontend, args.sparsity, args.seed)
+            clock = _StepClock()
+            start = time.perf_counter()
+            run = train_run(model, table, cfg, clock)
+            wall = time.perf_counter() - start
+            steps = np.diff(clock.times + [start + wall])  # the last step ends with the run (finish() is cheap)
+            before, after = steps[1:args.switch], steps[args.switch + 1:]  # step 0 warms up; the switch step apart
+            name = "compacted" if compact_on_freeze else "gated"
+            results[name] = {"step_s_before_switch": round(float(np.median(before)), 4),
+                             "step_s_after_switch": round(float(np.median(after)), 4),
+                             "switch_step_s": round(float(steps[args.switch]), 4), "wall_s": round(wall, 2),
+                             "params_training": sum(p.numel() for p in model.parameters()),
+                             "frozen_at": run["gates_frozen_at_step"], "compacted_at": run["compacted_at_step"]}
+            finals[name] = model.compacted().state_dict()
+    gated, compacted = results["gated"], results["compacted"]
+    return {"benchmark": "train-compaction", "shape": args.shape, "sparsity": args.sparsity, "batch": args.batch,
+            "seconds": args.seconds, "steps": args.steps // 2 * 2, "switch": args.switch, "threads": args.threads,
+            "runs": results,
+            "after_vs_before_step_time": round(compacted["step_s_after_switch"] / compacted["step_s_before_switch"], 4),
+            "after_switch_compacted_vs_gated": round(compacted["step_s_after_switch"] / gated["step_s_after_switch"], 4),
+            "wall_compacted_vs_gated": round(compacted["wall_s"] / gated["wall_s"], 4),
+            "final_max_abs_diff": max((finals["gated"][k] - v).abs().max().item() for k, v in finals["compacted"].items()),
+            "torch": torch.__version__}
+
+
+# ---- saved models side by side ------------------------------------------------------------------------------
+def latency(args: argparse.Namespace) -> dict:
+    """Task models saved by the pipeline (models/<task>/compact, e.g. of two experiments) timed side by side in one
+    process, runs alternating (batch 1, one `--seconds` utterance): front-end parameters and MACs, embedding latency."""
+    from hp.tasks.model import TaskModel
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    models = [TaskModel.load(d).eval() for d in args.models]
+    wave = torch.randn(1, round(args.seconds * SAMPLE_RATE))
+    lengths = torch.tensor([wave.shape[1]])
+    times = median_latencies([lambda m=m: m.embed(wave, lengths) for m in models], args.repeats, warmup=3)
+    return {"benchmark": "latency", "seconds": args.seconds, "threads": args.threads, "repeats": args.repeats,
+            "models": [{"directory": str(d), "task": m.task, "params_frontend": m.frontend.num_params(),
+                        "macs_frontend": m.frontend.num_macs(args.seconds), "macs": count_macs(m.embed, wave, lengths),
+                        "latency_ms": round(1e3 * t, 3)} for d, m, t in zip(args.models, models, times)],
+            "torch": torch.__version__}
+
+
 # ---- data loading -------------------------------------------------------------------------------------------
 def _write_noise(path: Path, seconds: float, rng: np.random.Generator, decay_s: float | None = None) -> None:
     wave = 0.1 * rng.standard_normal(int(seconds * SAMPLE_RATE)).astype(np.float32)
@@ -352,7 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("compaction", help="dense vs compacted model: params, MACs, CPU latency, parity")
     p.add_argument("--shape", choices=sorted(SHAPES), default="base-plus")
     p.add_argument("--sparsity", type=float, default=0.7)
-    p.add_argument("--seconds", type=float, default=4.0, help="utterance length (batch 1)")
+    p.add_argument("--measure", choices=MEASURES, default="params", help="what --sparsity is a fraction of")
+    p.add_argument("--seconds", type=float, default=4.0, help="utterance length (batch 1), also of the MAC measure")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=11, help="timed runs after 2 warm-up runs; the median is kept")
     p.add_argument("--seed", type=int, default=0)
@@ -378,6 +479,23 @@ def main(argv: list[str] | None = None) -> None:
                    help=f"comma-separated, of {','.join(VARIANTS)}; each runs in its own process")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
+    p = sub.add_parser("train-compaction", help="a run with and without train-time compaction: step times, wall time")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument("--sparsity", type=float, default=0.7)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=2.0, help="crop length")
+    p.add_argument("--steps", type=int, default=40, help="optimiser steps (2 epochs of steps / 2)")
+    p.add_argument("--switch", type=int, default=10, help="the step at which the gates freeze")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
+    p = sub.add_parser("latency", help="saved task models timed side by side: params, MACs, CPU latency")
+    p.add_argument("models", nargs="+", type=Path, help="directories of saved task models (models/<task>/compact)")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p = sub.add_parser("loader", help="training data path alone (decode, crop, MUSAN/RIR augmentation): utt/s")
     p.add_argument("--utterances", type=int, default=64, help="random-noise FLAC files, 4-8 s, in a temporary corpus")
     p.add_argument("--seconds", type=float, default=3.0, help="crop length")
@@ -397,7 +515,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     args = parser.parse_args(argv)
-    result = {"compaction": compaction, "scoring": scoring, "train": train, "loader": loader,
+    result = {"compaction": compaction, "scoring": scoring, "train": train, "train-compaction": train_compaction,
+              "latency": latency,
+              "loader": loader,
               "audio-check": audio_check}[args.benchmark](args)
     json.dump(result, sys.stdout, indent=None if args.json else 2)
     print()

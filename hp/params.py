@@ -10,12 +10,13 @@ from typing import Any, TypeVar
 import yaml
 
 from hp.errors import ConfigError
+from hp.measure import MEASURES, Measure
 
 T = TypeVar("T")
 
 
 # The top-level keys of params.yaml: a misspelt one (target_sparsty) must fail, not run the defaults.
-TOP_LEVEL = ("target_sparsity", "sparsity_tolerance", "model", "pretrain", "prepare", "manifests", "warmup",
+TOP_LEVEL = ("target_sparsity", "target_measure", "macs_reference_seconds", "sparsity_tolerance", "model", "pretrain", "prepare", "manifests", "warmup",
              "finetune", "score", "export", "runtime")
 # How the stages run, not what they compute: no stage declares this group in dvc.yaml, so changing it reruns nothing
 RUNTIME = "runtime"
@@ -64,6 +65,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r} (known: {', '.join(TOP_LEVEL)})")
     target_sparsity(params, str(path))
+    target_measure(params, str(path))
     sparsity_tolerance(params, str(path))
     return params
 
@@ -74,6 +76,17 @@ def target_sparsity(params: dict, source: str = "params.yaml") -> float:
     if not _fraction(value):
         raise ConfigError(f"{source}: target_sparsity must be a number in [0, 1), got {value!r}")
     return float(value)
+
+
+def target_measure(params: dict, source: str = "params.yaml") -> Measure:
+    """What target_sparsity is a fraction of: `params` (the paper's) or `macs`, the front end's multiply-accumulates
+    over one utterance of macs_reference_seconds."""
+    name, seconds = section(params, "target_measure", source), section(params, "macs_reference_seconds", source)
+    if name not in MEASURES:
+        raise ConfigError(f"{source}: target_measure must be one of {', '.join(MEASURES)}, got {name!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+        raise ConfigError(f"{source}: macs_reference_seconds must be a positive number, got {seconds!r}")
+    return Measure(name, float(seconds))
 
 
 def _fraction(value: Any) -> bool:

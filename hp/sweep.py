@@ -31,12 +31,13 @@ NAME = "hp.sweep"
 TASKS = ("sv", "cm")
 TASK_NAMES = {"sv": "Speaker verification (SV)", "cm": "Anti-spoofing (CM)"}
 SCORING_NAMES = {"qmf": "QMF", "asnorm": "AS-norm", "cosine": "cosine"}
-COSTS = {"params_compact": "parameters (millions, compact model)", "latency_ms": "CPU latency (ms, torch, batch 1)"}
-SCALE = {"params_compact": 1e-6, "latency_ms": 1.0}
-FRONTS = {"params_compact": "front_params", "latency_ms": "front_latency"}
-COLUMNS = ["experiment", "kind", "rev", "task", "target_sparsity", "achieved_sparsity", "off_target", "params_dense",
-           "params_compact", "macs_compact", "latency_ms", "latency_onnx_ms", "latency_input_s", "eer", "min_dcf",
-           "scored", "pretrained", "front_params", "front_latency"]
+COSTS = {"params_compact": "parameters (millions, compact model)", "macs_compact": "MACs (millions, inference model)",
+         "latency_ms": "CPU latency (ms, torch, batch 1)"}
+SCALE = {"params_compact": 1e-6, "macs_compact": 1e-6, "latency_ms": 1.0}
+FRONTS = {"params_compact": "front_params", "macs_compact": "front_macs", "latency_ms": "front_latency"}
+COLUMNS = ["experiment", "kind", "rev", "task", "target_sparsity", "target_measure", "achieved_sparsity", "off_target",
+           "params_sparsity", "macs_sparsity", "params_dense", "params_compact", "macs_compact", "latency_ms",
+           "latency_onnx_ms", "latency_input_s", "eer", "min_dcf", "scored", "pretrained", *FRONTS.values()]
 
 
 class SweepError(HPError, ValueError):
@@ -101,9 +102,12 @@ def _row(entry: dict, task: str, metrics: dict, export: dict | None, params: dic
     export = export or {}
     target = float(_dig(params, "target_sparsity", default=metrics.get("target_sparsity")))
     achieved = float(metrics["achieved_sparsity"])
+    measure = metrics.get("target_measure", "params")  # runs from before the MAC target held parameters
     return {"experiment": entry["label"], "kind": entry["kind"], "rev": entry["rev"], "task": task,
-            "target_sparsity": target, "achieved_sparsity": achieved,
+            "target_sparsity": target, "target_measure": measure, "achieved_sparsity": achieved,
             "off_target": misses_target(target, achieved, metrics.get("sparsity_tolerance")),
+            "params_sparsity": float(metrics.get("params_sparsity", achieved if measure == "params" else math.nan)),
+            "macs_sparsity": float(metrics.get("macs_sparsity", math.nan)),  # older runs: not recorded
             "params_dense": int(metrics["params_dense"]), "params_compact": int(metrics["params_compact"]),
             "macs_compact": float(_dig(export, "compact", "macs")),
             "latency_ms": float(_dig(export, "compact", "latency_ms", "torch_cpu")),
@@ -177,7 +181,7 @@ def _task_order(column: pd.Series) -> pd.Series:
 
 
 def _mark_fronts(table: pd.DataFrame) -> pd.DataFrame:
-    """front_params / front_latency per task; <NA> where fewer than 2 points have that cost (no front)."""
+    """front_params / front_macs / front_latency per task; <NA> where fewer than 2 points have that cost (no front)."""
     table = table.copy()
     for cost, column in FRONTS.items():
         table[column] = pd.array([pd.NA] * len(table), dtype="boolean")
@@ -203,9 +207,9 @@ def pareto_front(cost, error) -> np.ndarray:
 
 # ---- figure ---------------------------------------------------------------------------------------------
 def pareto_figure(table: pd.DataFrame, path: Path) -> None:
-    """2x2: rows SV / CM, columns EER vs parameters / vs CPU latency; every point labelled with its target,
+    """2x3: rows SV / CM, columns EER vs parameters / vs MACs / vs CPU latency; every point labelled with its target,
     the front drawn as the staircase of what is attainable."""
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(COSTS), figsize=(15, 8.5), squeeze=False)
     for r, task in enumerate(TASKS):
         rows = table[table["task"] == task]
         for c, cost in enumerate(COSTS):
@@ -214,7 +218,7 @@ def pareto_figure(table: pd.DataFrame, path: Path) -> None:
             points = rows[np.isfinite(rows[cost].astype(float))]
             if points.empty:
                 why = f"no {task.upper()} results" if rows.empty else \
-                    f"no latency measured\n(no metrics/{task}/export.json)"
+                    f"not measured\n(no metrics/{task}/export.json)"
                 ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes, color="grey")
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -295,15 +299,24 @@ def write_sweep_report(table: pd.DataFrame, out: Path, notes: list[str] | None =
                      "vs latency.")
         if timed < len(rows):  # experiments run before the export stage existed
             doc.paragraph(f"`–`: not measured (no `metrics/{task}/export.json` in that experiment).")
-        header = ["experiment", "target sparsity", "achieved sparsity", "params compact", "MACs compact",
-                  "CPU latency (ms)", "EER (%)", "minDCF", "front (params)", "front (latency)"]
+        header = ["experiment", "target sparsity", "params sparsity", "MAC sparsity", "params compact",
+                  "MACs compact", "CPU latency (ms)", "EER (%)", "minDCF", "front (params)", "front (MACs)",
+                  "front (latency)"]
+        doc.paragraph("The target is in its run's target_measure (params or macs); the two sparsities are of the front "
+                      "end, MACs at the run's macs_reference_seconds (`–`: not recorded by runs before the MAC "
+                      "target). MACs compact: the whole inference model on the export's utterance.")
         if rows["off_target"].any():
             doc.paragraph(f"*: the achieved sparsity misses the target by more than the run's sparsity_tolerance "
                           f"({REPORT_TOLERANCE:g} for a run whose check was off).")
-        doc.table(header, [[r.experiment, f"{r.target_sparsity:.3f}", f"{r.achieved_sparsity:.4f}" + "*" * r.off_target,
-                            f"{r.params_compact:,}", _cell(r.macs_compact, ",.0f"), _cell(r.latency_ms, ".1f"),
-                            f"{100 * r.eer:.2f}", f"{r.min_dcf:.4f}", _yes(r.front_params), _yes(r.front_latency)]
-                           for r in rows.itertuples()])
+
+        def achieved(r, measure: str) -> str:
+            value = r.params_sparsity if measure == "params" else r.macs_sparsity
+            return _cell(value, ".4f") + ("*" * r.off_target if r.target_measure == measure else "")
+
+        doc.table(header, [[r.experiment, f"{r.target_sparsity:.3f} {r.target_measure}", achieved(r, "params"),
+                            achieved(r, "macs"), f"{r.params_compact:,}", _cell(r.macs_compact, ",.0f"),
+                            _cell(r.latency_ms, ".1f"), f"{100 * r.eer:.2f}", f"{r.min_dcf:.4f}", _yes(r.front_params),
+                            _yes(r.front_macs), _yes(r.front_latency)] for r in rows.itertuples()])
         for cost, column in FRONTS.items():
             on = rows[rows[column].fillna(False).astype(bool)]
             if len(on):
@@ -311,7 +324,7 @@ def write_sweep_report(table: pd.DataFrame, out: Path, notes: list[str] | None =
                     f"`{r.experiment}` ({r.target_sparsity:g}: EER {100 * r.eer:.2f} %)" for r in on.itertuples())
                     + ".")
     doc.heading("Figure")
-    doc.figure(figure, "EER against parameters and CPU latency; the front as a staircase")
+    doc.figure(figure, "EER against parameters, MACs and CPU latency; the front as a staircase")
     if notes:
         doc.heading("Skipped")
         doc.bullets(notes)

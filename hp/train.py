@@ -20,9 +20,12 @@ from hp import distributed
 from hp.checkpoint import Checkpoints, rng_state, set_rng_state
 from hp.data.audio import SAMPLE_RATE, random_crop
 from hp.data.augment import Augmenter
+from hp.measure import PARAMS, Measure
 from hp.params import Runtime
 from hp.utils.files import atomic_path, replace_dir
 from hp.model.gates import HardConcrete
+from hp.model.structure import WavLMStructure
+from hp.model.wavlm import Frontend, pruned_like
 from hp.schedules import GateFreeze, LRSchedule, MarginSchedule
 from hp.sparsity import CONSTRAINED, SparsityController, param_groups
 from hp.tasks.model import TaskModel
@@ -57,6 +60,8 @@ class TrainConfig:
     precision: str  # "auto": bf16 autocast on CUDA, float32 on CPU; "bf16" or "fp32" to force either
     resume: str  # "auto": continue from this run's last checkpoint if there is one; "never"
     runtime: Runtime  # device, data workers, logging, checkpointing, processes: nothing a result depends on
+    # what target_sparsity is a fraction of (top-level target_measure, macs_reference_seconds)
+    measure: Measure = PARAMS
     # sgd only
     momentum: float = 0.0
     # a margin loss only (SV's AAM): the margin is 0 until margin_start_epoch, then rises to the head's margin
@@ -74,11 +79,14 @@ class TrainConfig:
     # after the target warm-up, freeze the gates at the first step whose deterministic sparsity is this close
     # to the target; the rest of the run fine-tunes that fixed structure (None: the gates learn to the end)
     freeze_tolerance: float | None = None
+    # once the gates freeze, compact the training model in place (TrainState.compact): the rest of the run trains
+    # and pays for the kept units only, and ends with the model it would have ended with otherwise
+    compact_on_freeze: bool = False
 
     SGD = ("momentum",)
     MARGIN = ("margin_start_epoch", "margin_full_epoch", "margin_schedule")
     PRUNING = ("reg_lr", "lambda_lr", "sparsity_warmup_epochs", "sparsity_schedule", "clamp_lambda1", "lambda2_init",
-               "constrain", "freeze_tolerance")
+               "constrain", "freeze_tolerance", "compact_on_freeze")
 
     @classmethod
     def read_only_by(cls, values: dict, target_sparsity: float, margin: bool) -> tuple[str, ...]:
@@ -103,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"constrain must be one of {list(CONSTRAINED)}, got {self.constrain!r}")
         if self.freeze_tolerance is not None and self.freeze_tolerance < 0:
             raise ValueError(f"freeze_tolerance must be >= 0 or null, got {self.freeze_tolerance}")
+        if self.compact_on_freeze and self.freeze_tolerance is None and self.target_sparsity > 0:
+            raise ValueError("compact_on_freeze needs freeze_tolerance: gates that never freeze never fix the structure")
         if self.grad_accumulation < 1:
             raise ValueError("grad_accumulation must be a positive integer")
         if self.precision not in PRECISIONS:
@@ -172,17 +182,16 @@ class ParameterAverage:
     the one the Lagrangian reached, not a blend of two that may round differently.
     """
 
-    def __init__(self, model: nn.Module, n: int):
+    def __init__(self, n: int):
         self.n, self.count, self.sums = n, 0, None
-        self.skip = {f"{name}.{p}" for name, m in model.named_modules() if isinstance(m, HardConcrete)
-                     for p, _ in m.named_parameters(recurse=False)}
 
     def add(self, model: nn.Module) -> None:
         if self.n == 1:
             return
+        gates = {name for name, m in model.named_modules() if isinstance(m, HardConcrete)}
         # copy=True: on CPU in float32, .float().cpu() would alias the live weights
         state = {k: v.detach().to("cpu", torch.float32, copy=True) for k, v in model.state_dict().items()
-                 if v.is_floating_point() and k not in self.skip}
+                 if v.is_floating_point() and k.rpartition(".")[0] not in gates}
         self.sums = state if self.sums is None else {k: self.sums[k] + v for k, v in state.items()}
         self.count += 1
 
@@ -191,6 +200,14 @@ class ParameterAverage:
 
     def load_state_dict(self, state: dict) -> None:
         self.count, self.sums = state["count"], state["sums"]
+
+    def prune(self, frontend: nn.Module, prefix: str = "frontend.") -> None:
+        """The sums of the front end's entries sliced as its train-time compaction slices the weights."""
+        if self.sums is not None:
+            own = {k[len(prefix):]: v for k, v in self.sums.items() if k.startswith(prefix)}
+            pruned = pruned_like(frontend, own)
+            self.sums = {k: v for k, v in self.sums.items() if not k.startswith(prefix)}
+            self.sums.update({prefix + k: v for k, v in pruned.items()})
 
     def apply(self, model: nn.Module) -> None:
         if self.count > 1:
@@ -232,16 +249,16 @@ class Objective(nn.Module):
     Lagrangian holds to the target. Both come out of one forward, which DDP wraps, so that DDP sees every gate
     take part (a sampled mask can leave a block's gate out of the task loss; the Lagrangian still reaches it)."""
 
-    def __init__(self, model: TaskModel):
+    def __init__(self, model: TaskModel, measure: Measure):
         super().__init__()
-        self.model = model
+        self.model, self.measure = model, measure
 
     def forward(self, wave: torch.Tensor, labels: torch.Tensor, sparsity: bool):
         loss = self.model(wave, labels)
         if not sparsity:
             return loss, None
         with torch.autocast(wave.device.type, enabled=False):  # the count's polynomial in float64/32
-            return loss, self.model.frontend.expected_sparsity()
+            return loss, self.model.frontend.expected_sparsity(self.measure)
 
 
 class GlobalBatches:
@@ -319,15 +336,72 @@ class TrainState:
         self.lr, self.targets = cfg.lr_schedule(steps_per_epoch), self.controller.targets
         self.margin = MarginRamp(model.loss, cfg.margin_ramp())
         self.freeze = GateFreeze(cfg.freeze_tolerance if self.pruning else None, self.targets.warmup)
+        self.compacted_at: int | None = None  # the step of the train-time compaction (None: not compacted)
+        self.objective, self._net = Objective(model, cfg.measure), None
+        self._make_optimizers()
+        self.average = ParameterAverage(cfg.average_last)
+
+    def _make_optimizers(self) -> None:
+        """The model's and the reg optimiser, over the parameters the model has now."""
+        cfg = self.cfg
         # the reg optimiser's rates stay fixed (the authors schedule the model's only)
-        main_groups, reg_groups = param_groups(model, self.controller, self.lr(0), cfg.reg_lr, cfg.weight_decay,
-                                               cfg.lambda_lr)
+        main_groups, reg_groups = param_groups(self.model, self.controller, self.lr(self.step), cfg.reg_lr,
+                                               cfg.weight_decay, cfg.lambda_lr)
         self.optimizer = make_optimizer(cfg, main_groups)
-        self.reg_optimizer = torch.optim.AdamW(reg_groups) if self.pruning else None
-        # the authors clip one norm over the whole model, gates included (the lambdas are not the model's); frozen
-        # gates keep their last gradients, which still count (a known quirk: tests/test_training.py, STALE_GATE_...)
-        self.clipped = [p for p in model.parameters() if p.requires_grad]
-        self.average = ParameterAverage(model, cfg.average_last)
+        # once compacted the gates are frozen for good: nothing left for the reg optimiser
+        self.reg_optimizer = torch.optim.AdamW(reg_groups) if self.pruning and self.compacted_at is None else None
+        # the authors clip one norm over the whole model, gates included (the lambdas are not the model's); a frozen
+        # gate has no gradient (HardConcrete.freeze drops it)
+        self.clipped = [p for p in self.model.parameters() if p.requires_grad]
+
+    def network(self) -> nn.Module:
+        """What a step runs: the objective, wrapped in DDP under torchrun (wrapped anew after a compaction)."""
+        if self._net is None:
+            # LayerDrop leaves a layer's parameters without gradient in some steps
+            self._net = (DistributedDataParallel(self.objective, find_unused_parameters=True)
+                         if distributed.world_size() > 1 else self.objective)
+        return self._net
+
+    @torch.no_grad()
+    def compact(self) -> None:
+        """Train-time compaction, the gates frozen: the front end loses its pruned units in place, its gates shrunk
+        to the kept ones and still applied (Frontend.prune(fold=False)), so the model computes what it did. The
+        optimiser's per-parameter state (AdamW moments, SGD momentum) and the running parameter average are sliced
+        to the same units, the optimisers rebuilt over the new parameters and DDP wraps the smaller model."""
+        frontend, prefix = self.model.frontend, "frontend."
+        names = {p: n for n, p in self.model.named_parameters()}
+        state = {names[p]: dict(s) for p, s in self.optimizer.state.items()}
+        sliced = {key for s in state.values() for key, v in s.items() if torch.is_tensor(v) and v.dim() > 0}
+        moments = {key: pruned_like(frontend, {n[len(prefix):]: s[key] for n, s in state.items()
+                                               if n.startswith(prefix) and key in s}) for key in sliced}
+        self.average.prune(frontend, prefix)
+        frontend.prune(fold=False)
+        self.compacted_at = self.step
+        self._adopt(state, moments, prefix)
+
+    def _adopt(self, state: dict[str, dict], moments: dict[str, dict], prefix: str) -> None:
+        """New optimisers over the compacted model, given the old per-parameter `state` by name and its `moments`
+        sliced (by key, then front-end name); a new DDP wrapper."""
+        self._make_optimizers()
+        for name, p in self.model.named_parameters():
+            if name in state:
+                own = name[len(prefix):] if name.startswith(prefix) else None
+                self.optimizer.state[p] = {key: moments[key][own] if key in moments and own in moments[key] else v
+                                           for key, v in state[name].items()}
+        self._net = None
+
+    def _rebuild(self, structure: WavLMStructure) -> None:
+        """A resumed run that was compacted: the front end rebuilt at its compacted structure, gates frozen (the
+        checkpoint's weights and masks then load into it), on the shared sample generators."""
+        old = self.model.frontend
+        new = Frontend(old.config, structure, old.prune_units).to(self.device).train(old.training)
+        new.freeze_gates()
+        for gate in new.gates().values():
+            gate.generator = self.sampling.get("gates")
+        new.encoder.layerdrop_generator = self.sampling.get("layerdrop")
+        self.model.frontend = new
+        self.compacted_at = -1  # set from the checkpoint
+        self._adopt({}, {}, "frontend.")
 
     @property
     def epoch(self) -> int:
@@ -345,17 +419,20 @@ class TrainState:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "reg_optimizer": None if self.reg_optimizer is None else self.reg_optimizer.state_dict(),
                 "controller": self.controller.state_dict(), "average": self.average.state_dict(),
-                "step": self.step, "frozen_at": self.freeze.frozen_at, "rng": rng,
+                "step": self.step, "frozen_at": self.freeze.frozen_at, "compacted_at": self.compacted_at,
+                "structure": None if self.compacted_at is None else self.model.frontend.structure.to_dict(), "rng": rng,
                 "sampling": {name: g.get_state() for name, g in self.sampling.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        if state["compacted_at"] is not None and self.compacted_at is None:
+            self._rebuild(WavLMStructure.from_dict(state["structure"], "checkpoint"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.reg_optimizer is not None:
             self.reg_optimizer.load_state_dict(state["reg_optimizer"])
         self.controller.load_state_dict(state["controller"])
         self.average.load_state_dict(state["average"])
-        self.step, self.freeze.frozen_at = state["step"], state["frozen_at"]
+        self.step, self.freeze.frozen_at, self.compacted_at = state["step"], state["frozen_at"], state["compacted_at"]
         if self.freeze.frozen:
             self.model.frontend.freeze_gates()
         for name, generator in self.sampling.items():
@@ -393,9 +470,11 @@ class TrainState:
             group["lr"] = lr
         target = self.targets(self.step) if self.pruning else 0.0
         needed = self.cfg.constrain == "deterministic" or logging or self.freeze.watching(self.step)
-        achieved = self.model.frontend.deterministic_sparsity() if self.pruning and needed else None
+        achieved = self.model.frontend.deterministic_sparsity(self.cfg.measure) if self.pruning and needed else None
         if self.freeze.update(self.step, achieved, target):
             self.model.frontend.freeze_gates()
+            if self.cfg.compact_on_freeze:
+                self.compact()
         return lr, target, achieved
 
     def end_step(self) -> None:
@@ -413,15 +492,14 @@ class TrainState:
         self.model.eval()
 
 
-def step(state: TrainState, net: nn.Module, batches, autocast: torch.autocast,
-         logging: bool) -> tuple[torch.Tensor, dict | None]:
+def step(state: TrainState, batches, autocast: torch.autocast, logging: bool) -> tuple[torch.Tensor, dict | None]:
     """One optimiser step at `state.step`: the schedules applied, then forward and backward over the
     micro-batches `batches` under one gate sample (gradients accumulated, all-reduced on the last), clipping
     and both optimisers' update. Returns this process's share of the global batch's task loss, a tensor (read
     back only when logged: no device sync per step), and, when `logging`, the step's other curves."""
     cfg, controller, frontend, device = state.cfg, state.controller, state.model.frontend, state.device
     lr, target, achieved = state.begin_step(logging)
-    constraining = state.constraining
+    net, constraining = state.network(), state.constraining
     state.optimizer.zero_grad(set_to_none=True)
     if constraining:
         state.reg_optimizer.zero_grad(set_to_none=True)
@@ -441,7 +519,7 @@ def step(state: TrainState, net: nn.Module, batches, autocast: torch.autocast,
                     loss = loss + reg_loss
                 (loss / cfg.grad_accumulation).backward()
     if logging and state.pruning:  # before the gates' update: the sparsity this step was constrained at
-        expected = frontend.expected_sparsity().item()
+        expected = frontend.expected_sparsity(cfg.measure).item()
     if cfg.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(state.clipped, cfg.grad_clip)
     state.optimizer.step()
@@ -485,9 +563,6 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     sampling = model.frontend.share_sampling(cfg.seed)  # ... gate samples and LayerDrop agree
     feed = GlobalBatches(table, model.labels, cfg, augment, micro, rank, world)
     state = TrainState(model, cfg, feed.steps_per_epoch, device, sampling)
-    objective = Objective(model)
-    # LayerDrop leaves a layer's parameters without gradient in some steps
-    net = DistributedDataParallel(objective, find_unused_parameters=True) if world > 1 else objective
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.use_bf16(device))
     resumed, last_loss = state.resume(checkpoints), None
     progress = tqdm(total=state.total, initial=state.step, desc=f"train {model.task}", unit="step", mininterval=5,
@@ -495,7 +570,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     for batches in feed.from_step(state.step):
         log_step = state.step % cfg.runtime.log_every == 0 or state.step == state.total - 1  # the same on every rank
         logging = logger is not None and log_step
-        task_loss, values = step(state, net, batches, autocast, logging)
+        task_loss, values = step(state, batches, autocast, logging)
         if log_step:  # the loss of the whole global batch, not of rank 0's share
             last_loss = distributed.mean(task_loss.item())
             progress.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
@@ -509,6 +584,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     state.finish()
     # the last step's loss, beside what a model that learned nothing scores (at the full margin)
     return {"steps": state.step, "peak_lr": state.lr.peak, "gates_frozen_at_step": state.freeze.frozen_at,
+            "compacted_at_step": state.compacted_at,
             "resumed_at_step": resumed, "final_task_loss": last_loss, "chance_task_loss": model.loss.chance_loss()}
 
 

@@ -116,3 +116,40 @@ def test_loader_corpus_augments_every_crop(tmp_path):
         (a, y), (b, z) = clean[i], augmented[i]  # one rng per item: the same crop, then augmented
         assert a.shape == b.shape == (16000,) and y == z
         assert not torch.allclose(a, b)
+
+
+def test_compaction_benchmark_draws_masks_to_a_mac_target(capsys):
+    bench.main(["compaction", "--shape", "tiny", "--sparsity", "0.6", "--measure", "macs", "--seconds", "1",
+                "--repeats", "1", "--threads", "1", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert r["measure"] == "macs" and r["macs_counted_equal_profiled"] is True
+    assert r["achieved_sparsity"] == r["macs_sparsity"] == pytest.approx(0.6, abs=0.01)
+    assert r["macs_sparsity"] == pytest.approx(1 - r["macs_compact"] / r["macs_dense"], abs=1e-6)
+    assert r["params_sparsity"] != r["macs_sparsity"] and r["max_abs_diff"] <= 1e-4
+
+
+def test_train_compaction_benchmark_runs_both_ways(capsys):
+    bench.main(["train-compaction", "--batch", "2", "--seconds", "0.5", "--steps", "8", "--switch", "3",
+                "--threads", "1", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    gated, compacted = r["runs"]["gated"], r["runs"]["compacted"]
+    assert gated["frozen_at"] == compacted["frozen_at"] == compacted["compacted_at"] == 3 and gated["compacted_at"] is None
+    assert compacted["params_training"] < gated["params_training"]
+    assert r["final_max_abs_diff"] < 1e-3  # the same run (no dropout): float reorderings only (tests/test_training.py)
+
+
+def test_latency_benchmark_times_saved_models(tmp_path, capsys):
+    from hp.tasks import TaskModel
+
+    from configs import head_config
+
+    torch.manual_seed(0)
+    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), ["bonafide", "spoof"], head_config())
+    bench.draw_masks(model.frontend, 0.5, seed=0)
+    model.save(tmp_path / "gated")
+    model.compacted().save(tmp_path / "small")
+    bench.main(["latency", str(tmp_path / "gated"), str(tmp_path / "small"), "--seconds", "1", "--repeats", "2",
+                "--json"])
+    gated, small = json.loads(capsys.readouterr().out)["models"]
+    assert small["macs_frontend"] == gated["macs_frontend"] < hp.WavLM(hp.SHAPES["tiny"]).num_macs(1.0)
+    assert small["macs"] < gated["macs"] and small["params_frontend"] < gated["params_frontend"]

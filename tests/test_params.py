@@ -49,3 +49,26 @@ def test_sparsity_tolerance_must_be_a_number_in_range_or_null(tmp_path, value):
 @pytest.mark.parametrize("value", [None, 0, 0.01, 0.2])
 def test_valid_tolerances_load(tmp_path, value):
     assert sparsity_tolerance(load_params(write(tmp_path, sparsity_tolerance=value))) == value
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("target_measure", "flops", "target_measure must be one of params, macs, got 'flops'"),
+    ("target_measure", None, "target_measure must be one of params, macs, got None"),
+    ("macs_reference_seconds", 0, "macs_reference_seconds must be a positive number, got 0"),
+    ("macs_reference_seconds", "4", "macs_reference_seconds must be a positive number, got '4'"),
+    ("macs_reference_seconds", True, "macs_reference_seconds must be a positive number, got True"),
+])
+def test_target_measure_and_its_length_are_checked_at_load(tmp_path, key, value, message):
+    with pytest.raises(ConfigError, match=f"params.yaml: {message}"):
+        load_params(write(tmp_path, **{key: value}))
+
+
+def test_target_measure_reads_both_keys(tmp_path):
+    from hp.measure import Measure
+    from hp.params import target_measure
+
+    assert target_measure(load_params(ROOT_PARAMS)) == Measure("params", 4.0)  # the paper's measure by default
+    params = load_params(write(tmp_path, target_measure="macs", macs_reference_seconds=2))
+    assert target_measure(params) == Measure("macs", 2.0) and Measure("macs", 2.0).samples == 32000
+    with pytest.raises(ConfigError, match="params.yaml: missing key macs_reference_seconds"):
+        target_measure({"target_measure": "macs"})

@@ -83,7 +83,7 @@ def test_training_keys_are_named(change, message):
 def test_keys_a_run_does_not_read_may_be_left_out():
     """A dense run reads no pruning key, CM no margin, AdamW no momentum, MHFA no ECAPA width: none required."""
     def strip(params):
-        for key in ("reg_lr", "lambda_lr", "constrain", "freeze_tolerance", "ecapa_channels"):
+        for key in ("reg_lr", "lambda_lr", "constrain", "freeze_tolerance", "compact_on_freeze", "ecapa_channels"):
             params["finetune"]["sv"].pop(key, None)
         params["finetune"]["sv"]["head"].pop("ecapa_channels")
     cfg, head = _changed(strip, target=0.0)

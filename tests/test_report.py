@@ -204,7 +204,9 @@ def test_a_dense_run_beside_a_pruned_one(tmp_path):
     _summary(doc, outs, {"cm": "tiny", "sv": "tiny"}, {"cm": "mini", "sv": "mini"}, {}, [])
     doc.write(tmp_path / "r.md", tmp_path / "r.html")
     md = (tmp_path / "r.md").read_text()
-    assert "| sparsity (target / achieved) | 0.000 / 0.0000 | 0.700 / 0.7000 |" in md
+    assert ("| sparsity (target / achieved, in target_measure) | 0.000 / 0.0000 (params) | 0.700 / 0.7000 (params) |"
+            in md)
+    assert "| front-end sparsity: params / MACs | 0.0000 / not recorded | 0.7000 / not recorded |" in md
     assert "dense fine-tuning, no gates" in md and "gates frozen at step 2" in md
 
 
@@ -300,3 +302,12 @@ def test_the_report_marks_a_run_outside_its_sparsity_tolerance(tolerance, achiev
 
     text = _sparsity({"target_sparsity": 0.7, "achieved_sparsity": achieved, "sparsity_tolerance": tolerance})
     assert text.startswith(f"0.700 / {achieved:.4f}") and (mark in text if mark else "misses" not in text)
+
+
+def test_the_report_gives_both_measures_of_a_run():
+    from hp.report import _measures, _sparsity
+
+    scored = {"target_sparsity": 0.7, "target_measure": "macs", "achieved_sparsity": 0.705, "sparsity_tolerance": 0.01,
+              "params_sparsity": 0.4321, "macs_sparsity": 0.705, "macs_reference_seconds": 4.0}
+    assert _sparsity(scored) == "0.700 / 0.7050 (macs)"
+    assert _measures(scored) == "0.4321 / 0.7050 (4 s utterance)"

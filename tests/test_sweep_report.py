@@ -16,7 +16,8 @@ from hp.sweep import collect, main, pareto_front, write_sweep_report
 from pipeline_repo import run
 
 # The fake stage: parameters and latency fall with the target; SV's EER rises with it (every point on the front),
-# CM's falls (the sparsest point dominates the rest). Without --export it writes no export.json (an older run).
+# CM's falls (the sparsest point dominates the rest). Without --export it writes no export.json and neither the MAC
+# target nor the two sparsities (an older run); with it the runs target MACs.
 FAKE_STAGE = '''
 import json, os, sys, yaml
 t = yaml.safe_load(open("params.yaml"))["target_sparsity"]
@@ -28,6 +29,8 @@ def dump(path, obj):
         json.dump(obj, f)
 size = {"task": None, "target_sparsity": t, "params_dense": 1000, "params_compact": round(1000 * (1 - t)),
         "achieved_sparsity": t + 0.01}
+if "--export" in sys.argv:
+    size.update(target_measure="macs", macs_sparsity=size["achieved_sparsity"], params_sparsity=t)
 scores = {"eer": 0.02 + t / 10, "min_dcf_0.01": 0.1 + t / 2, "min_dcf_0.05": 0.05 + t / 2}
 dump("metrics/sv.json", {**size, "task": "sv", "lists": {"O": {"trials": 10, "cosine": scores, "asnorm": scores},
                                                         "E": {"trials": 5, "cosine": scores, "asnorm": scores}}})
@@ -127,6 +130,11 @@ def test_collect_from_dvc_exp_show(sweep_repo):
         assert np.isnan(latency[1]) and np.allclose(latency[[0, 2, 3]], [70, 30, 10])
         assert rows["macs_compact"].isna().tolist() == [False, True, False, False]
         assert rows["front_latency"].isna().tolist() == [False, True, False, False]  # `old` has no latency
+        assert rows["target_measure"].tolist() == ["macs", "params", "macs", "macs"]  # `old`: before the MAC target
+        assert np.allclose(rows["params_sparsity"], [0.3, 0.51, 0.7, 0.9])  # `old`'s achieved one was of params
+        assert np.isnan(rows["macs_sparsity"].iloc[1]) and np.allclose(rows["macs_sparsity"].iloc[[0, 2, 3]],
+                                                                       [0.31, 0.71, 0.91])
+        assert rows["front_macs"].isna().tolist() == [False, True, False, False]
     sv, cm = table[table["task"] == "sv"], table[table["task"] == "cm"]
     assert np.allclose(sv["eer"], [0.05, 0.07, 0.09, 0.11]) and set(sv["scored"]) == {"list O, AS-norm"}
     assert np.allclose(cm["eer"], [0.17, 0.15, 0.13, 0.11])
@@ -166,7 +174,7 @@ def test_collect_workspace_queued_stale_and_broken(sweep_repo, tmp_path):
     assert table[table["task"] == "sv"]["off_target"].tolist() == [True, False, False]  # 0.05 off; others 0.01
     write_sweep_report(table, tmp_path / "marked")
     md = (tmp_path / "marked" / "sweep.md").read_text()
-    assert "| old | 0.500 | 0.5500* |" in md and "*: the achieved sparsity misses the target" in md
+    assert "| old | 0.500 params | 0.5500* | – |" in md and "*: the achieved sparsity misses the target" in md
 
 
 @pytest.mark.slow  # a fake pipeline's DVC experiment queue
@@ -186,7 +194,8 @@ def test_report(sweep_repo, tmp_path, capsys):
         section = md.split(heading)[1].split("\n## ")[0]
         rows = [line for line in section.splitlines() if line.startswith("| ") and "experiment" not in line]
         assert [row.split(" | ")[0][2:] for row in rows] == ["low", "old", shown[1]["rev"][:7], "high"]
-        assert "| 0.500 | 0.5100 | 500 | – | – |" in section  # `old`: no MACs, no latency
+        assert "| 0.500 params | 0.5100 | – | 500 | – | – |" in section  # `old`: no MACs, no latency
+        assert "| 0.300 macs | 0.3000 | 0.3100 | 700 | 7,000 | 70.0 |" in section
     assert page.count("<table>") == 2 and "broken: experiment failed" in md
     table = pd.read_csv(out / "sweep.csv")
     assert len(table) == 8 and set(table["task"]) == {"sv", "cm"}
@@ -276,5 +285,5 @@ def test_make_sweep_targets_with_the_baseline_give_five_points_dense_included(tm
     write_sweep_report(table, out, notes)
     for heading in ("## Speaker verification (SV)", "## Anti-spoofing (CM)"):
         section = (out / "sweep.md").read_text().split(heading)[1].split("\n## ")[0]
-        assert "| 0.000 | 0.0000 | 1,000 |" in section
+        assert "| 0.000 macs | 0.0000 | 0.0000 | 1,000 |" in section
     assert sorted(pd.read_csv(out / "sweep.csv")["target_sparsity"]) == sorted([0.0, 0.3, 0.5, 0.7, 0.9] * 2)

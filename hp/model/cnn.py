@@ -60,16 +60,23 @@ class ConvLayer(nn.Module):
         c = self.conv
         return self.param_count(n_in, n_out, c.kernel_size[0], c.bias is not None, self.norm_type), n_out
 
+    def macs(self, n_in, frames: int, mode: str):
+        """(multiply-accumulates of the convolution, `frames` output frames of one utterance, given `n_in` input
+        channels; output channel count) under `mode`. The norm and GELU multiply no weights."""
+        n_out, _ = unit_count(self.gate, self.conv.out_channels, mode)
+        return frames * n_in * n_out * self.conv.kernel_size[0], n_out
+
     @torch.no_grad()
-    def prune(self, in_keep: torch.Tensor, in_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Drop pruned input/output channels, fold the input mask into the weights; return own (keep, scale)."""
+    def prune(self, in_keep: torch.Tensor, in_scale: torch.Tensor, fold: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Drop pruned input/output channels and fold the input mask into the weights (`fold`; else keep the gate,
+        shrunk to the kept channels, and leave the masks applied in the forward); return own (keep, scale)."""
         c = self.conv
         mask = eval_mask(self.gate, c.out_channels, c.weight)
         out_keep = mask.nonzero().squeeze(1)
         out_scale = mask[out_keep]
         new = nn.Conv1d(len(in_keep), len(out_keep), c.kernel_size[0], stride=c.stride[0], bias=c.bias is not None,
                         device=c.weight.device, dtype=c.weight.dtype)
-        new.weight.copy_(c.weight[out_keep][:, in_keep] * in_scale[None, :, None])
+        new.weight.copy_(c.weight[out_keep][:, in_keep] * (in_scale[None, :, None] if fold else 1.0))
         if c.bias is not None:
             new.bias.copy_(c.bias[out_keep])
         self.conv = new
@@ -80,7 +87,10 @@ class ConvLayer(nn.Module):
                          else nn.LayerNorm(len(out_keep), eps=old.eps, **like))
             self.norm.weight.copy_(old.weight[out_keep])
             self.norm.bias.copy_(old.bias[out_keep])
-        self.gate = None
+        if fold:
+            self.gate = None
+        elif self.gate is not None:
+            self.gate.select(out_keep)
         return out_keep, out_scale
 
 
@@ -127,11 +137,20 @@ class FeatureExtractor(nn.Module):
             total = total + params
         return total, n_in
 
-    def prune(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def macs(self, samples: int, mode: str):
+        """(MACs over one utterance of `samples`, the last layer's channel count, its output frames) under `mode`."""
+        total, n_in, frames = 0, 1, samples
+        for layer in self.layers:
+            frames = (frames - layer.conv.kernel_size[0]) // layer.conv.stride[0] + 1
+            macs, n_in = layer.macs(n_in, frames, mode)
+            total = total + macs
+        return total, n_in, frames
+
+    def prune(self, fold: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.layers[0].conv.weight.device
         keep, scale = torch.zeros(1, dtype=torch.long, device=device), torch.ones(1, device=device)
         for layer in self.layers:
-            keep, scale = layer.prune(keep, scale)
+            keep, scale = layer.prune(keep, scale, fold)
         return keep, scale
 
 
@@ -161,11 +180,16 @@ class FeatureProjection(nn.Module):
     def count(self, n_in):
         return self.param_count(n_in, self.linear.out_features, self.norm is not None)
 
+    def macs(self, n_in, frames: int):
+        return frames * n_in * self.linear.out_features
+
     @torch.no_grad()
-    def prune(self, keep: torch.Tensor, scale: torch.Tensor) -> None:
+    def prune(self, keep: torch.Tensor, scale: torch.Tensor, fold: bool = True) -> None:
         """Keep the CNN's surviving channels and fold their soft mask into the norm's affine (without a norm:
-        into the linear map's input weights)."""
+        into the linear map's input weights); without `fold` the last CNN layer's shrunk gate still applies it."""
         norm, linear = self.norm, self.linear
+        if not fold:
+            scale = torch.ones_like(scale)
         like = dict(device=linear.weight.device, dtype=linear.weight.dtype)
         if norm is not None:
             self.norm = nn.LayerNorm(len(keep), eps=norm.eps, **like)

@@ -18,7 +18,9 @@ class HardConcrete(nn.Module):
     deterministic mask: the round(n - E[L0]) gates with the smallest log_alpha are 0, the rest keep the soft
     value sigmoid(0.8 * log_alpha / beta), which compaction folds into the following weights.
     A frozen gate (`freeze()`) stops learning and gives its deterministic mask in training mode too, so the
-    rest of the model trains on the structure compaction will keep.
+    rest of the model trains on the structure compaction will keep. It holds that mask as the buffer
+    `frozen_mask` (in its state dict, so that a model saved or checkpointed frozen loads frozen), and `select()`
+    can then shrink it to its kept units (train-time compaction, Frontend.prune(fold=False)).
     """
 
     def __init__(
@@ -76,6 +78,8 @@ class HardConcrete(nn.Module):
 
     def num_pruned(self) -> int:
         """Units the deterministic mask sets to zero."""
+        if self.frozen:
+            return int((self.frozen_mask == 0).sum())
         k = round(self.n - self.expected_l0().item())
         return max(0, min(k, self.n - self.min_keep))
 
@@ -84,6 +88,8 @@ class HardConcrete(nn.Module):
 
     @torch.no_grad()
     def deterministic_mask(self) -> torch.Tensor:
+        if self.frozen:
+            return self.frozen_mask.clone()
         a = self.log_alpha
         c = self._mask_cache  # recomputed only when log_alpha changes: no .item() sync per eval forward
         if c is None or c[0] is not a or c[1] != (a._version, a.device):
@@ -95,9 +101,33 @@ class HardConcrete(nn.Module):
             c = self._mask_cache = (a, (a._version, a.device), mask)
         return c[2].clone()
 
-    def freeze(self) -> None:
+    def freeze(self, mask: torch.Tensor | None = None) -> None:
+        """Fix the deterministic mask (or `mask`, a frozen state being loaded). The gradient of the last learning
+        step is dropped: the gate no longer learns, and a stale gradient would still count in the clipping norm."""
+        if self.frozen and mask is None:
+            return
+        mask = self.deterministic_mask() if mask is None else mask.to(self.log_alpha)
         self.frozen = True
+        self.register_buffer("frozen_mask", mask)
         self.log_alpha.requires_grad_(False)
+        self.log_alpha.grad = None
+
+    @torch.no_grad()
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only the units `keep` of a frozen gate (their log_alpha and mask values)."""
+        if not self.frozen:
+            raise RuntimeError("only a frozen gate can drop units")
+        self.n = len(keep)
+        self.log_alpha = nn.Parameter(self.log_alpha[keep].clone(), requires_grad=False)
+        self.frozen_mask = self.frozen_mask[keep].clone()
+        self._mask_cache = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A state saved frozen (it holds `frozen_mask`) freezes this gate, at that mask, then loads."""
+        mask = state_dict.get(prefix + "frozen_mask")
+        if mask is not None:
+            self.freeze(mask)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self) -> torch.Tensor:
         return self.sample() if self.training and not self.frozen else self.deterministic_mask()

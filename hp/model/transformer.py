@@ -143,9 +143,25 @@ class SelfAttention(nn.Module):
         block, _ = unit_count(self.block_gate, 1, mode)
         return self.param_count(config, heads, block * any_head)
 
+    @staticmethod
+    def mac_count(config: FrontendConfig, heads, alive, frames: int):
+        """MACs over `frames` frames: the projections are linear in the heads, the scores (QK^T) and their weighted
+        sum of values quadratic in the length; WavLM's bias gate reads every original head's slice of the input."""
+        d, dh = config.hidden_size, config.head_dim
+        per_block = 4 * frames * d * heads * dh + 2 * frames * frames * heads * dh
+        if config.relative_position_bias:
+            per_block = per_block + frames * (d // config.num_attention_heads) * config.num_attention_heads * REL_POS_GATE_DIM
+        return alive * per_block
+
+    def macs(self, config: FrontendConfig, frames: int, mode: str):
+        heads, any_head = unit_count(self.head_gate, len(self.heads), mode)
+        block, _ = unit_count(self.block_gate, 1, mode)
+        return self.mac_count(config, heads, block * any_head, frames)
+
     @torch.no_grad()
-    def prune(self) -> bool:
-        """Drop pruned heads and fold masks into out_proj; False if the whole block is gone."""
+    def prune(self, fold: bool = True) -> bool:
+        """Drop pruned heads and fold masks into out_proj (without `fold`: keep the gates, the head gate shrunk to
+        the kept heads); False if the whole block is gone."""
         h, dh, w = len(self.heads), self.head_dim, self.out_proj.weight
         head_mask, block_mask = eval_mask(self.head_gate, h, w), eval_mask(self.block_gate, 1, w)
         keep = head_mask.nonzero().squeeze(1)
@@ -156,15 +172,18 @@ class SelfAttention(nn.Module):
         qkv.weight.copy_(self.qkv.weight.view(3, h, dh, d)[:, keep].reshape(-1, d))
         qkv.bias.copy_(self.qkv.bias.view(3, h, dh)[:, keep].reshape(-1))
         out = nn.Linear(len(keep) * dh, d, device=w.device, dtype=w.dtype)
-        scale = head_mask[keep].repeat_interleave(dh)
-        out.weight.copy_(w.view(d, h, dh)[:, keep].reshape(d, -1) * scale * block_mask)
-        out.bias.copy_(self.out_proj.bias * block_mask)
+        scale = head_mask[keep].repeat_interleave(dh) * block_mask if fold else 1.0
+        out.weight.copy_(w.view(d, h, dh)[:, keep].reshape(d, -1) * scale)
+        out.bias.copy_(self.out_proj.bias * (block_mask if fold else 1.0))
         self.qkv, self.out_proj = qkv, out
         if self.rel_pos_const is not None:
             self.rel_pos_const = nn.Parameter(self.rel_pos_const[keep].clone())
         self.heads = tuple(self.heads[i] for i in keep.tolist())
         self._head_index = {}
-        self.head_gate = self.block_gate = None
+        if fold:
+            self.head_gate = self.block_gate = None
+        elif self.head_gate is not None:
+            self.head_gate.select(keep)
         return True
 
 
@@ -205,8 +224,15 @@ class FeedForward(nn.Module):
         block, _ = unit_count(self.block_gate, 1, mode)
         return self.param_count(config, units, block * any_unit)
 
+    def macs(self, config: FrontendConfig, frames: int, mode: str):
+        units, any_unit = unit_count(self.unit_gate, self.fc1.out_features, mode)
+        block, _ = unit_count(self.block_gate, 1, mode)
+        return block * any_unit * 2 * frames * config.hidden_size * units
+
     @torch.no_grad()
-    def prune(self) -> bool:
+    def prune(self, fold: bool = True) -> bool:
+        """Drop pruned units and fold the masks into fc2 (without `fold`: keep the gates, the unit gate shrunk);
+        False if the whole block is gone."""
         w = self.fc2.weight
         dim = self.fc1.out_features
         unit_mask, block_mask = eval_mask(self.unit_gate, dim, w), eval_mask(self.block_gate, 1, w)
@@ -218,10 +244,13 @@ class FeedForward(nn.Module):
         fc2 = nn.Linear(len(keep), d, device=w.device, dtype=w.dtype)
         fc1.weight.copy_(self.fc1.weight[keep])
         fc1.bias.copy_(self.fc1.bias[keep])
-        fc2.weight.copy_(w[:, keep] * unit_mask[keep] * block_mask)
-        fc2.bias.copy_(self.fc2.bias * block_mask)
+        fc2.weight.copy_(w[:, keep] * (unit_mask[keep] * block_mask if fold else 1.0))
+        fc2.bias.copy_(self.fc2.bias * (block_mask if fold else 1.0))
         self.fc1, self.fc2 = fc1, fc2
-        self.unit_gate = self.block_gate = None
+        if fold:
+            self.unit_gate = self.block_gate = None
+        elif self.unit_gate is not None:
+            self.unit_gate.select(keep)
         return True
 
 
@@ -268,10 +297,15 @@ class EncoderLayer(nn.Module):
             total = total + self.feed_forward.count(config, mode)
         return total
 
-    def prune(self) -> None:
-        if self.attention is not None and not self.attention.prune():
+    def macs(self, config: FrontendConfig, frames: int, mode: str):
+        """A post-LN layer's norms, on the residual stream, multiply no weights."""
+        blocks = [b for b in (self.attention, self.feed_forward) if b is not None]
+        return sum((b.macs(config, frames, mode) for b in blocks), 0)
+
+    def prune(self, fold: bool = True) -> None:
+        if self.attention is not None and not self.attention.prune(fold):
             self.attention = None
-        if self.feed_forward is not None and not self.feed_forward.prune():
+        if self.feed_forward is not None and not self.feed_forward.prune(fold):
             self.feed_forward = None
 
 
@@ -306,6 +340,12 @@ class PositionalConv(nn.Module):
         if self.kernel % 2 == 0:  # "same" padding for an even kernel leaves one extra frame
             y = y[..., :-1]
         return F.gelu(y).transpose(1, 2)
+
+    def macs(self, frames: int) -> int:
+        """The grouped convolution over `frames` (an even kernel computes one frame more, then drops it)."""
+        out = frames + 2 * (self.kernel // 2) - self.kernel + 1
+        d = self.bias.numel()
+        return out * d * (d // self.groups) * self.kernel
 
 
 class Encoder(nn.Module):
@@ -348,4 +388,10 @@ class Encoder(nn.Module):
                     for p in m.parameters())
         for layer in self.layers:
             total = total + layer.count(config, mode)
+        return total
+
+    def macs(self, config: FrontendConfig, frames: int, mode: str):
+        total = self.pos_conv.macs(frames)
+        for layer in self.layers:
+            total = total + layer.macs(config, frames, mode)
         return total

@@ -13,6 +13,7 @@ from torch import nn
 from hp.model.cnn import FeatureExtractor, FeatureProjection, frame_lengths
 from hp.model.config import FrontendConfig
 from hp.model.gates import UNIT_TYPES, HardConcrete
+from hp.measure import PARAMS, Measure
 from hp.model.structure import WavLMStructure
 from hp.model.transformer import Encoder
 
@@ -146,33 +147,66 @@ class Frontend(nn.Module):
         cnn, channels = self.cnn.count(mode)
         return cnn + self.projection.count(channels) + self.encoder.count(self.config, mode)
 
+    def _macs(self, mode: str, samples: int):
+        cnn, channels, frames = self.cnn.macs(samples, mode)
+        return cnn + self.projection.macs(channels, frames) + self.encoder.macs(self.config, frames, mode)
+
+    def _cost(self, mode: str, measure: Measure):
+        return self._count(mode) if measure.name == "params" else self._macs(mode, measure.samples)
+
+    def expected_cost(self, measure: Measure = PARAMS) -> torch.Tensor:
+        """Differentiable expected cost (parameters, or MACs at the measure's length): each unit count replaced by
+        its expected L0 in the same polynomial."""
+        return torch.as_tensor(self._cost("expected", measure), dtype=torch.float64)
+
+    def deterministic_cost(self, measure: Measure = PARAMS) -> int:
+        """The polynomial at the deterministic eval mask: the cost of the model `hp.compact` will produce."""
+        return int(self._cost("deterministic", measure))
+
+    def dense_cost(self, measure: Measure = PARAMS) -> int:
+        """The cost of the unpruned front end this model was derived from."""
+        return _dense_cost(self.config, measure)
+
     def expected_num_params(self) -> torch.Tensor:
-        """Differentiable expected parameter count: each unit count replaced by its expected L0."""
-        return torch.as_tensor(self._count("expected"), dtype=torch.float64)
+        return self.expected_cost(PARAMS)
 
     def deterministic_num_params(self) -> int:
-        """The same polynomial at the deterministic eval mask: the size `hp.compact` will produce."""
-        return int(self._count("deterministic"))
+        """The parameter count `hp.compact` will produce."""
+        return self.deterministic_cost(PARAMS)
 
     @property
     def dense_num_params(self) -> int:
         """N0: parameters of the unpruned front end this model was derived from."""
-        return _dense_num_params(self.config)
+        return self.dense_cost(PARAMS)
 
-    def expected_sparsity(self) -> torch.Tensor:
-        return 1.0 - self.expected_num_params() / self.dense_num_params
+    def num_macs(self, seconds: float) -> int:
+        """MACs of one forward over `seconds` of audio (batch 1) at the deterministic masks."""
+        return self.deterministic_cost(Measure("macs", seconds))
 
-    def deterministic_sparsity(self) -> float:
+    def expected_sparsity(self, measure: Measure = PARAMS) -> torch.Tensor:
+        return 1.0 - self.expected_cost(measure) / self.dense_cost(measure)
+
+    def deterministic_sparsity(self, measure: Measure = PARAMS) -> float:
         """The sparsity `hp.compact` would realise now."""
-        return 1.0 - self.deterministic_num_params() / self.dense_num_params
+        return 1.0 - self.deterministic_cost(measure) / self.dense_cost(measure)
+
+    def sparsities(self, seconds: float) -> dict[str, float]:
+        """The deterministic sparsity in both measures (MACs at `seconds`): what every run records."""
+        return {"params": self.deterministic_sparsity(PARAMS),
+                "macs": self.deterministic_sparsity(Measure("macs", seconds))}
 
     # ---- pruning ------------------------------------------------------------------------------------
-    def prune(self) -> WavLMStructure:
-        """Physically remove what the deterministic masks prune, in place; returns the new structure."""
-        keep, scale = self.cnn.prune()
-        self.projection.prune(keep, scale)
+    def prune(self, fold: bool = True) -> WavLMStructure:
+        """Physically remove what the deterministic masks prune, in place; returns the new structure. `fold`: the
+        soft masks of the kept units go into the weights and the gates go. Else (train-time compaction, the gates
+        frozen) every gate stays, shrunk to its kept units, and still multiplies by their soft mask: the model
+        computes what it did, and its weights are those it had, less the pruned units."""
+        if not fold and not all(g.frozen for g in self.gates().values()):
+            raise RuntimeError("prune(fold=False) needs the gates frozen (freeze_gates)")
+        keep, scale = self.cnn.prune(fold)
+        self.projection.prune(keep, scale, fold)
         for layer in self.encoder.layers:
-            layer.prune()
+            layer.prune(fold)
         return self.structure
 
     def save(self, directory) -> None:
@@ -187,9 +221,27 @@ WavLM = Frontend
 
 
 @functools.cache
-def _dense_num_params(config: FrontendConfig) -> int:
+def _dense_cost(config: FrontendConfig, measure: Measure) -> int:
     with torch.device("meta"):
-        return Frontend(config, prune_units=()).num_params()
+        model = Frontend(config, prune_units=())
+    return model.num_params() if measure.name == "params" else model.deterministic_cost(measure)
+
+
+def pruned_like(model: Frontend, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`tensors` shaped like some of `model`'s parameters and buffers (keyed by their names: optimiser moments, running
+    sums) as `model.prune(fold=False)` leaves them: the same units dropped, nothing scaled; the entries of removed
+    blocks are gone. The gates decide what goes, so their own entries cannot be among `tensors`."""
+    gates = {f"{name}.{key}" for name, gate in model.gates().items() for key in gate.state_dict()}
+    if gates & set(tensors):
+        raise ValueError(f"pruned_like cannot slice the gates' own entries: {sorted(gates & set(tensors))[:3]}")
+    shadow = copy.deepcopy(model)
+    entries = dict(shadow.named_parameters()) | dict(shadow.named_buffers())
+    with torch.no_grad():
+        for name, value in tensors.items():
+            entries[name].copy_(value)
+    shadow.prune(fold=False)
+    state = shadow.state_dict()
+    return {name: state[name].to(value) for name, value in tensors.items() if name in state}
 
 
 def compact(model: Frontend) -> Frontend:

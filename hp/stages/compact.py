@@ -4,27 +4,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from hp.errors import SparsityError
-from hp.params import misses_target, sparsity_tolerance, target_sparsity
+from hp.measure import PARAMS, Measure
+from hp.params import misses_target, sparsity_tolerance, target_measure, target_sparsity
 from hp.tasks.model import TaskModel
 from hp.utils.files import write_json
 
 
 def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dict:
     """Physically prune the fine-tuned model (one without gates, the dense run, passes through unchanged); record
-    dense vs compact size and the structure. A sparsity further than sparsity_tolerance from the target fails
-    before anything is written."""
-    target, tolerance = target_sparsity(params), sparsity_tolerance(params)
+    dense vs compact size and MACs (at macs_reference_seconds), the sparsity in both measures, and the structure. A
+    sparsity (in target_measure) further than sparsity_tolerance from the target fails before anything is written."""
+    target, tolerance, measure = target_sparsity(params), sparsity_tolerance(params), target_measure(params)
     model = TaskModel.load(finetuned).eval()
     small = model.compacted() if model.frontend.gates() else model
-    dense, kept = model.frontend.dense_num_params, small.frontend.num_params()
-    achieved = 1 - kept / dense
+    macs = Measure("macs", measure.seconds)
+    costs = {m.name: (model.frontend.dense_cost(m), small.frontend.deterministic_cost(m)) for m in (PARAMS, macs)}
+    sparsity = {name: 1 - kept / dense for name, (dense, kept) in costs.items()}
+    achieved = sparsity[measure.name]
     if tolerance is not None and misses_target(target, achieved, tolerance):
-        raise SparsityError(f"params.yaml: sparsity_tolerance: {finetuned} compacts to sparsity {achieved:.4f}, "
-                            f"target_sparsity {target:g} missed by {achieved - target:+.4f}, more than {tolerance:g} "
-                            "(train longer, or set sparsity_tolerance: null to keep such a model)")
+        raise SparsityError(f"params.yaml: sparsity_tolerance: {finetuned} compacts to {measure.name} sparsity "
+                            f"{achieved:.4f}, target_sparsity {target:g} missed by {achieved - target:+.4f}, more than "
+                            f"{tolerance:g} (train longer, or set sparsity_tolerance: null to keep such a model)")
     small.save(out)
-    result = {"target_sparsity": target, "sparsity_tolerance": tolerance, "params_dense": dense,
-              "params_compact": kept, "achieved_sparsity": achieved,
+    result = {"target_sparsity": target, "target_measure": measure.name, "macs_reference_seconds": measure.seconds,
+              "sparsity_tolerance": tolerance, "params_dense": costs["params"][0], "params_compact": costs["params"][1],
+              "macs_dense": costs["macs"][0], "macs_compact": costs["macs"][1],
+              "achieved_sparsity": achieved,  # in target_measure, what the tolerance holds
+              "params_sparsity": sparsity["params"], "macs_sparsity": sparsity["macs"],
               "structure": small.frontend.structure.to_dict()}
     write_json(metrics_path, result)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hp.stages.training import pretrained_frontend, run_training, training_setup
-from hp.params import target_sparsity
+from hp.params import target_measure, target_sparsity
 from hp.tasks.model import TaskModel
 from hp.train import seed_everything
 from hp.utils.files import write_json
@@ -16,7 +16,7 @@ def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out
     0 the dense front end, without gates, fine-tuned plainly. Under torchrun only rank 0 writes (the others
     return None)."""
     cfg, head, table, labels, augmenter = training_setup(task, params, "finetune", manifests_dir,
-                                                        target_sparsity=target_sparsity(params))
+                                                        target_sparsity(params), target_measure(params))
     seed_everything(cfg.seed)
     model = TaskModel(task, pretrained_frontend(params, task, prune=cfg.target_sparsity != 0), labels, head)
     if (warmup_dir / "head.safetensors").is_file():
@@ -25,8 +25,11 @@ def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out
     if run is None:
         return None
     model.cpu().save(out)
-    result = {"expected_sparsity": model.frontend.expected_sparsity().item(),  # no gates: 0
-              "deterministic_sparsity": model.frontend.deterministic_sparsity(),
+    frontend, measure = model.frontend, cfg.measure
+    # the constrained measure's sparsities (no gates: 0), and what the model compacts to in both measures
+    result = {"target_measure": measure.name, "expected_sparsity": frontend.expected_sparsity(measure).item(),
+              "deterministic_sparsity": frontend.deterministic_sparsity(measure),
+              "sparsity": frontend.sparsities(measure.seconds),
               "gates": bool(model.frontend.gates()), **run, "classes": len(labels)}
     write_json(metrics_path, result)
     checkpoints.clear()

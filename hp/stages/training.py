@@ -11,6 +11,7 @@ from hp import distributed
 from hp.checkpoint import Checkpoints, fingerprint
 from hp.data.augment import AugmentConfig, Augmenter
 from hp.errors import ConfigError
+from hp.measure import PARAMS, Measure
 from hp.model import SHAPES, WavLM, load_frontend
 from hp.params import ModelConfig, runtime, section, typed
 from hp.profile import hardware
@@ -40,8 +41,8 @@ def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
     return dense
 
 
-def training_configs(task: str, params: dict, stage: str, target_sparsity: float = 0.0) -> tuple[TrainConfig,
-                                                                                             HeadConfig]:
+def training_configs(task: str, params: dict, stage: str, target_sparsity: float = 0.0,
+                     measure: Measure = PARAMS) -> tuple[TrainConfig, HeadConfig]:
     """`stage.task` (warmup/finetune) and the head (finetune.<task>.head, one head for both phases) typed, each key
     a run of these settings reads required, with the runtime group and the model group checked too."""
     group = dict(section(params, f"{stage}.{task}"))
@@ -50,15 +51,17 @@ def training_configs(task: str, params: dict, stage: str, target_sparsity: float
     spec = get_task(task)
     typed(ModelConfig, section(params, "model"), "model")
     head = typed(HeadConfig, head_group, f"finetune.{task}.head", required=spec.head_keys(head_group))
-    cfg = typed(TrainConfig, group, f"{stage}.{task}", target_sparsity=target_sparsity, runtime=runtime(params),
+    cfg = typed(TrainConfig, group, f"{stage}.{task}", target_sparsity=target_sparsity, measure=measure,
+                runtime=runtime(params),
                 required=TrainConfig.read_only_by(group, target_sparsity, spec.margin_loss))
     return cfg, head
 
 
-def training_setup(task: str, params: dict, stage: str, manifests_dir: Path, target_sparsity: float = 0.0):
+def training_setup(task: str, params: dict, stage: str, manifests_dir: Path, target_sparsity: float = 0.0,
+                   measure: Measure = PARAMS):
     """The typed config, head config, training table, labels and augmentation of `stage` (warmup/finetune), every
     key checked before any work."""
-    cfg, head = training_configs(task, params, stage, target_sparsity)
+    cfg, head = training_configs(task, params, stage, target_sparsity, measure)
     spec = get_task(task)
     table = pd.read_parquet(manifests_dir / "train.parquet")
     labels = spec.labels(table)
