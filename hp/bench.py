@@ -117,12 +117,11 @@ def compaction(args: argparse.Namespace) -> dict:
     macs_dense, macs_compact = count_macs(dense, wave), count_macs(small, wave)
     lat_dense, lat_compact = median_latencies([lambda: dense(wave), lambda: small(wave)], args.repeats)
     structure = small.structure
+    sparsity = {"params": round(1 - params_compact / params_dense, 6), "macs": round(1 - macs_compact / macs_dense, 6)}
     return {
         "benchmark": "compaction", "shape": args.shape, "target_sparsity": args.sparsity, "measure": args.measure,
-        "achieved_sparsity": round(1 - (params_compact / params_dense if args.measure == "params"
-                                        else macs_compact / macs_dense), 6),
-        "params_sparsity": round(1 - params_compact / params_dense, 6),
-        "macs_sparsity": round(1 - macs_compact / macs_dense, 6), "keep_fraction": round(keep_fraction, 4),
+        "achieved_sparsity": sparsity[args.measure], "params_sparsity": sparsity["params"],
+        "macs_sparsity": sparsity["macs"], "keep_fraction": round(keep_fraction, 4),
         "params_dense": params_dense, "params_compact": params_compact,
         "macs_dense": macs_dense, "macs_compact": macs_compact, "mac_ratio": round(macs_compact / macs_dense, 4),
         "latency_dense_s": round(lat_dense, 5), "latency_compact_s": round(lat_compact, 5),
@@ -321,13 +320,14 @@ def train_compaction(args: argparse.Namespace) -> dict:
                              "frozen_at": run["gates_frozen_at_step"], "compacted_at": run["compacted_at_step"]}
             finals[name] = model.compacted().state_dict()
     gated, compacted = results["gated"], results["compacted"]
+    apart = max((finals["gated"][k] - v).abs().max().item() for k, v in finals["compacted"].items())
     return {"benchmark": "train-compaction", "shape": args.shape, "sparsity": args.sparsity, "batch": args.batch,
             "seconds": args.seconds, "steps": args.steps // 2 * 2, "switch": args.switch, "threads": args.threads,
             "runs": results,
             "after_vs_before_step_time": round(compacted["step_s_after_switch"] / compacted["step_s_before_switch"], 4),
-            "after_switch_compacted_vs_gated": round(compacted["step_s_after_switch"] / gated["step_s_after_switch"], 4),
-            "wall_compacted_vs_gated": round(compacted["wall_s"] / gated["wall_s"], 4),
-            "final_max_abs_diff": max((finals["gated"][k] - v).abs().max().item() for k, v in finals["compacted"].items()),
+            "after_switch_compacted_vs_gated": round(compacted["step_s_after_switch"] / gated["step_s_after_switch"],
+                                                     4),
+            "wall_compacted_vs_gated": round(compacted["wall_s"] / gated["wall_s"], 4), "final_max_abs_diff": apart,
             "torch": torch.__version__}
 
 

@@ -24,6 +24,7 @@ class Measure:
         s = self.seconds
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s < math.inf:
             raise ValueError(f"macs_reference_seconds must be a positive number, got {s!r}")
+        object.__setattr__(self, "seconds", float(s))
 
     @property
     def samples(self) -> int:

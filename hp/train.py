@@ -112,7 +112,8 @@ class TrainConfig:
         if self.freeze_tolerance is not None and self.freeze_tolerance < 0:
             raise ValueError(f"freeze_tolerance must be >= 0 or null, got {self.freeze_tolerance}")
         if self.compact_on_freeze and self.freeze_tolerance is None and self.target_sparsity > 0:
-            raise ValueError("compact_on_freeze needs freeze_tolerance: gates that never freeze never fix the structure")
+            raise ValueError("compact_on_freeze needs freeze_tolerance: gates that never freeze never fix the "
+                             "structure")
         if self.grad_accumulation < 1:
             raise ValueError("grad_accumulation must be a positive integer")
         if self.precision not in PRECISIONS:
@@ -390,9 +391,10 @@ class TrainState:
                                            for key, v in state[name].items()}
         self._net = None
 
-    def _rebuild(self, structure: WavLMStructure) -> None:
-        """A resumed run that was compacted: the front end rebuilt at its compacted structure, gates frozen (the
-        checkpoint's weights and masks then load into it), on the shared sample generators."""
+    def _rebuild(self, structure: WavLMStructure, compacted_at: int) -> None:
+        """A resumed run that was compacted (at step `compacted_at`): the front end rebuilt at its compacted
+        structure, gates frozen (the checkpoint's weights and masks then load into it), on the shared sample
+        generators."""
         old = self.model.frontend
         new = Frontend(old.config, structure, old.prune_units).to(self.device).train(old.training)
         new.freeze_gates()
@@ -400,7 +402,7 @@ class TrainState:
             gate.generator = self.sampling.get("gates")
         new.encoder.layerdrop_generator = self.sampling.get("layerdrop")
         self.model.frontend = new
-        self.compacted_at = -1  # set from the checkpoint
+        self.compacted_at = compacted_at
         self._adopt({}, {}, "frontend.")
 
     @property
@@ -425,7 +427,7 @@ class TrainState:
 
     def load_state_dict(self, state: dict) -> None:
         if state["compacted_at"] is not None and self.compacted_at is None:
-            self._rebuild(WavLMStructure.from_dict(state["structure"], "checkpoint"))
+            self._rebuild(WavLMStructure.from_dict(state["structure"], "checkpoint"), state["compacted_at"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.reg_optimizer is not None:

@@ -108,6 +108,28 @@ def test_a_killed_ddp_run_with_accumulation_and_frozen_gates_resumes_exactly(tra
         assert torch.equal(reference[name], resumed[name]), name
 
 
+@pytest.mark.slow  # subprocess training runs, killed and resumed or under torchrun (~20-30 s each)
+def test_train_time_compaction_under_ddp_resumes_exactly_and_ends_with_the_gated_runs_model(train_table, tmp_path):
+    """2 gloo processes, the gates frozen at step 6 and the model compacted there (DDP wrapping the smaller model):
+    killed at step 7 and rerun, bit-identical to the run that went through; beside the same run without the switch,
+    the head differs by float reorderings only (see test_two_ddp_processes_match_one_with_the_same_global_batch)."""
+    setting = ("grad_accumulation=2", "checkpoint_every=1", "freeze_tolerance=1.0", 'task="sv"')
+    gated = finished(run(train_table, tmp_path / "g", *setting, processes=2), tmp_path / "g")
+    small = finished(run(train_table, tmp_path / "a", *setting, "compact_on_freeze=true", processes=2), tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["compacted_at_step"] == 6
+    killed = run(train_table, tmp_path / "b", *setting, "compact_on_freeze=true", "die_at_step=7", processes=2)
+    assert killed.returncode != 0 and not (tmp_path / "b" / "final.safetensors").exists()
+    resumed = finished(run(train_table, tmp_path / "b", *setting, "compact_on_freeze=true", processes=2),
+                       tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["resumed_at_step"] == 7
+    assert resumed.keys() == small.keys()
+    for name in small:
+        assert torch.equal(small[name], resumed[name]), name
+    assert sum(v.numel() for v in small.values()) < sum(v.numel() for v in gated.values())
+    head = {k: v for k, v in gated.items() if not k.startswith("frontend.")}
+    assert differences(head, {k: small[k] for k in head}) < 1e-4
+
+
 def test_resumed_curves_continue_without_repeated_steps(tmp_path):
     from hp.train import LiveLogger
 

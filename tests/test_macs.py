@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import hp
-from hp.model.gates import UNIT_TYPES
 from hp.measure import PARAMS, Measure
 from hp.profile import count_macs
 

@@ -67,7 +67,8 @@ class ConvLayer(nn.Module):
         return frames * n_in * n_out * self.conv.kernel_size[0], n_out
 
     @torch.no_grad()
-    def prune(self, in_keep: torch.Tensor, in_scale: torch.Tensor, fold: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def prune(self, in_keep: torch.Tensor, in_scale: torch.Tensor,
+              fold: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Drop pruned input/output channels and fold the input mask into the weights (`fold`; else keep the gate,
         shrunk to the kept channels, and leave the masks applied in the forward); return own (keep, scale)."""
         c = self.conv

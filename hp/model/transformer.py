@@ -150,7 +150,8 @@ class SelfAttention(nn.Module):
         d, dh = config.hidden_size, config.head_dim
         per_block = 4 * frames * d * heads * dh + 2 * frames * frames * heads * dh
         if config.relative_position_bias:
-            per_block = per_block + frames * (d // config.num_attention_heads) * config.num_attention_heads * REL_POS_GATE_DIM
+            h_orig = config.num_attention_heads
+            per_block = per_block + frames * (d // h_orig) * h_orig * REL_POS_GATE_DIM
         return alive * per_block
 
     def macs(self, config: FrontendConfig, frames: int, mode: str):
