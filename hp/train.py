@@ -82,11 +82,14 @@ class TrainConfig:
     # once the gates freeze, compact the training model in place (TrainState.compact): the rest of the run trains
     # and pays for the kept units only, and ends with the model it would have ended with otherwise
     compact_on_freeze: bool = False
+    # while the gates learn, a step computes only the units its gate sample keeps (hp.model.sampled): the same loss,
+    # gradients and updates as computing every unit times its mask, at the sampled structure's cost; false: the latter
+    sampled_execution: bool = True
 
     SGD = ("momentum",)
     MARGIN = ("margin_start_epoch", "margin_full_epoch", "margin_schedule")
     PRUNING = ("reg_lr", "lambda_lr", "sparsity_warmup_epochs", "sparsity_schedule", "clamp_lambda1", "lambda2_init",
-               "constrain", "freeze_tolerance", "compact_on_freeze")
+               "constrain", "freeze_tolerance", "compact_on_freeze", "sampled_execution")
 
     @classmethod
     def read_only_by(cls, values: dict, target_sparsity: float, margin: bool) -> tuple[str, ...]:
@@ -562,6 +565,7 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
                          "few for the batch norm of the back-end or CM head: it needs at least 2")
     seed_everything(cfg.seed + rank)  # dropout differs between ranks ...
     model.to(device).train()
+    model.frontend.set_sampled_execution(cfg.sampled_execution)
     sampling = model.frontend.share_sampling(cfg.seed)  # ... gate samples and LayerDrop agree
     feed = GlobalBatches(table, model.labels, cfg, augment, micro, rank, world)
     state = TrainState(model, cfg, feed.steps_per_epoch, device, sampling)

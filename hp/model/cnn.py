@@ -9,6 +9,7 @@ from torch import nn
 from hp.model.config import FrontendConfig
 from hp.model.gates import HardConcrete, eval_mask, unit_count
 from hp.model.norms import layer_norm
+from hp.model.sampled import channel_sample
 
 CNN_NORM_EPS = 1e-5  # transformers' default GroupNorm/LayerNorm eps in the CNN, not config.layer_norm_eps
 
@@ -35,20 +36,32 @@ class ConvLayer(nn.Module):
         # A CNN layer has no residual path: it keeps at least one channel.
         self.gate = HardConcrete(out_channels, init_prune_prob=0.01, min_keep=1) if gated else None
 
-    def forward(self, x: torch.Tensor, in_mask: torch.Tensor | None,
-                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`lengths`: the real (unpadded) frames of each output; the group norm's statistics use only those."""
-        if in_mask is not None:
-            x = x * in_mask.to(x.dtype)[:, None]
-        x = self.conv(x)
+    def forward(self, x: torch.Tensor, in_mask: torch.Tensor | None, in_keep: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """-> (output, this layer's mask, the channels computed: None for all). `in_keep`: the input channels that `x`
+        holds, when the previous layer computed only those (sampled execution, hp.model.sampled); `lengths`: the real
+        (unpadded) frames of each output, the only ones the group norm's statistics use."""
         mask = self.gate() if self.gate is not None else None
+        keep = channel_sample(self.gate, mask)
+        if in_mask is not None:
+            x = x * (in_mask if in_keep is None else in_mask.index_select(0, in_keep)).to(x.dtype)[:, None]
+        conv, weight, bias = self.conv, self.conv.weight, self.conv.bias
+        norm_weight, norm_bias = (self.norm.weight, self.norm.bias) if self.norm is not None else (None, None)
+        if keep is not None:
+            weight = weight.index_select(0, keep)
+            bias = bias.index_select(0, keep) if bias is not None else None
+            if self.norm is not None:
+                norm_weight, norm_bias = norm_weight.index_select(0, keep), norm_bias.index_select(0, keep)
+        if in_keep is not None:
+            weight = weight.index_select(1, in_keep)
+        x = F.conv1d(x, weight, bias, stride=conv.stride)
         if self.norm_type == "group":
-            x = self.norm(x) if lengths is None else masked_group_norm(x, lengths, self.norm)
+            x = masked_group_norm(x, lengths, norm_weight, norm_bias, self.norm.eps)
         elif self.norm_type == "layer":
-            alive = None if mask is None else mask != 0
-            n = self.norm
-            x = layer_norm(x.transpose(1, 2), n.weight, n.bias, n.eps, alive).transpose(1, 2)
-        return F.gelu(x), mask
+            # statistics over the channels alive: all of a sampled subset, the non-zero ones of a full-width mask
+            alive = None if mask is None or keep is not None else mask != 0
+            x = layer_norm(x.transpose(1, 2), norm_weight, norm_bias, self.norm.eps, alive).transpose(1, 2)
+        return F.gelu(x), mask, keep
 
     @staticmethod
     def param_count(n_in, n_out, kernel: int, bias: bool, norm: str | None):
@@ -95,17 +108,21 @@ class ConvLayer(nn.Module):
         return out_keep, out_scale
 
 
-def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
-    """`norm` (one group per channel: a per-channel norm over time) with each utterance's statistics taken over
-    its first `lengths` frames only, two-pass. Half-precision input is normalised in float32 and stays float32,
-    as F.group_norm does under autocast. Padded frames come out finite and no real frame downstream reads them."""
+def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
+                      eps: float) -> torch.Tensor:
+    """A group norm with one group per channel (a per-channel norm over time) of affine `weight`, `bias`; with
+    `lengths` each utterance's statistics are taken over its first `lengths` frames only, two-pass. Half-precision
+    input is then normalised in float32 and stays float32, as F.group_norm does under autocast. Padded frames come
+    out finite and no real frame downstream reads them."""
+    if lengths is None:
+        return F.group_norm(x, weight.shape[0], weight, bias, eps)
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     real = (torch.arange(x.shape[-1], device=x.device) < lengths.to(x.device)[:, None]).to(x.dtype)[:, None]
     n = real.sum(-1, keepdim=True).clamp_min(1.0)
     mean = (x * real).sum(-1, keepdim=True) / n
     var = ((x - mean).square() * real).sum(-1, keepdim=True) / n
-    return (x - mean) * torch.rsqrt(var + norm.eps) * norm.weight.to(x.dtype)[:, None] + norm.bias.to(x.dtype)[:, None]
+    return (x - mean) * torch.rsqrt(var + eps) * weight.to(x.dtype)[:, None] + bias.to(x.dtype)[:, None]
 
 
 class FeatureExtractor(nn.Module):
@@ -120,16 +137,18 @@ class FeatureExtractor(nn.Module):
             n_in = n_out
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """[B, T] -> ([B, C, frames] before the last layer's mask, that mask or None). With `lengths` (samples)
-        the output frames of an utterance do not depend on the padding after it: a frame's receptive field
-        lies inside the utterance, and the group norm (Base, Base+) takes its statistics over real frames."""
-        x, mask = wave[:, None], None
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """[B, T] -> ([B, C, frames] before the last layer's mask, that mask or None, the channels C are of: None
+        for all). With `lengths` (samples) the output frames of an utterance do not depend on the padding after it:
+        a frame's receptive field lies inside the utterance, and the group norm (Base, Base+) takes its statistics
+        over real frames."""
+        x, mask, keep = wave[:, None], None, None
         for layer in self.layers:
             if lengths is not None:
                 lengths = conv_output_length(lengths, layer.conv.kernel_size[0], layer.conv.stride[0])
-            x, mask = layer(x, mask, lengths)
-        return x, mask
+            x, mask, keep = layer(x, mask, keep, lengths)
+        return x, mask, keep
 
     def count(self, mode: str):
         total, n_in = 0, 1
@@ -165,14 +184,21 @@ class FeatureProjection(nn.Module):
         self.linear = nn.Linear(channels, config.hidden_size)
         self.dropout = nn.Dropout(config.feat_proj_dropout)
 
-    def forward(self, x: torch.Tensor, channel_mask: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, frames, C]; `channel_mask` is the last CNN layer's gate, applied after the norm (if any)."""
-        n = self.norm
+    def forward(self, x: torch.Tensor, channel_mask: torch.Tensor | None,
+                channel_keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, frames, C]; `channel_mask` is the last CNN layer's gate, applied after the norm (if any);
+        `channel_keep`: the CNN channels `x` holds when the CNN computed only those (None: all)."""
+        n, weight = self.norm, self.linear.weight
+        if channel_keep is not None:
+            channel_mask, weight = channel_mask.index_select(0, channel_keep), weight.index_select(1, channel_keep)
         if n is not None:
-            x = n(x) if channel_mask is None else layer_norm(x, n.weight, n.bias, n.eps, channel_mask != 0)
+            if channel_keep is not None:  # the kept channels alone: the statistics of the non-zero ones
+                x = layer_norm(x, n.weight.index_select(0, channel_keep), n.bias.index_select(0, channel_keep), n.eps)
+            else:
+                x = n(x) if channel_mask is None else layer_norm(x, n.weight, n.bias, n.eps, channel_mask != 0)
         if channel_mask is not None:
             x = x * channel_mask.to(x.dtype)
-        return self.dropout(self.linear(x))
+        return self.dropout(F.linear(x, weight, self.linear.bias))
 
     @staticmethod
     def param_count(n_in, hidden_size: int, norm: bool = True):

@@ -44,6 +44,9 @@ class HardConcrete(nn.Module):
         self.frozen = False
         self.holding, self._held_noise = False, None  # see hold_noise
         self.generator: torch.Generator | None = None  # None: the global one (see WavLM.share_sampling)
+        # a training forward computes only the units this gate's sample keeps (hp.model.sampled); a plain value, set
+        # for the whole model by Frontend.set_sampled_execution
+        self.sampled_execution = True
         with torch.no_grad():
             self.log_alpha.normal_(math.log((1 - init_prune_prob) / init_prune_prob), 0.01)
 

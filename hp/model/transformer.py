@@ -10,6 +10,7 @@ from torch import nn
 
 from hp.model.config import FrontendConfig
 from hp.model.gates import HardConcrete, eval_mask, unit_count
+from hp.model.sampled import block_sample, skip
 from hp.model.structure import LayerStructure
 
 # WavLM's gate on the relative position bias maps each head's slice of the input to 8 values.
@@ -30,14 +31,14 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int, 
     return buckets + torch.where(rel < max_exact, rel, large)
 
 
-def block_scale(unit_mask: torch.Tensor | None, block_gate: HardConcrete | None,
+def block_scale(unit_mask: torch.Tensor | None, block_mask: torch.Tensor | None,
                 dtype: torch.dtype) -> torch.Tensor | float:
-    """Scale of a block's output: its block gate, times 0 once every unit mask is 0.
+    """Scale of a block's output: its block gate's mask, times 0 once every unit mask is 0.
 
     A block whose units are all pruned is removed at compaction, output bias included; the gated model
     matches that (and the count's P(any unit alive) factor) by silencing the block too.
     """
-    scale = block_gate().to(dtype) if block_gate is not None else 1.0
+    scale = block_mask.to(dtype) if block_mask is not None else 1.0
     if unit_mask is not None:
         scale = scale * (unit_mask != 0).any().to(dtype)
     return scale
@@ -91,14 +92,30 @@ class SelfAttention(nn.Module):
         return self._head_index[device]
 
     def forward(self, x: torch.Tensor, position_bias: torch.Tensor | None,
-                key_bias: torch.Tensor | None) -> torch.Tensor:
+                key_bias: torch.Tensor | None) -> torch.Tensor | None:
         """x: [B, T, D]; position_bias: [H_orig, T, T] (WavLM; None for the other families);
-        key_bias: [B, 1, 1, T] additive padding mask."""
+        key_bias: [B, 1, 1, T] additive padding mask. None: this forward's gate sample switched the block off."""
+        head_mask = self.head_gate() if self.head_gate is not None else None
+        block_mask = self.block_gate() if self.block_gate is not None else None
+        sample = block_sample(self.head_gate, head_mask, self.block_gate, block_mask)
+        if sample.off:
+            return None
+        scale = block_scale(head_mask, block_mask, x.dtype)
+        h, dh = len(self.heads), self.head_dim
+        qkv_weight, qkv_bias, out_weight, const = self.qkv.weight, self.qkv.bias, self.out_proj.weight, self.rel_pos_const
+        heads = self.head_index(x.device) if self.rel_pos_gate is not None else None
+        if sample.keep is not None:  # sampled execution: the kept heads' rows of qkv, columns of out_proj, bias slices
+            keep, d = sample.keep, x.shape[-1]
+            qkv_weight = qkv_weight.view(3, h, dh, d).index_select(1, keep).reshape(-1, d)
+            qkv_bias = qkv_bias.view(3, h, dh).index_select(1, keep).reshape(-1)
+            out_weight = out_weight.view(d, h, dh).index_select(1, keep).reshape(d, -1)
+            head_mask, h = head_mask.index_select(0, keep), len(keep)
+            if heads is not None:
+                heads, const = heads.index_select(0, keep), const.index_select(0, keep)
         if self.norm is not None:
             x = self.norm(x)
         b, t, _ = x.shape
-        h = len(self.heads)
-        q, k, v = self.qkv(x).view(b, t, 3, h, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = F.linear(x, qkv_weight, qkv_bias).view(b, t, 3, h, dh).permute(2, 0, 3, 1, 4).unbind(0)
 
         bias = key_bias
         if self.rel_pos_gate is not None:
@@ -106,11 +123,10 @@ class SelfAttention(nn.Module):
             # The 8-wide projection is cheap for all slices; selecting after it moves 32x less data.
             gate_in = self.rel_pos_gate(x.view(b, t, self.num_orig_heads, -1)).view(b, t, -1, 2, 4).sum(-1)
             if h != self.num_orig_heads:
-                index = self.head_index(x.device)
-                gate_in = gate_in.index_select(2, index)
-                position_bias = position_bias.index_select(0, index)
+                gate_in = gate_in.index_select(2, heads)
+                position_bias = position_bias.index_select(0, heads)
             gate_a, gate_b = torch.sigmoid(gate_in).unbind(-1)
-            gate = gate_a * (gate_b * self.rel_pos_const - 1.0) + 2.0  # [B, T, h]
+            gate = gate_a * (gate_b * const - 1.0) + 2.0  # [B, T, h]
             bias = gate.transpose(1, 2)[..., None] * position_bias  # [B, h, T, T]
             if key_bias is not None:
                 bias = bias + key_bias
@@ -118,15 +134,14 @@ class SelfAttention(nn.Module):
         # in the query's dtype: under bf16 autocast CUDA's memory-efficient kernel rejects a float32 bias
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if bias is None else bias.to(q.dtype),
                                              dropout_p=self.dropout if self.training else 0.0)
-        head_mask = self.head_gate() if self.head_gate is not None else None
         if head_mask is not None:
             out = out * head_mask.to(out.dtype)[:, None, None]
         if torch.compiler.is_exporting():  # torch.export mis-decomposes the reshape below into a view
-            out = self.out_proj(torch.cat(out.unbind(1), dim=-1))
+            out = F.linear(torch.cat(out.unbind(1), dim=-1), out_weight, self.out_proj.bias)
         else:
-            out = self.out_proj(out.transpose(1, 2).reshape(b, t, h * self.head_dim))
-        if head_mask is not None or self.block_gate is not None:
-            out = out * block_scale(head_mask, self.block_gate, out.dtype)
+            out = F.linear(out.transpose(1, 2).reshape(b, t, h * dh), out_weight, self.out_proj.bias)
+        if head_mask is not None or block_mask is not None:
+            out = out * scale
         return out
 
     @staticmethod
@@ -202,16 +217,27 @@ class FeedForward(nn.Module):
         self.unit_gate = HardConcrete(dim, init_prune_prob=0.5) if gate_units else None
         self.block_gate = HardConcrete(1, init_prune_prob=0.01) if gate_block else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """None: this forward's gate sample switched the block off (hp.model.sampled)."""
+        unit_mask = self.unit_gate() if self.unit_gate is not None else None
+        block_mask = self.block_gate() if self.block_gate is not None else None
+        sample = block_sample(self.unit_gate, unit_mask, self.block_gate, block_mask)
+        if sample.off:
+            return None
+        scale = block_scale(unit_mask, block_mask, x.dtype)
+        fc1_weight, fc1_bias, fc2_weight = self.fc1.weight, self.fc1.bias, self.fc2.weight
+        if sample.keep is not None:  # sampled execution: the kept units' rows of fc1, columns of fc2
+            keep = sample.keep
+            fc1_weight, fc1_bias = fc1_weight.index_select(0, keep), fc1_bias.index_select(0, keep)
+            fc2_weight, unit_mask = fc2_weight.index_select(1, keep), unit_mask.index_select(0, keep)
         if self.norm is not None:
             x = self.norm(x)
-        x = self.activation_dropout(F.gelu(self.fc1(x)))
-        unit_mask = self.unit_gate() if self.unit_gate is not None else None
+        x = self.activation_dropout(F.gelu(F.linear(x, fc1_weight, fc1_bias)))
         if unit_mask is not None:
             x = x * unit_mask.to(x.dtype)
-        x = self.dropout(self.fc2(x))
-        if unit_mask is not None or self.block_gate is not None:
-            x = x * block_scale(unit_mask, self.block_gate, x.dtype)
+        x = self.dropout(F.linear(x, fc2_weight, self.fc2.bias))
+        if unit_mask is not None or block_mask is not None:
+            x = x * scale
         return x
 
     @staticmethod
@@ -275,12 +301,15 @@ class EncoderLayer(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, x, position_bias, key_bias):
+        # a block whose gate sample switched it off returns None: the residual path alone (hp.model.sampled)
         if self.attention is not None:
-            x = x + self.dropout(self.attention(x, position_bias, key_bias))
+            out = self.attention(x, position_bias, key_bias)
+            x = skip(x, self.attention, position_bias) if out is None else x + self.dropout(out)
         if self.post_ln:
             x = self.attention_norm(x)
         if self.feed_forward is not None:
-            x = x + self.feed_forward(x)
+            out = self.feed_forward(x)
+            x = skip(x, self.feed_forward) if out is None else x + out
         if self.post_ln:
             x = self.ffn_norm(x)
         return x

@@ -59,8 +59,8 @@ class Frontend(nn.Module):
                 and (lengths.shape != wave.shape[:1] or (lengths > wave.shape[1]).any()
                      or (self.frame_lengths(lengths) < 1).any())):
             raise ValueError(f"lengths {lengths.tolist()} do not fit a batch of shape {tuple(wave.shape)}")
-        features, channel_mask = self.cnn(wave, lengths)
-        x = self.projection(features.transpose(1, 2), channel_mask)
+        features, channel_mask, channel_keep = self.cnn(wave, lengths)
+        x = self.projection(features.transpose(1, 2), channel_mask, channel_keep)
         frame_mask = None if lengths is None else self.frame_mask(lengths, x.shape[1])
         return self.encoder(x, frame_mask)
 
@@ -125,6 +125,12 @@ class Frontend(nn.Module):
         finally:
             for gate in gates:
                 gate.hold_noise(False)
+
+    def set_sampled_execution(self, on: bool) -> None:
+        """Whether a training forward computes only the units its gate sample keeps (hp.model.sampled; on by
+        default) or every unit, multiplied by its mask. Both give the same loss and gradients."""
+        for gate in self.gates().values():
+            gate.sampled_execution = on
 
     def freeze_gates(self) -> None:
         """Fix the structure: every gate keeps its deterministic mask from now on, in training too."""
