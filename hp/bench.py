@@ -5,10 +5,12 @@
 `python -m hp.bench latency models/sv/compact other/models/sv/compact --json` (saved models timed side by side).
 
 `train` sets hp's pruning step against plain fine-tuning: transformers' WavLMModel ("hf"), hp's WavLM without
-gates ("dense") and with all five gate types plus the sparsity Lagrangian ("pruned"), each trained with AdamW
-on the loss sum_h mean(h^2) over all hidden states, each in a fresh process. The targets: pruned >= 1.5x hf in
-utterances/s, pruned peak memory <= hf's, pruned step time <= 1.10x dense. Reference: on one H100,
-transformers' WavLM Base+ shape, plain fine-tuning, runs 802 utt/s at batch 128 x 3 s with a 22.0 GiB peak.
+gates ("dense"), with all five gate types plus the sparsity Lagrangian at their init ("pruned") and at gates of
+expected sparsity `--target` with and without sampled execution ("pruned_target", "pruned_target_masked"), each
+trained with AdamW on the loss sum_h mean(h^2) over all hidden states, each in a fresh process. The targets:
+pruned_target >= 1.5x hf in utterances/s with peak memory <= hf's, pruned step time <= 1.10x dense, dense >= hf.
+Reference: on one H100, transformers' WavLM Base+ shape, plain fine-tuning, runs 802 utt/s at batch 128 x 3 s
+with a 22.0 GiB peak.
 `loader` times the data path alone (decode, crop, MUSAN/RIR augmentation) for several DataLoader worker counts.
 `audio-check` times the manifests stage's audio check (manifests.check_audio: header | decode) on generated files:
 `python -m hp.bench audio-check --format flac --json`.
@@ -41,6 +43,7 @@ from hp.data.manifest import Validation
 from hp.model import SHAPES, UNIT_TYPES, WavLM, compact
 from hp.measure import MEASURES, PARAMS, Measure
 from hp.model.gates import HardConcrete
+from hp.model.sampled import computed_units
 from hp.profile import count_macs, median_latencies
 from hp.score import sv_metrics
 from hp.score_norm import score_trials
@@ -168,38 +171,57 @@ def _same_speaker(speakers: np.ndarray, enroll: np.ndarray, rng: np.random.Gener
 
 
 # ---- training throughput and memory -------------------------------------------------------------------------
-VARIANTS = ("hf", "dense", "pruned")
+# "pruned": every gate at its init (most units kept); "pruned_target": gates drawn at the --target sparsity, with
+# sampled execution (hp.model.sampled); "pruned_target_masked": the same gates, every unit computed times its mask.
+VARIANTS = ("hf", "dense", "pruned", "pruned_target", "pruned_target_masked")
+AT_TARGET = ("pruned_target", "pruned_target_masked")
+UNIT_KIND = {"head_gate": "head", "attention.block_gate": "attlayer", "unit_gate": "interm",
+             "feed_forward.block_gate": "ffnlayer"}
+
+
+def unit_kind(gate_name: str) -> str:
+    """The unit type (gates.UNIT_TYPES) of a gate, from its name in Frontend.gates()."""
+    if gate_name.startswith("cnn."):
+        return "conv"
+    return next(kind for suffix, kind in UNIT_KIND.items() if gate_name.endswith(suffix))
 
 
 def train_variant(variant: str, shape: str, batch: int, seconds: float, steps: int, warmup: int, device: str,
-                  threads: int) -> dict:
+                  threads: int, target: float | None, seed: int = 0) -> dict:
     """Time `steps` training steps of one variant after `warmup` steps; run it in a fresh process (peak memory:
     every variant's process imports the same modules, this one's, so CPU peak RSS starts from the same base).
 
     bf16 autocast on CUDA, float32 on CPU, as hp.train's "auto" precision.
     """
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     torch.set_num_threads(threads)
     device = torch.device(device)
-    # the same computation in all three: no LayerDrop (it would make the timed steps uneven) and no SpecAugment
+    # the same computation in all: no LayerDrop (it would make the timed steps uneven) and no SpecAugment
     # (hp has none; transformers' would add host-side mask building to its steps only)
     config = SHAPES[shape].replace(layerdrop=0.0)
+    pruned = variant.startswith("pruned")
     if variant == "hf":
         model = transformers.WavLMModel(transformers.WavLMConfig(**config.to_dict(), apply_spec_augment=False))
         forward = lambda wave: model(wave, output_hidden_states=True).hidden_states  # noqa: E731
     else:
-        model = forward = WavLM(config, prune_units=UNIT_TYPES if variant == "pruned" else ())
+        model = forward = WavLM(config, prune_units=UNIT_TYPES if pruned else ())
+    expected = None
+    if variant in AT_TARGET:
+        # trained gates saturate: each unit's log_alpha far from 0, so that the expected sparsity is the target
+        draw_masks(model, target, seed)
+        expected = round(model.expected_sparsity().item(), 4)
+        model.set_sampled_execution(variant == "pruned_target")
     model.to(device).train()
     lr, reg_lr = 1e-4, 0.05
-    if variant == "pruned":
-        controller = SparsityController(0.5, warmup_steps=0).to(device)
+    if pruned:
+        controller = SparsityController(target or 0.5, warmup_steps=0).to(device)
         main_groups, reg_groups = param_groups(model, controller, lr, reg_lr)
         clipped = [p for p in model.parameters() if p.requires_grad]  # as hp.train: gates included
         optimizers = [torch.optim.AdamW(main_groups), torch.optim.AdamW(reg_groups)]
     else:
         optimizers = [torch.optim.AdamW(model.parameters(), lr=lr)]
     wave = torch.randn(batch, int(seconds * SAMPLE_RATE), device=device)
-    cuda, pruned = device.type == "cuda", variant == "pruned"
+    cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else lambda: None
 
     def step(i: int) -> None:
@@ -222,40 +244,71 @@ def train_variant(variant: str, shape: str, batch: int, seconds: float, steps: i
     if cuda:  # after warm-up: the optimiser states exist, the peak is that of a steady step
         torch.cuda.reset_peak_memory_stats()
     sync()
-    start = time.perf_counter()
-    for i in range(warmup, warmup + steps):
-        step(i)
-    sync()
-    step_s = (time.perf_counter() - start) / steps
+    with computed_units() as computed:
+        start = time.perf_counter()
+        for i in range(warmup, warmup + steps):
+            step(i)
+        sync()
+        step_s = (time.perf_counter() - start) / steps
     peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB on Linux
-    return {"utt_per_s": round(batch / step_s, 3), "step_s": round(step_s, 6), "peak_memory_mib": round(peak, 1),
-            "memory_kind": "cuda_allocated" if cuda else "cpu_peak_rss",
-            "gpu": torch.cuda.get_device_name() if cuda else None}
+    result = {"utt_per_s": round(batch / step_s, 3), "step_s": round(step_s, 6), "peak_memory_mib": round(peak, 1),
+              "memory_kind": "cuda_allocated" if cuda else "cpu_peak_rss",
+              "gpu": torch.cuda.get_device_name() if cuda else None}
+    if pruned:  # the share of each unit type the timed steps computed (blocks: the share of blocks run)
+        names = {gate: name for name, gate in model.gates().items()}
+        by_kind: dict[str, list[int]] = {}
+        for gate, (done, total) in computed.items():
+            kind = by_kind.setdefault(unit_kind(names[gate]), [0, 0])
+            kind[0], kind[1] = kind[0] + done, kind[1] + total
+        result["units_computed"] = {kind: round(done / total, 4) for kind, (done, total) in sorted(by_kind.items())}
+        result["expected_sparsity"] = expected if expected is not None else round(model.expected_sparsity().item(), 4)
+    return result
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 4)
 
 
 def train(args: argparse.Namespace) -> dict:
+    """Each variant in a fresh process, in turn; `rounds` times over, so that a machine whose speed drifts (a
+    shared CPU) slows every variant alike, and each variant's median round is kept."""
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    names = [v for v in args.variants if args.target is not None or v not in AT_TARGET]
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            # a fresh "spawn" process per variant: clean peak memory, no CUDA state inherited
+            with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                runs[name].append(pool.submit(train_variant, name, args.shape, args.batch, args.seconds, args.steps,
+                                              args.warmup, device, args.threads, args.target).result())
     variants, gpu = {}, None
-    for name in args.variants:
-        # a fresh "spawn" process per variant: clean peak memory, no CUDA state inherited
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            variants[name] = pool.submit(train_variant, name, args.shape, args.batch, args.seconds, args.steps,
-                                         args.warmup, device, args.threads).result()
-        gpu = variants[name].pop("gpu")
+    for name, results in runs.items():
+        median = sorted(results, key=lambda r: r["step_s"])[(len(results) - 1) // 2]
+        gpu = median.pop("gpu")
+        variants[name] = {**median, "peak_memory_mib": max(r["peak_memory_mib"] for r in results),
+                          "step_s_rounds": [r["step_s"] for r in results]}
     ratios, targets = {}, {}
-    hf, dense, pruned = (variants.get(v) for v in VARIANTS)
-    if hf and pruned:
-        ratios["pruned_vs_hf_throughput"] = round(pruned["utt_per_s"] / hf["utt_per_s"], 4)
-        ratios["pruned_vs_hf_memory"] = round(pruned["peak_memory_mib"] / hf["peak_memory_mib"], 4)
-        targets["throughput_1_5x_hf"] = pruned["utt_per_s"] >= 1.5 * hf["utt_per_s"]
-        targets["memory_not_above_hf"] = pruned["peak_memory_mib"] <= hf["peak_memory_mib"]
+    hf, dense, pruned, at_target, masked = (variants.get(v) for v in VARIANTS)
+    if hf and dense:
+        ratios["dense_vs_hf_throughput"] = _ratio(dense["utt_per_s"], hf["utt_per_s"])
+        targets["dense_at_least_hf"] = dense["utt_per_s"] >= hf["utt_per_s"]
     if dense and pruned:
-        ratios["pruned_vs_dense_step_time"] = round(pruned["step_s"] / dense["step_s"], 4)
-        targets["step_time_within_1_10x_dense"] = pruned["step_s"] <= 1.10 * dense["step_s"]
+        ratios["pruned_vs_dense"] = _ratio(pruned["step_s"], dense["step_s"])  # step time
+        targets["pruned_within_1_10x_dense"] = pruned["step_s"] <= 1.10 * dense["step_s"]
+    if hf and pruned:
+        ratios["pruned_vs_hf"] = _ratio(pruned["utt_per_s"], hf["utt_per_s"])  # throughput
+    if hf and at_target:
+        ratios["pruned_target_vs_hf"] = _ratio(at_target["utt_per_s"], hf["utt_per_s"])
+        ratios["pruned_target_vs_hf_memory"] = _ratio(at_target["peak_memory_mib"], hf["peak_memory_mib"])
+        targets["pruned_target_1_5x_hf"] = at_target["utt_per_s"] >= 1.5 * hf["utt_per_s"]
+        targets["pruned_target_memory_not_above_hf"] = at_target["peak_memory_mib"] <= hf["peak_memory_mib"]
+    if at_target and masked:
+        ratios["pruned_target_vs_masked"] = _ratio(at_target["utt_per_s"], masked["utt_per_s"])
     return {"benchmark": "train", "shape": args.shape, "batch": args.batch, "seconds": args.seconds,
-            "device": device, "precision": "bf16" if device.startswith("cuda") else "fp32",
-            "threads": args.threads, "steps": args.steps, "warmup": args.warmup, "variants": variants,
+            "target_sparsity": args.target, "device": device,
+            "precision": "bf16" if device.startswith("cuda") else "fp32", "threads": args.threads,
+            "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds, "variants": variants,
             "ratios": ratios, "targets": targets, "torch": torch.__version__,
             "transformers": transformers.__version__, "gpu": gpu}
 
@@ -475,7 +528,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="auto", help="auto: CUDA when present (bf16 autocast), else CPU (float32)")
     p.add_argument("--variants", type=_choices(str, VARIANTS), default=list(VARIANTS),
-                   help=f"comma-separated, of {','.join(VARIANTS)}; each runs in its own process")
+                   help=f"comma-separated, of {','.join(VARIANTS)}; each runs in its own process (the last two "
+                        "only with --target)")
+    p.add_argument("--target", type=float, default=None,
+                   help="sparsity of the gates of pruned_target and pruned_target_masked (log_alpha drawn so)")
+    p.add_argument("--rounds", type=int, default=3, help="each variant timed this many times in turn; the median")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p = sub.add_parser("train-compaction", help="a run with and without train-time compaction: step times, wall time")

@@ -5,12 +5,16 @@
 1. Parity with transformers' WavLMModel on CUDA in float32 (TF32 off), Base+ and Large shapes, padded batch.
 2. Compaction at random masks on CUDA: compact == gated (eval), exact parameter counts.
 3. A bf16-autocast training step of the gated model with the Lagrangian: finite loss and gradients.
-4. With --bench: the training-throughput benchmark (python -m hp.bench train) at the brief's settings,
-   Base+ 128 x 3 s and 64 x 3 s, Large 64 x 3 s: transformers vs hp dense vs hp pruned, one JSON line each.
+4. With --bench: the training-throughput benchmark (python -m hp.bench train --target 0.7) at the brief's
+   settings, Base+ 128 x 3 s and 64 x 3 s, Large 64 x 3 s: transformers vs hp dense, hp pruned at the gates' init,
+   at gates of expected sparsity 0.7 with sampled execution and without; one JSON line each, then one line
+   setting transformers' measured utt/s against the brief's anchors (§6: 802, 641 and 304 utt/s on one H100).
    Imports the bench module, which needs pandas and soundfile only for its loader benchmark (carry a wheel).
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -92,8 +96,18 @@ def main() -> None:
     if "--bench" in sys.argv:
         from hp import bench
 
-        for shape, batch in (("base-plus", 128), ("base-plus", 64), ("large", 64)):
-            bench.main(["train", "--shape", shape, "--batch", str(batch), "--seconds", "3", "--json"])
+        anchors = {("base-plus", 128): 802, ("base-plus", 64): 641, ("large", 64): 304}  # BRIEF §6, one H100
+        for (shape, batch), anchor in anchors.items():
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):  # one variant at a time on the card: rounds 1
+                bench.main(["train", "--shape", shape, "--batch", str(batch), "--seconds", "3", "--target", "0.7",
+                            "--rounds", "1", "--json"])
+            line = out.getvalue().strip()
+            print(line, flush=True)
+            variants = json.loads(line)["variants"]
+            print(json.dumps({"shape": shape, "batch": batch, "anchor_hf_utt_per_s": anchor,
+                              **{f"{name}_vs_anchor": round(v["utt_per_s"] / anchor, 4)
+                                 for name, v in variants.items()}}), flush=True)
 
 
 if __name__ == "__main__":

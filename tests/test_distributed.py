@@ -130,6 +130,21 @@ def test_train_time_compaction_under_ddp_resumes_exactly_and_ends_with_the_gated
     assert differences(head, {k: small[k] for k in head}) < 1e-4
 
 
+@pytest.mark.slow  # subprocess training runs under torchrun (~20-30 s each)
+def test_sampled_execution_under_ddp_matches_the_masked_computation(train_table, tmp_path):
+    """2 gloo processes x 2 accumulated micro-batches (one held gate sample per step), sampled execution on and off
+    (hp.model.sampled): after 9 steps of joint pruning the weights agree to float reorderings, as between process
+    counts above, and differ in the last bits (the switch reaches the model). The FFN units' gates start at
+    init_prune_prob 0.5, so about half of them are skipped in every step."""
+    setting = ("grad_accumulation=2", 'task="sv"')
+    sampled = finished(run(train_table, tmp_path / "s", *setting, processes=2), tmp_path / "s")
+    masked = finished(run(train_table, tmp_path / "m", *setting, "sampled_execution=false", processes=2),
+                      tmp_path / "m")
+    assert sampled.keys() == masked.keys()
+    assert differences(sampled, masked) < 1e-4
+    assert any(not torch.equal(sampled[k], masked[k]) for k in sampled)
+
+
 def test_resumed_curves_continue_without_repeated_steps(tmp_path):
     from hp.train import LiveLogger
 
