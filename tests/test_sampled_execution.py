@@ -102,8 +102,10 @@ def train_steps(model: hp.Frontend, sampled: bool, steps: int = STEPS, micro_bat
 
 def close(a: torch.Tensor, b: torch.Tensor, floor: float) -> bool:
     """Float32 sums over other subsets of terms differ by ~1e-7 of the magnitudes summed. 1e-5 of the tensor's
-    scale, plus `floor` for elements whose terms cancel (1e-6 of the model's largest gradient), is room for that
-    and far below a real difference: a unit missing or computed wrongly changes a gradient by O(1) of its scale."""
+    scale, plus `floor` for elements whose terms cancel (1e-4 of the model's largest gradient: a layer norm over the
+    one channel a sample keeps, the "one" edge of a layer-norm CNN, divides a zero deviation by sqrt(eps), which
+    scales its rounding residue by 316), is room for that and far below a real difference: a unit missing or
+    computed wrongly changes a gradient by O(1) of its scale."""
     scale = max(a.abs().max().item(), b.abs().max().item())
     return (a - b).abs().max().item() <= 1e-5 * scale + floor
 
@@ -126,7 +128,7 @@ def test_sampled_steps_equal_masked_steps(layout, state):
     losses_s, grads_s, computed_s = train_steps(sampled, True)
     losses_m, grads_m, computed_m = train_steps(masked, False)
     assert losses_s == pytest.approx(losses_m, rel=1e-5)
-    floor = 1e-6 * max(g.abs().max().item() for g in grads_m.values() if g is not None)
+    floor = 1e-4 * max(g.abs().max().item() for g in grads_m.values() if g is not None)
     for name, g in grads_m.items():  # no gradient, or a wrong one, for a skipped unit's parameter fails here
         assert g is not None and grads_s[name] is not None, f"{name}: no gradient"
         assert close(grads_s[name], g, floor), f"{name}: gradients differ"
@@ -166,7 +168,7 @@ def test_every_channel_sampled_zero_keeps_the_cnn_exact():
         losses_m, grads_m, _ = train_steps(masked, False, steps=1, micro_batches=1)
         assert computed[sampled.cnn.layers[layer].gate] == (1, sampled.cnn.layers[layer].gate.n)
         assert losses_s == pytest.approx(losses_m, rel=1e-5)
-        floor = 1e-6 * max(g.abs().max().item() for g in grads_m.values() if g is not None)
+        floor = 1e-4 * max(g.abs().max().item() for g in grads_m.values() if g is not None)
         assert all(close(grads_s[n], g, floor) for n, g in grads_m.items())
 
 
