@@ -39,6 +39,18 @@ def learning_sv(params: dict) -> dict:
     return p
 
 
+def learning_cm(params: dict) -> dict:
+    """`params` with CM at a size where the seen attacks are learned at every seed tried (16 speakers of 4 bona fide
+    and 4 spoofed utterances, 30 epochs of 1.5 s crops: seen-attack EER <= 0.06 on dev and eval at seeds 0-3, with
+    sampled execution on and off). The smaller default of small_params (8 speakers of 3 + 3) passed at seed 0 only:
+    its per-attack EERs rest on 6 utterances."""
+    p = json.loads(json.dumps(params))
+    p["prepare"]["cm"]["mini"].update(speakers=16, bonafide_per_speaker=4, spoofed_per_speaker=4, min_seconds=2.0,
+                                      max_seconds=3.0)
+    p["finetune"]["cm"].update(epochs=30, batch_size=8, crop_seconds=1.5, sparsity_warmup_epochs=11)
+    return p
+
+
 def repo_env() -> dict:
     """This environment with the suite's virtualenv first on PATH (dvc), a git identity and no DVC analytics."""
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "GIT_AUTHOR_NAME": "t",

@@ -16,7 +16,7 @@ import yaml
 from hp import metrics
 from hp.data.interop import read_trial_scores
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
-from pipeline_repo import ROOT, learning_sv, make_repo, run, small_params
+from pipeline_repo import ROOT, learning_cm, learning_sv, make_repo, run, small_params
 from stage_deps import recorded_mismatches
 
 def readme_commands() -> list[str]:
@@ -43,7 +43,7 @@ def new_shell_env() -> dict:
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 @pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="runs the README's commands in the suite's virtualenv")
 def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path, monkeypatch):
-    params = learning_sv(small_params(yaml.safe_load((ROOT / "params.yaml").read_text())))
+    params = learning_cm(learning_sv(small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))))
     tolerance = {task: params["finetune"][task]["freeze_tolerance"] for task in ("sv", "cm")}
     repo = make_repo(tmp_path, params)
     monkeypatch.setenv("HP_RECORD_IMPORTS", str(tmp_path / "imports"))  # each stage lists the files it imported

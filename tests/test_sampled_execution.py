@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import hp
-from hp.model.sampled import computed_units, executes_sample
+from hp.model.sampled import computed_units, skips_zeros
 from hp.sparsity import SparsityController, param_groups
 
 from conftest import hf_config as wavlm_config
@@ -119,25 +119,52 @@ def close_updates(a: torch.Tensor, b: torch.Tensor) -> bool:
     return (a - b).abs().max().item() <= 1e-2 * scale + 1e-2 * LR * STEPS
 
 
-@pytest.mark.parametrize("state", ["random", *(f"edges-{k}" for k in range(3))])
-@pytest.mark.parametrize("layout", list(CONFIGS))
-def test_sampled_steps_equal_masked_steps(layout, state):
-    sampled = model_of(layout)
-    set_gates(sampled, state, seed=len(layout))
+def assert_steps_equal_masked(sampled: hp.Frontend) -> dict:
+    """Training `sampled` with sampled execution and a copy of it masked: the same losses, gradients and updates.
+    Returns the units each gate group computed with sampled execution."""
     masked, before = copy.deepcopy(sampled), copy.deepcopy(sampled)
     losses_s, grads_s, computed_s = train_steps(sampled, True)
     losses_m, grads_m, computed_m = train_steps(masked, False)
     assert losses_s == pytest.approx(losses_m, rel=1e-5)
     floor = 1e-4 * max(g.abs().max().item() for g in grads_m.values() if g is not None)
     for name, g in grads_m.items():  # no gradient, or a wrong one, for a skipped unit's parameter fails here
+        if name.endswith("log_alpha") and sampled.get_parameter(name).requires_grad is False:
+            assert g is None and grads_s[name] is None, f"{name}: a frozen gate got a gradient"
+            continue
         assert g is not None and grads_s[name] is not None, f"{name}: no gradient"
         assert close(grads_s[name], g, floor), f"{name}: gradients differ"
     for (name, a), b, p0 in zip(sampled.named_parameters(), masked.parameters(), before.parameters()):
         assert close_updates(a.detach() - p0, b.detach() - p0), f"{name}: parameters differ after the AdamW steps"
-    # not vacuous: sampled execution skipped units (all of them in some groups), the masked run none
-    assert all(c == n for c, n in computed_m.values())
-    skipped = [c < n for c, n in computed_s.values()]
-    assert any(skipped) and (state == "random" or any(c == 0 for c, _ in computed_s.values()))
+    assert all(c == n for c, n in computed_m.values())  # the masked run computed every unit
+    return computed_s
+
+
+@pytest.mark.parametrize("state", ["random", *(f"edges-{k}" for k in range(3))])
+@pytest.mark.parametrize("layout", list(CONFIGS))
+def test_sampled_steps_equal_masked_steps(layout, state):
+    sampled = model_of(layout)
+    set_gates(sampled, state, seed=len(layout))
+    computed = assert_steps_equal_masked(sampled)
+    # not vacuous: sampled execution skipped units (all of them in some groups)
+    assert any(c < n for c, n in computed.values())
+    assert state == "random" or any(c == 0 for c, _ in computed.values())
+
+
+@pytest.mark.parametrize("state", ["random", "edges-1"])
+@pytest.mark.parametrize("layout", ["wavlm-base", "wavlm-large"])
+def test_frozen_gates_skip_the_zeros_of_their_fixed_mask(layout, state):
+    """Gates frozen without train-time compaction (compact_on_freeze false): every step skips the units their fixed
+    deterministic mask sets to 0, as exactly as a sample's."""
+    sampled = model_of(layout)
+    set_gates(sampled, state, seed=5)
+    sampled.freeze_gates()
+    zeros = {g: int((g.frozen_mask == 0).sum()) for g in sampled.gates().values()}
+    computed = assert_steps_equal_masked(sampled)
+    forwards = STEPS * 2  # micro-batches
+    for gate, (c, n) in computed.items():  # the fixed mask's zeros, not computed in any forward
+        assert n == forwards * gate.n
+        assert c <= forwards * (gate.n - zeros[gate]) + (forwards if zeros[gate] == gate.n else 0)
+    assert any(zeros.values())
 
 
 def test_a_block_switched_off_gives_its_parameters_zero_gradients():
@@ -172,20 +199,22 @@ def test_every_channel_sampled_zero_keeps_the_cnn_exact():
         assert all(close(grads_s[n], g, floor) for n, g in grads_m.items())
 
 
-def test_only_learning_gates_in_training_skip_units():
-    """Eval mode, frozen gates and the switch off compute every unit, each multiplied by its mask, as before."""
+def test_only_training_forwards_skip_units():
+    """Eval mode and the switch off compute every unit, each multiplied by its mask, as before; training skips
+    zeros whether the gates learn or are frozen."""
     model = model_of("wavlm-base")
     set_gates(model, "edges-0", 0)
-    assert all(executes_sample(g) for g in model.gates().values())
-    for setting in ("eval", "frozen", "off"):
-        m = copy.deepcopy(model)
+    assert all(skips_zeros(g) for g in model.gates().values())
+    frozen = copy.deepcopy(model)
+    frozen.freeze_gates()
+    assert all(skips_zeros(g) for g in frozen.gates().values())
+    for setting in ("eval", "off"):
+        m = copy.deepcopy(frozen if setting == "eval" else model)
         if setting == "eval":
             m.eval()
-        elif setting == "frozen":
-            m.freeze_gates()
         else:
             m.set_sampled_execution(False)
-        assert not any(executes_sample(g) for g in m.gates().values()), setting
+        assert not any(skips_zeros(g) for g in m.gates().values()), setting
     with computed_units() as computed, torch.no_grad():
         m(torch.randn(2, 4000))
     assert len(computed) == len(m.gates()) and all(c == n for c, n in computed.values())

@@ -41,6 +41,7 @@ class HardConcrete(nn.Module):
         self.l0_shift = beta * math.log(-self.l / self.r)
         self.log_alpha = nn.Parameter(torch.empty(n))
         self._mask_cache: tuple | None = None
+        self._keep_cache: tuple | None = None  # see frozen_keep
         self.frozen = False
         self.holding, self._held_noise = False, None  # see hold_noise
         self.generator: torch.Generator | None = None  # None: the global one (see WavLM.share_sampling)
@@ -114,6 +115,14 @@ class HardConcrete(nn.Module):
         self.register_buffer("frozen_mask", mask)
         self.log_alpha.requires_grad_(False)
         self.log_alpha.grad = None
+
+    def frozen_keep(self) -> torch.Tensor:
+        """The indices of the units a frozen gate's mask keeps, found once per mask (hp.model.sampled reads them at
+        every training forward)."""
+        mask, c = self.frozen_mask, self._keep_cache
+        if c is None or c[0] is not mask or c[1] != mask._version:  # a new mask, or this one written in place
+            c = self._keep_cache = (mask, mask._version, mask.nonzero().squeeze(1))
+        return c[2]
 
     @torch.no_grad()
     def select(self, keep: torch.Tensor) -> None:

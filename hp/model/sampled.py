@@ -11,7 +11,11 @@ clipping, averaging, DDP's all-reduce and checkpoints see what they saw before. 
 
 What is not the same: dropout draws its masks for the computed units only, so with dropout on a run takes other
 (equally distributed) random masks than the masked computation would; sums over fewer terms round differently
-(float32: ~1e-6 relative). Eval mode, frozen gates and compacted models never take this path.
+(float32: ~1e-6 relative).
+
+A frozen gate's fixed mask (hp.train's GateFreeze, without train-time compaction) is skipped the same way in
+training: its zeros are constants, so the argument holds unchanged. Eval mode, the switch off and compacted models
+(which hold no zero unit) compute every unit as before.
 """
 from __future__ import annotations
 
@@ -29,8 +33,8 @@ _counters: list[dict[HardConcrete, list[int]]] = []  # see computed_units
 
 @contextlib.contextmanager
 def computed_units():
-    """Within this context, count for each learning gate (training, not frozen) how many of its units the forwards
-    computed: {gate: [computed, of n]}, summed over forwards; a block's gate counts 1 for a block that ran."""
+    """Within this context, count for each gate of a training forward (learning or frozen) how many of its units the
+    forwards computed: {gate: [computed, of n]}, summed over forwards; a block's gate counts 1 for a block that ran."""
     counts: dict[HardConcrete, list[int]] = defaultdict(lambda: [0, 0])
     _counters.append(counts)
     try:
@@ -40,38 +44,57 @@ def computed_units():
 
 
 def _count(gate: HardConcrete | None, computed: int) -> None:
-    if gate is not None and gate.training and not gate.frozen:
+    if gate is not None and gate.training:
         for counts in _counters:
             counts[gate][0] += computed
             counts[gate][1] += gate.n
 
 
-def executes_sample(gate: HardConcrete | None) -> bool:
-    """Whether `gate`'s mask in this forward is a sample whose zero units may be skipped."""
-    return gate is not None and gate.sampled_execution and gate.training and not gate.frozen
+def skips_zeros(gate: HardConcrete | None) -> bool:
+    """Whether this forward computes only the units `gate`'s mask keeps: a training forward with sampled execution
+    on, the mask a sample (learning gate) or the fixed mask of a frozen one."""
+    return gate is not None and gate.sampled_execution and gate.training
 
 
 def kept_units(gate: HardConcrete | None, mask: torch.Tensor | None) -> torch.Tensor | None:
-    """The indices of the units `mask` (the gate's sample) keeps, or None where every unit is to be computed (no
-    gate, a deterministic mask, sampled execution off, or a sample that keeps them all)."""
-    if not executes_sample(gate):
+    """The indices of the units `mask` (the gate's sample or frozen mask) keeps, or None where every unit is to be
+    computed (no gate, eval mode, sampled execution off, or a mask that keeps them all)."""
+    if not skips_zeros(gate):
         return None
-    keep = mask.nonzero().squeeze(1)  # one host sync per gate group on CUDA
+    # a sample: one host sync per gate group on CUDA; a frozen mask: its indices found once
+    keep = gate.frozen_keep() if gate.frozen else mask.nonzero().squeeze(1)
     return None if len(keep) == gate.n else keep
 
 
 class BlockSample(NamedTuple):
-    """What a transformer block computes in this forward: nothing (`off`), or the units `keep` (None: all)."""
+    """One forward's masks of a transformer block (None: that gate group is absent) and what the block computes:
+    nothing (`off`), or the units `keep` (None: all of them)."""
 
+    unit_mask: torch.Tensor | None
+    block_mask: torch.Tensor | None
     off: bool
     keep: torch.Tensor | None
 
+    @property
+    def gated(self) -> bool:
+        return self.unit_mask is not None or self.block_mask is not None
 
-def block_sample(unit_gate: HardConcrete | None, unit_mask: torch.Tensor | None, block_gate: HardConcrete | None,
-                 block_mask: torch.Tensor | None) -> BlockSample:
-    """A block is off when its sampled block gate is 0 or its sample keeps none of its units: the masked computation
-    then multiplies its whole output by 0 (transformer.block_scale)."""
-    if executes_sample(block_gate) and block_mask.item() == 0:
+    def scale(self, dtype: torch.dtype) -> torch.Tensor | float:
+        """The factor on the block's output: its block gate's mask, times 0 once every unit mask is 0. A block whose
+        units are all pruned is removed at compaction, output bias included; the gated model matches that (and the
+        count's P(any unit alive) factor) by silencing the block too."""
+        scale = self.block_mask.to(dtype) if self.block_mask is not None else 1.0
+        if self.unit_mask is not None:
+            scale = scale * (self.unit_mask != 0).any().to(dtype)
+        return scale
+
+
+def block_sample(unit_gate: HardConcrete | None, block_gate: HardConcrete | None) -> BlockSample:
+    """Draw a block's masks. The block is off when its block gate's mask is 0 or its unit mask keeps none of its
+    units: the masked computation then multiplies its whole output by 0 (BlockSample.scale)."""
+    unit_mask = unit_gate() if unit_gate is not None else None
+    block_mask = block_gate() if block_gate is not None else None
+    if kept_units(block_gate, block_mask) is not None:  # the one unit of a block gate is not kept
         keep, off = None, True
     else:
         keep = kept_units(unit_gate, unit_mask)
@@ -79,7 +102,7 @@ def block_sample(unit_gate: HardConcrete | None, unit_mask: torch.Tensor | None,
     _count(block_gate, 0 if off else 1)
     if unit_gate is not None:
         _count(unit_gate, 0 if off else unit_gate.n if keep is None else len(keep))
-    return BlockSample(off, keep)
+    return BlockSample(unit_mask, block_mask, off, keep)
 
 
 def channel_sample(gate: HardConcrete | None, mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -31,19 +31,6 @@ def relative_position_buckets(length: int, num_buckets: int, max_distance: int, 
     return buckets + torch.where(rel < max_exact, rel, large)
 
 
-def block_scale(unit_mask: torch.Tensor | None, block_mask: torch.Tensor | None,
-                dtype: torch.dtype) -> torch.Tensor | float:
-    """Scale of a block's output: its block gate's mask, times 0 once every unit mask is 0.
-
-    A block whose units are all pruned is removed at compaction, output bias included; the gated model
-    matches that (and the count's P(any unit alive) factor) by silencing the block too.
-    """
-    scale = block_mask.to(dtype) if block_mask is not None else 1.0
-    if unit_mask is not None:
-        scale = scale * (unit_mask != 0).any().to(dtype)
-    return scale
-
-
 class RelativePositionBias(nn.Module):
     """Learned bias per (bucket, head), shared by all layers. It lives in layer 0 in WavLM; it is kept
     whole here, so that every layer's surviving heads can index it even after layer 0 is pruned."""
@@ -95,13 +82,10 @@ class SelfAttention(nn.Module):
                 key_bias: torch.Tensor | None) -> torch.Tensor | None:
         """x: [B, T, D]; position_bias: [H_orig, T, T] (WavLM; None for the other families);
         key_bias: [B, 1, 1, T] additive padding mask. None: this forward's gate sample switched the block off."""
-        head_mask = self.head_gate() if self.head_gate is not None else None
-        block_mask = self.block_gate() if self.block_gate is not None else None
-        sample = block_sample(self.head_gate, head_mask, self.block_gate, block_mask)
+        sample = block_sample(self.head_gate, self.block_gate)
         if sample.off:
             return None
-        scale = block_scale(head_mask, block_mask, x.dtype)
-        h, dh = len(self.heads), self.head_dim
+        head_mask, h, dh = sample.unit_mask, len(self.heads), self.head_dim
         qkv_weight, qkv_bias, out_weight, const = self.qkv.weight, self.qkv.bias, self.out_proj.weight, self.rel_pos_const
         heads = self.head_index(x.device) if self.rel_pos_gate is not None else None
         if sample.keep is not None:  # sampled execution: the kept heads' rows of qkv, columns of out_proj, bias slices
@@ -140,8 +124,8 @@ class SelfAttention(nn.Module):
             out = F.linear(torch.cat(out.unbind(1), dim=-1), out_weight, self.out_proj.bias)
         else:
             out = F.linear(out.transpose(1, 2).reshape(b, t, h * dh), out_weight, self.out_proj.bias)
-        if head_mask is not None or block_mask is not None:
-            out = out * scale
+        if sample.gated:
+            out = out * sample.scale(out.dtype)
         return out
 
     @staticmethod
@@ -219,12 +203,10 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | None:
         """None: this forward's gate sample switched the block off (hp.model.sampled)."""
-        unit_mask = self.unit_gate() if self.unit_gate is not None else None
-        block_mask = self.block_gate() if self.block_gate is not None else None
-        sample = block_sample(self.unit_gate, unit_mask, self.block_gate, block_mask)
+        sample = block_sample(self.unit_gate, self.block_gate)
         if sample.off:
             return None
-        scale = block_scale(unit_mask, block_mask, x.dtype)
+        unit_mask = sample.unit_mask
         fc1_weight, fc1_bias, fc2_weight = self.fc1.weight, self.fc1.bias, self.fc2.weight
         if sample.keep is not None:  # sampled execution: the kept units' rows of fc1, columns of fc2
             keep = sample.keep
@@ -236,8 +218,8 @@ class FeedForward(nn.Module):
         if unit_mask is not None:
             x = x * unit_mask.to(x.dtype)
         x = self.dropout(F.linear(x, fc2_weight, self.fc2.bias))
-        if unit_mask is not None or block_mask is not None:
-            x = x * scale
+        if sample.gated:
+            x = x * sample.scale(x.dtype)
         return x
 
     @staticmethod
