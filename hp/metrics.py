@@ -11,6 +11,10 @@ import numpy as np
 
 # ASVspoof5 CM costs (brief §5): bona fide is the positive class, P(spoof) = 0.05, C_fa = 10.
 CM_P_TARGET, CM_C_MISS, CM_C_FA = 0.95, 1.0, 10.0
+# the minimum DCFs hp reports, by name: (p_target, c_miss, c_fa). SV: p = 0.01 (WeSpeaker, 3D-Speaker, SpeechBrain)
+# and 0.05 (ESPnet), brief §5; CM: ASVspoof5's
+SV_COSTS = {"min_dcf_0.01": (0.01, 1.0, 1.0), "min_dcf_0.05": (0.05, 1.0, 1.0)}
+CM_COSTS = {"min_dcf": (CM_P_TARGET, CM_C_MISS, CM_C_FA)}
 
 
 def check_sizes(n: int, labels: np.ndarray, what: str) -> None:

@@ -191,9 +191,19 @@ class ScoreConfig:
     """params.yaml's score group, less each task's own subgroup (the task reads that: Task.score_settings)."""
 
     batch_seconds: float  # audio per embedding batch (utterances whole, grouped by length)
+    bootstrap_resamples: int  # speaker-level resamples behind each 95 % interval (hp.bootstrap)
+    bootstrap_seed: int  # which resamples: the same for every system scored on one test set (paired comparisons)
 
     def __post_init__(self):
         positive(self.batch_seconds, "score.batch_seconds")
+        integer(self.bootstrap_resamples, "score.bootstrap_resamples", minimum=1)
+        integer(self.bootstrap_seed, "score.bootstrap_seed", minimum=0)
+
+    @property
+    def bootstrap(self):
+        from hp.bootstrap import Bootstrap
+
+        return Bootstrap(self.bootstrap_resamples, self.bootstrap_seed)
 
 
 @dataclass(frozen=True)

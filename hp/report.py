@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from hp import anchors, metrics  # noqa: E402
+from hp.bootstrap import MIN_SPOOFS_FOR_INTERVAL  # noqa: E402
 from hp.data.manifest import shrunk_lists  # noqa: E402
 from hp.document import Document  # noqa: E402
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
@@ -208,6 +209,29 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
 
+def _dcf(x: float) -> str:
+    return f"{x:.4f}"
+
+
+def _interval_note(doc: Document, r: dict, more: str = "") -> None:
+    """What the brackets are, where the score stage bootstrapped; `more`: a sentence on what has none."""
+    b = r.get("bootstrap")
+    if b is None:
+        return
+    speakers = ", ".join(f"{name}: {n}" for name, n in b["speakers"].items())
+    doc.paragraph(f"Brackets: the {b['confidence']:.0%} {b['interval']} interval over {b['resamples']:,} resamples of "
+                  f"the test speakers ({speakers}; seed {b['seed']}), each trial or utterance counted once per copy "
+                  "of its speakers (`hp/bootstrap.py`). Speakers, not trials, are resampled: trials sharing a "
+                  "speaker err together." + more)
+
+
+def _ci(m: dict, name: str, fmt=_pct) -> str:
+    """`m[name]` formatted by `fmt`, with its 95 % interval where the score stage bootstrapped it (hp.bootstrap):
+    "17.90 [15.21, 20.84]"."""
+    ci = m.get(f"{name}_ci95")
+    return fmt(m[name]) if ci is None else f"{fmt(m[name])} [{fmt(ci[0])}, {fmt(ci[1])}]"
+
+
 def flatten(tree: dict, prefix: str = "") -> dict:
     """{"a.b.c": leaf}; lists are leaves."""
     out = {}
@@ -344,7 +368,7 @@ def _authors_sv(doc: Document, r: dict, frontend: dict) -> None:
         return
     kinds = [k for k in ("cosine", "asnorm") if all(k in m for m in r["lists"].values())]
     doc.table(["trial list", *(f"hp {k} EER (%)" for k in kinds), f"theirs at {anchor.ratio:.0%} EER (%)"],
-              [[TRIAL_NAMES[name], *(_pct(m[k]["eer"]) for k in kinds), f"{anchor.eer[name]:.3f}"]
+              [[TRIAL_NAMES[name], *(_ci(m[k], "eer") for k in kinds), f"{anchor.eer[name]:.3f}"]
                for name, m in r["lists"].items() if name in anchor.eer],
               caption=f"The authors' published {anchor.front_end} result at the pruning ratio nearest this run's target "
                       f"{r['target_sparsity']:g} ({anchor.ratio:.0%} removed, {anchor.params_m:.2f}M parameters "
@@ -358,13 +382,14 @@ def sv_section(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.Da
     rows = []
     for name, m in r["lists"].items():
         shown = TRIAL_NAMES[name] if corpus == "voxceleb" else f"{name} ({CORPUS_NAMES.get(corpus, corpus)})"
-        rows += [[shown, names[kind], f"{m['trials']:,}", _pct(m[kind]["eer"]), f"{m[kind]['min_dcf_0.01']:.4f}",
-                  f"{m[kind]['min_dcf_0.05']:.4f}"] for kind in names if kind in m]
+        rows += [[shown, names[kind], f"{m['trials']:,}", _ci(m[kind], "eer"), _ci(m[kind], "min_dcf_0.01", _dcf),
+                  _ci(m[kind], "min_dcf_0.05", _dcf)] for kind in names if kind in m]
         b = r.get("baseline_ltas", {}).get(name)
         if b is not None:
             rows.append([shown, BASELINE_LTAS, f"{m['trials']:,}", _pct(b["eer"]), f"{b['min_dcf_0.01']:.4f}",
                          f"{b['min_dcf_0.05']:.4f}"])
     doc.table(["trial list", "scoring", "trials", "EER (%)", "minDCF (p=0.01)", "minDCF (p=0.05)"], rows)
+    _interval_note(doc, r)
     if r.get("baseline_ltas"):
         doc.paragraph(f"*{BASELINE_LTAS}*: a reference row, not this model: cosine of each utterance's long-term "
                       "average log power spectrum (25 ms Hann frames, 512-point FFT) minus the mean over (at most "
@@ -379,13 +404,13 @@ def _cm_row(m: dict) -> list[str]:
     """EER (%), minDCF, actDCF, Cllr of one CM group; '–' where the group holds one class."""
     if "eer" not in m:
         return ["–"] * 4
-    return [_pct(m["eer"]), f"{m['min_dcf']:.4f}", f"{m['act_dcf']:.4f}", f"{m['cllr']:.4f}"]
+    return [_ci(m, "eer"), _ci(m, "min_dcf", _dcf), f"{m['act_dcf']:.4f}", f"{m['cllr']:.4f}"]
 
 
 def _authors_cm(doc: Document, r: dict, splits: list[str]) -> None:
     """The authors' ASVspoof5 EER per split at their ratio nearest our target, and their single system."""
     anchor = anchors.cm_anchor(r["target_sparsity"], splits)
-    rows = [[s, _pct(r[s]["eer"]), f"{r[s]['min_dcf']:.4f}",
+    rows = [[s, _ci(r[s], "eer"), _ci(r[s], "min_dcf", _dcf),
              f"{anchor.eer[s]:.3f}" if anchor is not None and s in anchor.eer else "–",
              f"{anchors.CM_SYSTEM[s]['eer']:.3f}", f"{anchors.CM_SYSTEM[s]['min_dcf']:.4f}"] for s in splits]
     ratio = anchors.nearest_ratio(r["target_sparsity"])
@@ -407,6 +432,7 @@ def cm_section(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.Da
     doc.table(["split", "bona fide", "spoof", "EER (%)", "minDCF", "actDCF", "Cllr (bits)", "raw actDCF", "raw Cllr"],
               [[s, f"{r[s]['bonafide']:,}", f"{r[s]['spoof']:,}", *_cm_row(r[s]), f"{r[s]['raw']['act_dcf']:.4f}",
                 f"{r[s]['raw']['cllr']:.4f}"] for s in splits])
+    _interval_note(doc, r, f" An attack with fewer than {MIN_SPOOFS_FOR_INTERVAL} spoofs, and a codec, get none.")
     seen = {True: "unseen", False: "seen"}
     doc.table(["split", "attack", "spoofs", "in training", "EER (%)", "minDCF", "actDCF", "Cllr"],
               [[s, attack, f"{m['spoofs']:,}", seen.get(m.get("unseen"), "–"), *_cm_row(m)]

@@ -7,13 +7,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from hp import distributed, metrics
+from hp.bootstrap import MIN_SPOOFS_FOR_INTERVAL, Bootstrap
 from hp.calibration import LinearCalibration, fit_logistic, qmf_features, sample_trials
 from hp.data.audio import pad_batch, read_audio
-from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
+from hp.metrics import CM_C_FA, CM_C_MISS, CM_COSTS, CM_P_TARGET, SV_COSTS
 from hp.score_norm import score_trials
 from hp.tasks.model import TaskModel
 
-SV_P_TARGETS = (0.01, 0.05)
 
 
 def length_batches(durations: np.ndarray, batch_seconds: float) -> list[np.ndarray]:
@@ -71,18 +71,27 @@ def trial_indices(utts: list[str], trials: pd.DataFrame) -> tuple[np.ndarray, np
             np.array([index[u] for u in trials["test"]], dtype=np.int64))
 
 
-def sv_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
+def sv_metrics(scores: np.ndarray, labels: np.ndarray, speakers: tuple[np.ndarray, np.ndarray] | None = None,
+               bootstrap: Bootstrap | None = None) -> dict:
+    """EER and each minDCF of metrics.SV_COSTS; with `bootstrap`, their intervals over the trials' (enroll, test)
+    `speakers`."""
     result = {"eer": metrics.eer(scores, labels)}
-    for p in SV_P_TARGETS:
-        result[f"min_dcf_{p}"] = metrics.min_dcf(scores, labels, p)
+    for name, cost in SV_COSTS.items():
+        result[name] = metrics.min_dcf(scores, labels, *cost)
+    if bootstrap is not None:
+        result = bootstrap.intervals(result, scores, labels, SV_COSTS, *speakers)[0]
     return result
 
 
-def cm_metrics(llrs: np.ndarray, labels: np.ndarray) -> dict:
-    """ASVspoof5's four (brief §5); actDCF and Cllr only mean something for calibrated LLRs."""
-    costs = (CM_P_TARGET, CM_C_MISS, CM_C_FA)
-    return {"eer": metrics.eer(llrs, labels), "min_dcf": metrics.min_dcf(llrs, labels, *costs),
-            "act_dcf": metrics.act_dcf(llrs, labels, *costs), "cllr": metrics.cllr(llrs, labels)}
+def cm_metrics(llrs: np.ndarray, labels: np.ndarray, speakers: np.ndarray | None = None,
+               bootstrap: Bootstrap | None = None) -> dict:
+    """ASVspoof5's four (brief §5); actDCF and Cllr only mean something for calibrated LLRs. With `bootstrap`, EER
+    and minDCF intervals over the utterances' `speakers`."""
+    result = {"eer": metrics.eer(llrs, labels), "min_dcf": metrics.min_dcf(llrs, labels, *CM_COSTS["min_dcf"]),
+              "act_dcf": metrics.act_dcf(llrs, labels, *CM_COSTS["min_dcf"]), "cllr": metrics.cllr(llrs, labels)}
+    if bootstrap is not None:
+        result = bootstrap.intervals(result, llrs, labels, CM_COSTS, speakers)[0]
+    return result
 
 
 def seen_attacks(train: pd.DataFrame) -> set[str]:
@@ -90,18 +99,26 @@ def seen_attacks(train: pd.DataFrame) -> set[str]:
     return set(train.loc[train["label"] != "bonafide", "attack"])
 
 
-def cm_breakdown(rows: pd.DataFrame, llrs: np.ndarray, seen: set[str] | None = None) -> dict:
+def cm_breakdown(rows: pd.DataFrame, llrs: np.ndarray, seen: set[str] | None = None,
+                 bootstrap: Bootstrap | None = None) -> dict:
     """Metrics of one split per attack (all bona fide vs that attack's spoofs) and per codec (the utterances
     with that codec; '-' is none); a codec group holding one class only reports its size.
 
     With `seen` (seen_attacks of the training set), each attack says whether it is `unseen` in training, and
     "unseen" pools the split's bona fide utterances with the spoofs of all its unseen attacks: {attacks (their
-    names), bonafide, spoofs} and, when there is such a spoof, the four metrics."""
+    names), bonafide, spoofs} and, when there is such a spoof, the four metrics.
+
+    With `bootstrap`, an attack of at least MIN_SPOOFS_FOR_INTERVAL spoofs gets intervals (over its utterances'
+    speakers)."""
     labels = (rows["label"] == "bonafide").to_numpy()
+    speakers = rows["speaker"].to_numpy() if bootstrap is not None else None
     out: dict = {"attacks": {}, "codecs": {}}
     for attack in sorted(rows.loc[~labels, "attack"].unique()):
         keep = labels | (rows["attack"] == attack).to_numpy()
-        out["attacks"][attack] = {"spoofs": int((keep & ~labels).sum()), **cm_metrics(llrs[keep], labels[keep]),
+        spoofs = int((keep & ~labels).sum())
+        boot = bootstrap if spoofs >= MIN_SPOOFS_FOR_INTERVAL else None
+        who = None if boot is None else speakers[keep]
+        out["attacks"][attack] = {"spoofs": spoofs, **cm_metrics(llrs[keep], labels[keep], who, boot),
                                   **({} if seen is None else {"unseen": attack not in seen})}
     if seen is not None:
         unseen = [attack for attack in out["attacks"] if attack not in seen]
@@ -118,18 +135,20 @@ def cm_breakdown(rows: pd.DataFrame, llrs: np.ndarray, seen: set[str] | None = N
 
 
 def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batch_seconds: float = 60.0,
-             prior: float | None = None, num_workers: int = 0,
-             train: pd.DataFrame | None = None) -> tuple[pd.DataFrame, LinearCalibration, dict] | None:
+             prior: float | None = None, num_workers: int = 0, train: pd.DataFrame | None = None,
+             bootstrap: Bootstrap | None = None) -> tuple[pd.DataFrame, LinearCalibration, dict] | None:
     """Raw scores (bona fide - spoof logit) of dev and eval, LLRs from a logistic regression fitted on dev at
     bona fide prior `prior` (None: the effective prior of the ASVspoof5 DCF), metrics of both splits.
 
-    Returns the utterances of both splits with columns score_raw and score_llr, the calibration, and
-    {split: {utterances, bonafide, spoof, eer, min_dcf, act_dcf, cllr, raw: {act_dcf, cllr}, attacks, codecs}}.
+    Returns the utterances of both splits (speakers included) with columns score_raw and score_llr, the
+    calibration, and {split: {utterances, bonafide, spoof, eer, min_dcf, act_dcf, cllr, raw: {act_dcf, cllr},
+    attacks, codecs}}.
     Dev's actDCF and Cllr are those of the data the calibration was fitted on (optimistic); eval's are honest.
     Under torchrun every rank embeds a share and only rank 0 scores: the others get None.
     With `train` (the training manifest; its label and attack columns are read), each attack is marked unseen or
     not and each split has "unseen": its bona fide utterances against the spoofs of attacks unseen in training,
-    pooled (cm_breakdown).
+    pooled (cm_breakdown). With `bootstrap` (speaker-level, hp.bootstrap), each split's EER and minDCF, and each
+    attack's with enough spoofs, get intervals, and the results say how ("bootstrap": Bootstrap.describe).
     """
     if prior is None:
         prior = metrics.effective_prior(CM_P_TARGET, CM_C_MISS, CM_C_FA)
@@ -146,30 +165,35 @@ def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batc
     results, scored = {}, []
     for split, table in tables.items():
         llrs, y = calibration.llr(raw[split]), labels[split]
+        speakers = table["speaker"].to_numpy() if bootstrap is not None else None
         results[split] = {"utterances": len(y), "bonafide": int(y.sum()), "spoof": int(len(y) - y.sum()),
-                          **cm_metrics(llrs, y),
-                          "raw": {"act_dcf": metrics.act_dcf(raw[split], y, CM_P_TARGET, CM_C_MISS, CM_C_FA),
+                          **cm_metrics(llrs, y, speakers, bootstrap),
+                          "raw": {"act_dcf": metrics.act_dcf(raw[split], y, *CM_COSTS["min_dcf"]),
                                   "cllr": metrics.cllr(raw[split], y)},
-                          **cm_breakdown(table, llrs, None if train is None else seen_attacks(train))}
-        scored.append(table[["utt", "split", "label", "attack", "codec", "gender"]]
+                          **cm_breakdown(table, llrs, None if train is None else seen_attacks(train), bootstrap)}
+        scored.append(table[["utt", "split", "speaker", "label", "attack", "codec", "gender"]]
                       .assign(score_raw=raw[split], score_llr=llrs))
+    if bootstrap is not None:
+        results["bootstrap"] = bootstrap.describe({split: t["speaker"].nunique() for split, t in tables.items()})
     return pd.concat(scored, ignore_index=True), calibration, results
 
 
 def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame,
              batch_seconds: float = 60.0, mean_subtraction: bool = True, top_n: int | None = 300,
-             qmf_trials: int | None = None, qmf_seed: int = 0,
-             num_workers: int = 0) -> tuple[pd.DataFrame, dict, dict] | None:
+             qmf_trials: int | None = None, qmf_seed: int = 0, num_workers: int = 0,
+             bootstrap: Bootstrap | None = None) -> tuple[pd.DataFrame, dict, dict] | None:
     """Score every trial (of all lists at once: each utterance is embedded once) and evaluate each list.
 
     Scores: cosine after the training mean is subtracted (`mean_subtraction`), AS-norm with the training
     speakers as cohort (`top_n`; None: off), and QMF (`qmf_trials` trials drawn from the training set train
     a logistic regression on the AS-normed (else cosine) score, the trial's durations and embedding norms;
-    None: off). Returns the trials with a column `score_<kind>` per kind (cosine, asnorm, qmf: the last is
-    the system's final score), {"lists": {list: {"trials": n, kind: metrics}}}, and what scoring a new trial by
-    cosine needs: {"mean": the training mean embedding (None without mean subtraction), "threshold": the EER
-    threshold of the first list's cosine scores, "threshold_rule": saying so}. Under torchrun every rank embeds a
-    share and only rank 0 scores: the others get None.
+    None: off). Returns the trials with their enroll_speaker and test_speaker and a column `score_<kind>` per kind
+    (cosine, asnorm, qmf: the last is the system's final score), {"lists": {list: {"trials": n, kind: metrics}}},
+    and what scoring a new trial by cosine needs: {"mean": the training mean embedding (None without mean
+    subtraction), "threshold": the EER threshold of the first list's cosine scores, "threshold_rule": saying so}.
+    Under torchrun every rank embeds a share and only rank 0 scores: the others get None. With `bootstrap`
+    (speaker-level, hp.bootstrap), every EER and minDCF gets an interval, and the results say how ("bootstrap":
+    Bootstrap.describe).
     """
     test_emb, train_emb = (embed_utterances(model, t, batch_seconds, num_workers) for t in (test, train))
     if not distributed.is_main():  # under torchrun the ranks shared the embedding; rank 0 scores
@@ -191,16 +215,23 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
         calibration = fit_logistic(features(train_emb, train, e, t, held[last]), y)
         columns["qmf"] = calibration.llr(features(test_emb, test, enroll, test_idx, scored[last]))
     labels = trials["label"].to_numpy()
-    results = {}
+    speaker = test["speaker"].to_numpy()
+    results, speakers = {}, {}
     for name, rows in trials.groupby("list", sort=False).indices.items():
-        results[name] = {"trials": len(rows), **{kind: sv_metrics(score[rows], labels[rows])
+        sides = (speaker[enroll[rows]], speaker[test_idx[rows]])
+        results[name] = {"trials": len(rows), **{kind: sv_metrics(score[rows], labels[rows], sides, bootstrap)
                                                    for kind, score in columns.items()}}
+        speakers[name] = len(np.unique(np.concatenate(sides)))
     first = trials.groupby("list", sort=False).indices[trials["list"].iat[0]]
     cosine = {"mean": train_emb.mean(0).tolist() if mean_subtraction else None,
               "threshold": metrics.eer_threshold(columns["cosine"][first], labels[first]),
               "threshold_rule": f"EER of the cosine scores on trial list {trials['list'].iat[0]} (fitted on the "
                                 "evaluation trials themselves, so optimistic: set one from held-out trials)"}
-    return trials.assign(**{f"score_{kind}": score for kind, score in columns.items()}), {"lists": results}, cosine
+    evaluated = {"lists": results, **({"bootstrap": bootstrap.describe(speakers)} if bootstrap is not None else {})}
+    # each trial's speakers beside its scores: what a paired bootstrap of two systems resamples (hp.bootstrap.paired)
+    table = trials.assign(enroll_speaker=speaker[enroll], test_speaker=speaker[test_idx],
+                          **{f"score_{kind}": score for kind, score in columns.items()})
+    return table, evaluated, cosine
 
 
 def det_table(scores: np.ndarray, labels: np.ndarray, max_points: int = 400) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -21,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from hp.bootstrap import Bootstrap, Trials, compare  # noqa: E402
 from hp.document import Document  # noqa: E402
 from hp.errors import HPError  # noqa: E402
 from hp.params import REPORT_TOLERANCE, misses_target  # noqa: E402
@@ -28,6 +30,7 @@ from hp.tasks import get_task  # noqa: E402
 from hp.utils.files import atomic_path, read_json  # noqa: E402
 
 NAME = "hp.sweep"
+TrialsLoader = Callable[[dict, str], "Trials | None"]  # (an experiment of dvc exp show, task) -> its scored trials
 TASKS = ("sv", "cm")
 TASK_NAMES = {"sv": "Speaker verification (SV)", "cm": "Anti-spoofing (CM)"}
 SCORING_NAMES = {"qmf": "QMF", "asnorm": "AS-norm", "cosine": "cosine"}
@@ -37,7 +40,8 @@ SCALE = {"params_compact": 1e-6, "macs_compact": 1e-6, "latency_ms": 1.0}
 FRONTS = {"params_compact": "front_params", "macs_compact": "front_macs", "latency_ms": "front_latency"}
 COLUMNS = ["experiment", "kind", "rev", "task", "target_sparsity", "target_measure", "achieved_sparsity", "off_target",
            "params_sparsity", "macs_sparsity", "params_dense", "params_compact", "macs_compact", "latency_ms",
-           "latency_onnx_ms", "latency_input_s", "eer", "min_dcf", "scored", "pretrained", *FRONTS.values()]
+           "latency_onnx_ms", "latency_input_s", "eer", "eer_ci95_lo", "eer_ci95_hi", "min_dcf", "scored", "pretrained",
+           "eer_vs_dense", "eer_vs_dense_lo", "eer_vs_dense_hi", *FRONTS.values()]
 
 
 class SweepError(HPError, ValueError):
@@ -98,7 +102,9 @@ def _number(value) -> bool:
 
 
 def _row(entry: dict, task: str, metrics: dict, export: dict | None, params: dict) -> dict:
-    eer, min_dcf, scored = get_task(task).headline(metrics, _dig(params, "prepare", task, "corpus", default=None))
+    point, dcf, scored = get_task(task).headline(metrics, _dig(params, "prepare", task, "corpus", default=None))
+    eer, min_dcf = float(point["eer"]), float(point[dcf])
+    eer_lo, eer_hi = point.get("eer_ci95") or (math.nan, math.nan)  # runs scored before the intervals: none
     export = export or {}
     target = float(_dig(params, "target_sparsity", default=metrics.get("target_sparsity")))
     achieved = float(metrics["achieved_sparsity"])
@@ -112,16 +118,19 @@ def _row(entry: dict, task: str, metrics: dict, export: dict | None, params: dic
             "macs_compact": float(_dig(export, "compact", "macs")),
             "latency_ms": float(_dig(export, "compact", "latency_ms", "torch_cpu")),
             "latency_onnx_ms": float(_dig(export, "compact", "latency_ms", "onnxruntime_cpu")),
-            "latency_input_s": float(_dig(export, "input", "seconds")), "eer": eer, "min_dcf": min_dcf,
+            "latency_input_s": float(_dig(export, "input", "seconds")), "eer": eer, "eer_ci95_lo": float(eer_lo),
+            "eer_ci95_hi": float(eer_hi), "min_dcf": min_dcf,
             "scored": scored, "pretrained": str(_dig(params, "model", "pretrained", task, default=""))}
 
 
-def collect(shown: list, notes: list[str] | None = None) -> pd.DataFrame:
+def collect(shown: list, notes: list[str] | None = None, trials: TrialsLoader | None = None) -> pd.DataFrame:
     """One row per usable experiment and task (COLUMNS), sorted by task and target, Pareto fronts marked.
 
     Queued, running and failed experiments, broken metrics files and metrics older than their params are skipped,
     each with a line in `notes` (and on stderr), never an exception. The workspace is kept only when its numbers
-    differ from every commit's and experiment's (results not committed yet)."""
+    differ from every commit's and experiment's (results not committed yet). With `trials` (reading an
+    experiment's scored trials, e.g. cached_trials), each row is compared with the dense fine-tune (target 0) of its
+    task on the same trials: eer_vs_dense and its paired interval (hp.bootstrap.compare)."""
     notes = [] if notes is None else notes
 
     def skip(label: str, why: str) -> None:
@@ -140,7 +149,7 @@ def collect(shown: list, notes: list[str] | None = None) -> pd.DataFrame:
         else:
             usable.append(entry)
     others = {_signature(e["data"]) for e in usable if e["kind"] != "workspace"}
-    rows = []
+    rows, sources = [], []  # sources: each row's (entry, params)
     for entry in usable:
         label, data = entry["label"], entry["data"]
         if entry["kind"] == "workspace" and _signature(data) in others:
@@ -169,10 +178,40 @@ def collect(shown: list, notes: list[str] | None = None) -> pd.DataFrame:
                 rows.append(_row(entry, task, metrics, export, params))
             except (KeyError, TypeError, ValueError, StopIteration) as e:
                 skip(f"{label} {task}", f"metrics/{task}.json lacks {e}")
+                continue
+            sources.append((entry, params))
     table = pd.DataFrame(rows, columns=COLUMNS)
+    if trials is not None:
+        _pair_with_dense(table, sources, trials, skip)
     table["macs_compact"] = table["macs_compact"].astype(float).round().astype("Int64")  # NA: no export.json
     table = table.sort_values(["task", "target_sparsity", "experiment"], key=_task_order, kind="stable")
     return _mark_fronts(table.reset_index(drop=True))
+
+
+def _pair_with_dense(table: pd.DataFrame, sources: list[tuple[dict, dict]], trials: TrialsLoader, skip) -> None:
+    """eer_vs_dense (and its interval) of each row in place: its EER minus that of its task's dense fine-tune on the
+    same trials, paired over the same speaker resamples (the dense run's score.bootstrap_* settings)."""
+    for task in TASKS:
+        rows = table.index[table["task"] == task]
+        dense = [i for i in rows if table.at[i, "target_sparsity"] == 0]
+        if not dense:
+            continue
+        entry, params = sources[dense[0]]
+        reference = trials(entry, task)
+        if reference is None:
+            skip(f"{entry['label']} {task}", "no scored trials in the DVC cache (no paired comparison with dense)")
+            continue
+        bootstrap = Bootstrap(int(_dig(params, "score", "bootstrap_resamples", default=1000)),
+                              int(_dig(params, "score", "bootstrap_seed", default=0)))
+        for i in rows:
+            mine = reference if i == dense[0] else trials(sources[i][0], task)
+            paired = None if mine is None else compare(bootstrap, mine, reference)
+            if paired is None or paired["eer_ci95"] is None:
+                skip(f"{table.at[i, 'experiment']} {task}", "no scored trials shared with the dense run (no paired "
+                                                           "comparison)")
+                continue
+            table.loc[i, ["eer_vs_dense", "eer_vs_dense_lo", "eer_vs_dense_hi"]] = [paired["eer"],
+                                                                                   *paired["eer_ci95"]]
 
 
 def _task_order(column: pd.Series) -> pd.Series:
@@ -208,7 +247,7 @@ def pareto_front(cost, error) -> np.ndarray:
 # ---- figure ---------------------------------------------------------------------------------------------
 def pareto_figure(table: pd.DataFrame, path: Path) -> None:
     """2x3: rows SV / CM, columns EER vs parameters / vs MACs / vs CPU latency; every point labelled with its target,
-    the front drawn as the staircase of what is attainable."""
+    its 95 % interval as an error bar, the front drawn as the staircase of what is attainable."""
     fig, axes = plt.subplots(2, len(COSTS), figsize=(15, 8.5), squeeze=False)
     for r, task in enumerate(TASKS):
         rows = table[table["task"] == task]
@@ -225,6 +264,9 @@ def pareto_figure(table: pd.DataFrame, path: Path) -> None:
                 continue
             x = SCALE[cost] * points[cost].astype(float).to_numpy()
             y = 100 * points["eer"].astype(float).to_numpy()
+            spread = 100 * np.abs(points[["eer_ci95_lo", "eer_ci95_hi"]].astype(float).to_numpy().T - y)
+            if np.isfinite(spread).any():  # 95 % intervals, where the runs were scored with them
+                ax.errorbar(x, y, yerr=np.nan_to_num(spread), fmt="none", ecolor="grey", elinewidth=0.8, capsize=2)
             front = points[FRONTS[cost]].fillna(False).to_numpy(dtype=bool)
             if (~front).any():
                 ax.scatter(x[~front], y[~front], facecolors="none", edgecolors="tab:blue",
@@ -255,6 +297,30 @@ def _cell(value, fmt: str) -> str:
 
 def _yes(value) -> str:
     return "–" if value is pd.NA or value is None else ("yes" if value else "no")
+
+
+def _eer_cell(r) -> str:
+    """EER (%) with its 95 % interval where the run was scored with one."""
+    interval = "" if math.isnan(r.eer_ci95_lo) else f" [{100 * r.eer_ci95_lo:.2f}, {100 * r.eer_ci95_hi:.2f}]"
+    return f"{100 * r.eer:.2f}{interval}"
+
+
+def _vs_dense_cell(r) -> str:
+    if math.isnan(r.eer_vs_dense):
+        return "–"
+    return f"{100 * r.eer_vs_dense:+.2f} [{100 * r.eer_vs_dense_lo:+.2f}, {100 * r.eer_vs_dense_hi:+.2f}]"
+
+
+def vs_dense_sentence(r) -> str:
+    """The paired comparison of one row with its task's dense fine-tune, in a sentence a reviewer can quote."""
+    if r.eer_vs_dense_lo > 0:
+        verdict = "higher than dense at 95 %"
+    elif r.eer_vs_dense_hi < 0:
+        verdict = "lower than dense at 95 %"
+    else:
+        verdict = "not distinguishable at 95 %"
+    return (f"at {r.target_sparsity:g}, {r.task.upper()} EER {100 * r.eer_vs_dense:+.2f} points "
+            f"[{100 * r.eer_vs_dense_lo:+.2f}, {100 * r.eer_vs_dense_hi:+.2f}] vs dense: {verdict}")
 
 
 def write_sweep_report(table: pd.DataFrame, out: Path, notes: list[str] | None = None,
@@ -300,8 +366,8 @@ def write_sweep_report(table: pd.DataFrame, out: Path, notes: list[str] | None =
         if timed < len(rows):  # experiments run before the export stage existed
             doc.paragraph(f"`–`: not measured (no `metrics/{task}/export.json` in that experiment).")
         header = ["experiment", "target sparsity", "params sparsity", "MAC sparsity", "params compact",
-                  "MACs compact", "CPU latency (ms)", "EER (%)", "minDCF", "front (params)", "front (MACs)",
-                  "front (latency)"]
+                  "MACs compact", "CPU latency (ms)", "EER (%) [95 %]", "EER vs dense (points) [95 %]", "minDCF",
+                  "front (params)", "front (MACs)", "front (latency)"]
         doc.paragraph("The target is in its run's target_measure (params or macs); the two sparsities are of the front "
                       "end, MACs at the run's macs_reference_seconds (`–`: not recorded by runs before the MAC "
                       "target). MACs compact: the whole inference model on the export's utterance.")
@@ -315,8 +381,14 @@ def write_sweep_report(table: pd.DataFrame, out: Path, notes: list[str] | None =
 
         doc.table(header, [[r.experiment, f"{r.target_sparsity:.3f} {r.target_measure}", achieved(r, "params"),
                             achieved(r, "macs"), f"{r.params_compact:,}", _cell(r.macs_compact, ",.0f"),
-                            _cell(r.latency_ms, ".1f"), f"{100 * r.eer:.2f}", f"{r.min_dcf:.4f}", _yes(r.front_params),
+                            _cell(r.latency_ms, ".1f"), _eer_cell(r), _vs_dense_cell(r), f"{r.min_dcf:.4f}",
+                            _yes(r.front_params),
                             _yes(r.front_macs), _yes(r.front_latency)] for r in rows.itertuples()])
+        paired = rows[(rows["target_sparsity"] > 0) & np.isfinite(rows["eer_vs_dense"].astype(float))]
+        if len(paired):
+            doc.paragraph("Against the dense fine-tune (target 0), on the same trials and the same resamples of the "
+                          "test speakers (the difference's own 95 % interval, `hp/bootstrap.py`): "
+                          + "; ".join(vs_dense_sentence(r) for r in paired.itertuples()) + ".")
         for cost, column in FRONTS.items():
             on = rows[rows[column].fillna(False).astype(bool)]
             if len(on):
@@ -337,10 +409,42 @@ def _read_shown(path: Path) -> list:
     return read_json(path, SweepError, list, "the list `dvc exp show --json` prints")
 
 
+def _dvc() -> list[str]:
+    """The dvc on PATH, else the one installed beside this Python."""
+    return [shutil.which("dvc")] if shutil.which("dvc") else [sys.executable, "-m", "dvc"]
+
+
+def cached_trials(repo: Path, cache: Path | None = None) -> TrialsLoader:
+    """Reads an experiment's scored trials from `repo`'s DVC cache (`cache`: its directory; None: as `dvc cache dir`
+    says): the scores/<task> directory `dvc exp show` lists by hash (DVC 3's layout: files/md5/<2 hex>/<rest>, a
+    directory as a JSON listing of its files), its scores.parquet, the task's headline trials. None for an experiment
+    whose scores are not in the cache or predate trials with speakers."""
+    if cache is None:
+        try:
+            found = subprocess.run(_dvc() + ["cache", "dir"], cwd=repo, capture_output=True, text=True)
+        except OSError:
+            found = None
+        cache = Path(found.stdout.strip()) if found is not None and found.returncode == 0 else None
+    cache = None if cache is None else Path(cache) / "files" / "md5"
+
+    def load(entry: dict, task: str) -> Trials | None:
+        out = ((entry.get("data") or {}).get("outs") or {}).get(f"scores/{task}") or {}
+        digest = str(out.get("hash") or "")
+        if cache is None or not digest.endswith(".dir"):
+            return None
+        try:
+            files = {f["relpath"]: f["md5"] for f in json.loads((cache / digest[:2] / digest[2:]).read_text())}
+            digest = files["scores.parquet"]
+            return get_task(task).headline_trials(pd.read_parquet(cache / digest[:2] / digest[2:]))
+        except (OSError, KeyError, ValueError, TypeError):
+            return None
+
+    return load
+
+
 def _run_dvc(repo: Path, all_commits: bool) -> list:
-    """`dvc exp show --json` in `repo`: the dvc on PATH, else the one installed beside this Python."""
-    dvc = [shutil.which("dvc")] if shutil.which("dvc") else [sys.executable, "-m", "dvc"]
-    args = dvc + ["exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
+    """`dvc exp show --json` in `repo`."""
+    args = _dvc() + ["exp", "show", "--json"] + (["--all-commits"] if all_commits else [])
     try:
         result = subprocess.run(args, cwd=repo, capture_output=True, text=True)
     except OSError as e:
@@ -371,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = _read_shown(args.json) if args.json else _run_dvc(args.repo, args.all_commits)
         source = f"`{args.json}`" if args.json else "`dvc exp show --json" + (" -A`" if args.all_commits else "`")
         notes: list[str] = []
-        table = collect(shown, notes)
+        table = collect(shown, notes, cached_trials(args.repo))
         if table.empty:
             raise SweepError("no usable experiment (none has metrics/sv.json or metrics/cm.json)"
                              + ("" if args.json or args.all_commits else "; experiments of older commits need "

@@ -14,6 +14,7 @@ import yaml
 
 import hp
 from hp import metrics
+from hp.bootstrap import Bootstrap
 from hp.calibration import fit_logistic
 from hp.data.manifest import DataError
 from hp.errors import ConfigError
@@ -409,6 +410,16 @@ def test_score_cm_calibrates_on_dev_and_applies_to_eval(tmp_path):
     assert calibration.weights == pytest.approx(refit.weights) and calibration.bias == pytest.approx(refit.bias)
     default = score_cm(model, dev, evaluation, batch_seconds=6.0)[1]
     assert default.prior == pytest.approx(0.95 / 1.45)  # the DCF's effective prior
+    # with a bootstrap: intervals beside each split's EER and minDCF, the utterances' speakers in the table
+    dev["speaker"], evaluation["speaker"] = [f"d{i % 4}" for i in range(24)], [f"e{i % 3}" for i in range(18)]
+    table, _, boot = score_cm(model, dev, evaluation, batch_seconds=6.0, prior=0.5, train=train,
+                              bootstrap=Bootstrap(50, 0))
+    assert table["speaker"].tolist() == dev["speaker"].tolist() + evaluation["speaker"].tolist()
+    assert boot["bootstrap"]["speakers"] == {"dev": 4, "eval": 3} and boot["bootstrap"]["resamples"] == 50
+    for split in ("dev", "eval"):
+        lo, hi = boot[split]["eer_ci95"]
+        assert 0 <= lo <= hi <= 1 and boot[split]["eer"] == results[split]["eer"]
+        assert len(boot[split]["min_dcf_ci95"]) == 2
 
 
 # ---- the CM stages under DVC ------------------------------------------------------------------------------

@@ -287,3 +287,69 @@ def test_make_sweep_targets_with_the_baseline_give_five_points_dense_included(tm
         section = (out / "sweep.md").read_text().split(heading)[1].split("\n## ")[0]
         assert "| 0.000 macs | 0.0000 | 0.0000 | 1,000 |" in section
     assert sorted(pd.read_csv(out / "sweep.csv")["target_sparsity"]) == sorted([0.0, 0.3, 0.5, 0.7, 0.9] * 2)
+
+
+def _cache_dir_out(cache: Path, files: dict[str, bytes]) -> str:
+    """Files stored as DVC 3 caches a directory output (files/md5/<2 hex>/<rest>, the directory a JSON listing):
+    the directory's hash, as `dvc exp show --json` lists it."""
+    import hashlib
+
+    listing = []
+    for name, content in files.items():
+        digest = hashlib.md5(content).hexdigest()
+        (cache / "files" / "md5" / digest[:2]).mkdir(parents=True, exist_ok=True)
+        (cache / "files" / "md5" / digest[:2] / digest[2:]).write_bytes(content)
+        listing.append({"md5": digest, "relpath": name})
+    text = json.dumps(listing).encode()
+    digest = hashlib.md5(text).hexdigest() + ".dir"
+    (cache / "files" / "md5" / digest[:2]).mkdir(parents=True, exist_ok=True)
+    (cache / "files" / "md5" / digest[:2] / digest[2:]).write_bytes(text)
+    return digest
+
+
+def test_each_run_is_compared_with_the_dense_one_on_the_same_trials(tmp_path):
+    """collect() with the DVC cache's scored trials: each SV row's EER minus the dense fine-tune's, with the paired
+    interval hp.bootstrap.paired gives on the same trials and resamples; a run whose scores are not cached keeps
+    its row, without a comparison, and says so."""
+    from hp.bootstrap import Bootstrap, paired
+    from hp.metrics import SV_COSTS
+    from hp.sweep import cached_trials, vs_dense_sentence
+
+    rng = np.random.default_rng(0)
+    speakers = np.repeat(np.arange(10), 3)
+    pairs = [(i, j) for i in range(30) for j in range(i + 1, 30)]
+    trials = pd.DataFrame({"list": "O", "enroll": [f"u{i}" for i, _ in pairs], "test": [f"u{j}" for _, j in pairs],
+                           "enroll_speaker": [f"s{speakers[i]}" for i, _ in pairs],
+                           "test_speaker": [f"s{speakers[j]}" for _, j in pairs]})
+    trials["label"] = (trials["enroll_speaker"] == trials["test_speaker"]).astype(int)
+    shown, scores = [{"rev": "abc1234", "data": {}, "experiments": []}], {}
+    for name, target, noise in (("dense", 0.0, 1.0), ("pruned", 0.7, 1.6), ("uncached", 0.9, 2.0)):
+        scores[name] = rng.normal(scale=noise, size=len(trials)) + 2.0 * trials["label"].to_numpy()
+        table = trials.assign(score_asnorm=scores[name])
+        eer = {"eer": 0.1, "min_dcf_0.01": 0.5}
+        outs = {}
+        if name != "uncached":
+            path = tmp_path / f"{name}.parquet"
+            table.to_parquet(path)
+            outs["scores/sv"] = {"hash": _cache_dir_out(tmp_path / "cache", {"scores.parquet": path.read_bytes()})}
+        metrics = {"target_sparsity": target, "achieved_sparsity": target, "params_dense": 1000,
+                   "params_compact": round(1000 * (1 - target)), "lists": {"O": {"trials": len(trials), "asnorm": eer}}}
+        data = {"params": {"params.yaml": {"data": {"target_sparsity": target, "score": {
+                    "bootstrap_resamples": 300, "bootstrap_seed": 2}}}},
+                "metrics": {"metrics/sv.json": {"data": metrics}}, "outs": outs}
+        shown[0]["experiments"].append({"name": name, "revs": [{"rev": name, "data": data}]})
+    notes = []
+    table = collect(shown, notes, cached_trials(tmp_path, cache=tmp_path / "cache")).set_index("experiment")
+    labels, sides = trials["label"].to_numpy(), (trials["enroll_speaker"], trials["test_speaker"])
+    expected = paired(Bootstrap(300, 2), scores["pruned"], scores["dense"], labels,
+                      {"min_dcf_0.01": SV_COSTS["min_dcf_0.01"]}, *sides)
+    pruned = table.loc["pruned"]
+    assert pruned["eer_vs_dense"] == pytest.approx(expected["eer"]) and expected["eer"] > 0
+    assert [pruned["eer_vs_dense_lo"], pruned["eer_vs_dense_hi"]] == pytest.approx(expected["eer_ci95"])
+    assert table.loc["dense", ["eer_vs_dense", "eer_vs_dense_lo", "eer_vs_dense_hi"]].tolist() == [0, 0, 0]
+    assert np.isnan(table.loc["uncached", "eer_vs_dense"])
+    assert notes == ["uncached sv: no scored trials shared with the dense run (no paired comparison)"]
+    sentence = vs_dense_sentence(next(table.reset_index().loc[[1]].itertuples()))
+    assert sentence.startswith(f"at 0.7, SV EER +{100 * expected['eer']:.2f} points [")
+    verdict = "higher than dense" if expected["eer_ci95"][0] > 0 else "not distinguishable"
+    assert sentence.endswith(f"vs dense: {verdict} at 95 %")

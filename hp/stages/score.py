@@ -33,7 +33,7 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     device = distributed.device(run.device)
     distributed.init(device)  # under torchrun: each rank embeds a share of the utterances, and gets them all
     model = TaskModel.load(model_dir).eval().to(device)
-    scored = spec.score(model, manifests_dir, cfg.batch_seconds, run.num_workers, settings)
+    scored = spec.score(model, manifests_dir, cfg.batch_seconds, run.num_workers, settings, cfg.bootstrap)
     if scored is None:  # a rank other than 0: it embedded its share, rank 0 scores and writes
         return None
     table, task_metrics, exports, (scores, labels) = scored

@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # annotations only
     import pandas as pd
     from torch import nn
 
+    from hp.bootstrap import Bootstrap
     from hp.data.manifest import Validation
     from hp.tasks.model import HeadConfig, TaskModel
 
@@ -75,9 +76,11 @@ class Task:
         """`score.<task>` typed and checked, before any work."""
         raise NotImplementedError
 
-    def score(self, model: TaskModel, manifests: Path, batch_seconds: float, workers: int, settings: dict):
+    def score(self, model: TaskModel, manifests: Path, batch_seconds: float, workers: int, settings: dict,
+              bootstrap: Bootstrap | None = None):
         """(scores table, metrics, {file name: writer}, (DET scores, DET labels)); under torchrun every rank embeds
-        a share of the utterances (hp.distributed.share) and the ranks other than 0 return None."""
+        a share of the utterances (hp.distributed.share) and the ranks other than 0 return None. With `bootstrap`,
+        every EER and minDCF has its interval beside it (hp.bootstrap)."""
         raise NotImplementedError
 
     # ---- export ------------------------------------------------------------------------------------------
@@ -107,8 +110,13 @@ class Task:
         """The task's section of reports/report.md (hp.report): metrics/<task>.json as tables and figures."""
         raise NotImplementedError
 
-    def headline(self, scored: dict, corpus: str | None) -> tuple[float, float, str]:
-        """(EER, minDCF, what was scored) of metrics/<task>.json: the one point a sweep plots."""
+    def headline(self, scored: dict, corpus: str | None) -> tuple[dict, str, str]:
+        """(metrics of the one point a sweep plots, from metrics/<task>.json: its "eer" and the minDCF named next,
+        with their intervals where scored with them; the minDCF's name; what was scored)."""
+        raise NotImplementedError
+
+    def headline_trials(self, table: pd.DataFrame):
+        """The headline's trials in the score stage's scores.parquet, as hp.bootstrap.Trials."""
         raise NotImplementedError
 
 

@@ -86,7 +86,7 @@ class AntiSpoofing(Task):
             raise ConfigError(f"params.yaml: score.cm.calibration_prior must be in (0, 1) or null, got {prior!r}")
         return {"prior": prior}
 
-    def score(self, model, manifests, batch_seconds, workers, settings):
+    def score(self, model, manifests, batch_seconds, workers, settings, bootstrap=None):
         """hp.score.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec,
         and on the attacks the training manifest does not carry (unseen), pooled."""
         import pandas as pd
@@ -97,7 +97,8 @@ class AntiSpoofing(Task):
 
         dev, evaluation = (pd.read_parquet(manifests / f"{split}.parquet") for split in ("dev", "eval"))
         train = pd.read_parquet(manifests / "train.parquet", columns=["label", "attack"])
-        scored = score_cm(model, dev, evaluation, batch_seconds, settings["prior"], workers, train=train)
+        scored = score_cm(model, dev, evaluation, batch_seconds, settings["prior"], workers, train=train,
+                          bootstrap=bootstrap)
         if scored is None:  # a rank other than 0 under torchrun
             return None
         table, calibration, task_metrics = scored
@@ -107,6 +108,16 @@ class AntiSpoofing(Task):
         rows = table[table["split"] == "eval"]
         task_metrics.update(calibration=calibration.to_dict(), det="eval llr")
         return table, task_metrics, exports, (rows["score_llr"].to_numpy(), (rows["label"] == "bonafide").to_numpy())
+
+    def headline_trials(self, table):
+        """The eval split's utterances in the score stage's scores.parquet, LLRs, for a paired comparison
+        (hp.bootstrap.compare); KeyError for a table written before utterances carried their speakers."""
+        from hp.bootstrap import Trials
+        from hp.metrics import CM_COSTS
+
+        rows = table[table["split"] == "eval"]
+        return Trials(rows["utt"].to_numpy(), rows["score_llr"].to_numpy(), (rows["label"] == "bonafide").to_numpy(),
+                      (rows["speaker"].to_numpy(),), CM_COSTS)
 
     def scoring(self, scores):
         from hp import metrics
@@ -141,4 +152,4 @@ class AntiSpoofing(Task):
 
     def headline(self, scored, corpus):
         """The eval split, minDCF as ASVspoof5 defines it."""
-        return float(scored["eval"]["eer"]), float(scored["eval"]["min_dcf"]), "eval"
+        return scored["eval"], "min_dcf", "eval"

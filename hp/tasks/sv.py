@@ -89,7 +89,7 @@ class SpeakerVerification(Task):
         return {**counts, "qmf_seed": integer(section(params, "score.sv.qmf_seed"), "score.sv.qmf_seed"),
                 "mean_subtraction": flag(section(params, "score.sv.mean_subtraction"), "score.sv.mean_subtraction")}
 
-    def score(self, model, manifests, batch_seconds, workers, settings):
+    def score(self, model, manifests, batch_seconds, workers, settings, bootstrap=None):
         """hp.score.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks; beside them the
         training-free hp.baselines.score_ltas (metrics under "baseline_ltas": {list: EER, minDCF})."""
         import pandas as pd
@@ -103,7 +103,7 @@ class SpeakerVerification(Task):
         top_n = settings["asnorm_top_n"]
         baseline = score_ltas(test, trials, train, num_workers=workers)[1]  # first: every rank takes a share
         scored = score_sv(model, test, trials, train, batch_seconds, settings["mean_subtraction"], top_n,
-                          settings["qmf_trials"], settings["qmf_seed"], workers)
+                          settings["qmf_trials"], settings["qmf_seed"], workers, bootstrap)
         if scored is None:  # a rank other than 0 under torchrun
             return None
         table, task_metrics, cosine = scored
@@ -117,6 +117,19 @@ class SpeakerVerification(Task):
         task_metrics.update(qmf_trials=settings["qmf_trials"], det=f"{table['list'].iat[0]} {final}")
         task_metrics["baseline_ltas"] = baseline
         return table, task_metrics, exports, (first[final].to_numpy(), first["label"].to_numpy())
+
+    def headline_trials(self, table):
+        """The headline's trials in the score stage's scores.parquet (first list, final scoring), for a paired
+        comparison (hp.bootstrap.compare); KeyError for a table written before trials carried their speakers."""
+        from hp.bootstrap import Trials
+        from hp.metrics import SV_COSTS
+        from hp.sweep import SCORING_NAMES
+
+        rows = table[table["list"] == table["list"].iat[0]]
+        kind = next(k for k in SCORING_NAMES if f"score_{k}" in rows)
+        return Trials((rows["enroll"] + " " + rows["test"]).to_numpy(), rows[f"score_{kind}"].to_numpy(),
+                      rows["label"].to_numpy(), (rows["enroll_speaker"].to_numpy(), rows["test_speaker"].to_numpy()),
+                      {"min_dcf_0.01": SV_COSTS["min_dcf_0.01"]})
 
     def scoring(self, scores):
         from hp.utils.files import read_json
@@ -149,4 +162,4 @@ class SpeakerVerification(Task):
         if kind is None:
             raise KeyError(f"a scoring ({', '.join(SCORING_NAMES)}) of list {name}")
         shown = TRIAL_NAMES.get(name, name) if corpus == "voxceleb" else f"list {name}"
-        return float(scores[kind]["eer"]), float(scores[kind]["min_dcf_0.01"]), f"{shown}, {SCORING_NAMES[kind]}"
+        return scores[kind], "min_dcf_0.01", f"{shown}, {SCORING_NAMES[kind]}"
