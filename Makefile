@@ -44,7 +44,7 @@ repro: $(STAMP)
 # (params.yaml's 0.7) is in the report already, beside the experiments.
 # A sweep turns the sparsity_tolerance check off, so that a point the model cannot reach (the mini shape's coarse
 # blocks stop 0.9 at 0.878) is kept and marked in the sweep report rather than failing its compact stage.
-SPARSITIES ?= 0,0.3,0.5,0.9
+SPARSITIES ?= 0,0.3,0.5,0.8,0.9
 TOLERANCE  ?= null
 JOBS       ?= 1
 sweep: $(STAMP)

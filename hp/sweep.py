@@ -336,9 +336,11 @@ def write_sweep_report(table: pd.DataFrame, out: Path, notes: list[str] | None =
 
     doc = Document("hp sparsity sweep")
     experiments = table["experiment"].nunique()
-    doc.paragraph(f"{experiments} experiment(s) from {source}: one row per experiment and task, sorted by target "
-                  "sparsity. A point is on the **Pareto front** when no other point of its task has both lower-or-"
-                  "equal cost and lower-or-equal EER, one of them strictly lower.")
+    commits = sorted({str(r)[:7] for r, k in zip(table["rev"], table["kind"]) if k == "commit" and r})
+    built = f" (commit {', '.join(f'`{c}`' for c in commits)} and its experiments)" if commits else ""
+    doc.paragraph(f"{experiments} experiment(s) from {source}{built}: one row per experiment and task, sorted by "
+                  "target sparsity. A point is on the **Pareto front** when no other point of its task has both "
+                  "lower-or-equal cost and lower-or-equal EER, one of them strictly lower.")
     plotted = []
     for task in TASKS:
         scored = list(dict.fromkeys(table.loc[table["task"] == task, "scored"]))
@@ -481,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
                              + ("" if args.json or args.all_commits else "; experiments of older commits need "
                                 "--all-commits"))
         written = write_sweep_report(table, args.out, notes, source)
+        if not args.json:  # what the report was drawn from, so that `--json` redraws it
+            with atomic_path(args.out / "experiments.json") as tmp:
+                tmp.write_text(json.dumps(shown, indent=1) + "\n")
+            written.append(args.out / "experiments.json")
     except HPError as e:
         print(f"{NAME}: {e}", file=sys.stderr)
         return 1

@@ -25,6 +25,7 @@ def train_table(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mini_cm")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["prepare"]["cm"]["mini"].update(speakers=8, bonafide_per_speaker=3, spoofed_per_speaker=3,
+                                           test_bonafide_per_speaker=3, test_spoofed_per_speaker=3,
                                            min_seconds=1.0, max_seconds=1.5)
     prepare("cm", params, root / "corpus")
     manifests("cm", params, root / "corpus", root / "manifests")

@@ -208,6 +208,7 @@ def test_report_from_dvc_one_experiment_no_latency(sweep_repo, tmp_path, capsys)
     repo, shown = sweep_repo
     assert main(["--repo", str(repo), "--out", str(tmp_path / "full")]) == 0
     assert len(pd.read_csv(tmp_path / "full" / "sweep.csv")) == 8
+    assert json.loads((tmp_path / "full" / "experiments.json").read_text()) == shown  # `--json` redraws from it
     old = collect(shown)
     write_sweep_report(old[old["experiment"] == "old"], tmp_path / "one")
     assert pd.read_csv(tmp_path / "one" / "sweep.csv")["front_params"].isna().all()  # one point makes no front
@@ -246,9 +247,9 @@ def test_bad_input(tmp_path, capsys, content, message):
 
 
 @pytest.mark.slow  # a DVC experiment queue of five fake runs (~30 s)
-def test_make_sweep_targets_with_the_baseline_give_five_points_dense_included(tmp_path):
+def test_make_sweep_targets_with_the_baseline_give_six_points_dense_included(tmp_path):
     """`make sweep`'s SPARSITIES queued as it queues them, beside the committed baseline (0.7): hp.sweep reports the
-    five targets 0, 0.3, 0.5, 0.7, 0.9 per task; the dense run (0: nothing removed, compact = dense parameters) is
+    six targets 0, 0.3, 0.5, 0.7, 0.8, 0.9 per task; the dense run (0: nothing removed, compact = dense parameters) is
     a row of its own and, with the lowest SV EER, on SV's front vs parameters."""
     from pipeline_repo import ROOT
 
@@ -267,26 +268,26 @@ def test_make_sweep_targets_with_the_baseline_give_five_points_dense_included(tm
     while any(word in (status := run(["dvc", "queue", "status"], repo)) for word in ("Queued", "Running")):
         assert time.time() < deadline, status
         time.sleep(0.5)
-    assert status.count("Success") == 4, status
+    assert status.count("Success") == 5, status
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo))
     ran = [e["revs"][0]["data"]["params"]["params.yaml"]["data"] for c in shown for e in c.get("experiments") or []]
-    assert len(ran) == 4 and all(p["sparsity_tolerance"] is None for p in ran)  # a sweep keeps off-target points
+    assert len(ran) == 5 and all(p["sparsity_tolerance"] is None for p in ran)  # a sweep keeps off-target points
     notes = []
     table = collect(shown, notes)
     assert notes == []
     for task in ("sv", "cm"):
         rows = table[table["task"] == task]
-        assert rows["target_sparsity"].tolist() == [0.0, 0.3, 0.5, 0.7, 0.9]
-        assert rows["kind"].tolist() == ["experiment", "experiment", "experiment", "commit", "experiment"]
+        assert rows["target_sparsity"].tolist() == [0.0, 0.3, 0.5, 0.7, 0.8, 0.9]
+        assert rows["kind"].tolist() == ["experiment"] * 3 + ["commit"] + ["experiment"] * 2
         dense = rows.iloc[0]
         assert dense["achieved_sparsity"] == 0.0 and dense["params_compact"] == dense["params_dense"] == 1000
-    assert table[table["task"] == "sv"]["front_params"].tolist() == [True] * 5
+    assert table[table["task"] == "sv"]["front_params"].tolist() == [True] * 6
     out = tmp_path / "sweep"
     write_sweep_report(table, out, notes)
     for heading in ("## Speaker verification (SV)", "## Anti-spoofing (CM)"):
         section = (out / "sweep.md").read_text().split(heading)[1].split("\n## ")[0]
         assert "| 0.000 macs | 0.0000 | 0.0000 | 1,000 |" in section
-    assert sorted(pd.read_csv(out / "sweep.csv")["target_sparsity"]) == sorted([0.0, 0.3, 0.5, 0.7, 0.9] * 2)
+    assert sorted(pd.read_csv(out / "sweep.csv")["target_sparsity"]) == sorted([0.0, 0.3, 0.5, 0.7, 0.8, 0.9] * 2)
 
 
 def _cache_dir_out(cache: Path, files: dict[str, bytes]) -> str:

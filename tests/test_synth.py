@@ -207,6 +207,9 @@ def test_replaces_root_only_when_complete(tmp_path, monkeypatch):
     (synth.write_sv_corpus, dict(test_speakers=1)),
     (synth.write_sv_corpus, dict(sessions=1, utterances_per_session=1)),
     (synth.write_sv_corpus, dict(min_seconds=3.0, max_seconds=2.0)),
+    (synth.write_sv_corpus, dict(test_sessions=1, test_utterances_per_session=1)),
+    (synth.write_sv_corpus, dict(nontarget_trials=0)),
+    (synth.write_cm_corpus, dict(test_bonafide_per_speaker=0)),
     (synth.write_cm_corpus, dict(speakers=2)),
     (synth.write_cm_corpus, dict(spoofed_per_speaker=1)),
     (synth.write_cm_corpus, dict(min_seconds=0.0)),
@@ -347,3 +350,34 @@ def test_unseen_attacks_are_closer_to_bona_fide_than_the_seen_ones():
                 for a, f in features.items() if a != "bonafide"}
     assert max(distance["A17"], distance["A18"]) < min(distance["A01"], distance["A02"]), distance
     assert max(np.mean(spectra["A17"]), np.mean(spectra["A18"])) <= np.mean(spectra["A02"]), spectra
+
+
+def test_test_sets_sized_apart_from_training(tmp_path):
+    """SV: test speakers with their own session and utterance counts, every target pair and `nontarget_trials`
+    distinct non-target pairs (drawn reproducibly); CM: dev and eval speakers with their own counts. Training audio
+    is the same file for file as without these settings."""
+    plain = synth.write_sv_corpus(tmp_path / "sv0", seed=3, **SV_ARGS)
+    summary = synth.write_sv_corpus(tmp_path / "sv1", seed=3, **SV_ARGS, test_sessions=3,
+                                    test_utterances_per_session=2, nontarget_trials=40)
+    assert summary["test"]["utterances"] == 3 * 3 * 2 and summary["train"] == plain["train"]
+    train = lambda root: tree_bytes(root / "voxceleb2")  # noqa: E731
+    assert train(tmp_path / "sv0") == train(tmp_path / "sv1")
+    lines = (tmp_path / "sv1" / "voxceleb1" / "veri_test2.txt").read_text().splitlines()
+    trials = [TRIAL.match(line).groups() for line in lines]
+    assert len(set(lines)) == len(lines) and summary["trials"] == {"target": 3 * 15, "nontarget": 40}
+    assert all((label == "1") == (a == b) for label, a, b in trials)
+    utts = sorted({u for line in lines for u in line.split(" ")[1:]})
+    assert len(utts) == 18 and {tuple(line.split(" ")[1:]) for line in lines} <= set(combinations(utts, 2))
+    again = synth.write_sv_corpus(tmp_path / "sv2", seed=3, **SV_ARGS, test_sessions=3,
+                                  test_utterances_per_session=2, nontarget_trials=40)
+    assert (tmp_path / "sv2" / "voxceleb1" / "veri_test2.txt").read_text() == "\n".join(lines) + "\n"
+    assert again == summary
+    cm_plain = synth.write_cm_corpus(tmp_path / "cm0", seed=4, **CM_ARGS)
+    cm = synth.write_cm_corpus(tmp_path / "cm1", seed=4, **CM_ARGS, test_bonafide_per_speaker=9,
+                               test_spoofed_per_speaker=12)
+    assert cm["train"] == cm_plain["train"]
+    assert tree_bytes(tmp_path / "cm0" / "flac_T") == tree_bytes(tmp_path / "cm1" / "flac_T")
+    for split in ("dev", "eval"):
+        speakers = cm[split]["speakers"]
+        assert (cm[split]["bonafide"], cm[split]["spoof"]) == (9 * speakers, 12 * speakers)
+        assert sum(cm[split]["attacks"].values()) == 12 * speakers

@@ -55,7 +55,7 @@ CODED_EVERY = 3  # every third bona fide and every third spoof of a split passes
 SV_DIRS = {"train": "voxceleb2", "test": "voxceleb1"}
 CM_PREFIXES = {"train": "T", "dev": "D", "eval": "E"}  # of speaker ids and file names, as in ASVspoof5
 SV, CM = 1, 2  # corpus codes in random-stream keys
-SPEAKER, SESSION, UTTERANCE, SPOOF, ORDER, CODEC = range(6)  # roles in random-stream keys
+SPEAKER, SESSION, UTTERANCE, SPOOF, ORDER, CODEC, TRIALS = range(7)  # roles in random-stream keys
 
 
 class Phone(NamedTuple):
@@ -517,32 +517,55 @@ def _write_sv_split(wav_dir: Path, seed: int, split_code: int, first_id: int, sp
     return [(utt, length) for (utt, *_), length in zip(items, seconds)]
 
 
+def sv_trial_list(utterances: list[str], nontarget: int | None,
+                  rng: np.random.Generator) -> list[tuple[int, str, str]]:
+    """(label, enroll, test) for every pair of distinct `utterances` ("<speaker>/<session>/<file>") of one speaker,
+    and `nontarget` pairs of two speakers drawn without replacement (None, or more than there are: all of them), in
+    the order of the pairs."""
+    pairs = [(int(a.split("/")[0] == b.split("/")[0]), a, b) for a, b in combinations(utterances, 2)]
+    different = [i for i, (label, _, _) in enumerate(pairs) if not label]
+    if nontarget is not None and nontarget < len(different):
+        dropped = set(np.asarray(different)[rng.permutation(len(different))[nontarget:]].tolist())
+        pairs = [pair for i, pair in enumerate(pairs) if i not in dropped]
+    return pairs
+
+
 def write_sv_corpus(root: Path, seed: int = 0, train_speakers: int = 24, test_speakers: int = 8,
-                    sessions: int = 2, utterances_per_session: int = 3,
+                    sessions: int = 2, utterances_per_session: int = 3, test_sessions: int | None = None,
+                    test_utterances_per_session: int | None = None, nontarget_trials: int | None = None,
                     min_seconds: float = 2.0, max_seconds: float = 4.0, workers: int | None = None) -> dict:
     """SV corpus in VoxCeleb's layout, so that it goes through the same adapters as the real one.
 
     root/voxceleb2/wav/<spk>/<session>/<NNNNN>.wav  training speakers (id00001...; as VoxCeleb2-dev in wav)
     root/voxceleb1/wav/<spk>/<session>/<NNNNN>.wav  disjoint test speakers (id10001...; as VoxCeleb1)
-    root/voxceleb1/veri_test2.txt  every pair of distinct test utterances, "<1|0> <enroll> <test>", paths
-                                   relative to voxceleb1/wav (the Vox1-O list's format).
-    Sessions are s0001..., utterances 00001... within a session. `workers`: threads writing audio (None: every
-    CPU); it changes nothing in the corpus.
+    root/voxceleb1/veri_test2.txt  the trial list, "<1|0> <enroll> <test>", paths relative to voxceleb1/wav (the
+                                   Vox1-O list's format): every pair of distinct utterances of one test speaker,
+                                   and `nontarget_trials` pairs of two speakers drawn without replacement (None, or
+                                   more than there are: every such pair), in the order of the utterances.
+    Sessions are s0001..., utterances 00001... within a session; a test speaker has `test_sessions` x
+    `test_utterances_per_session` of them (None: as a training speaker). Test audio costs only an embedding pass,
+    so the test set can be large enough to resolve differences between runs while training stays short.
+    `workers`: threads writing audio (None: every CPU); it changes nothing in the corpus.
     Returns counts of speakers, utterances and seconds per split, and of target / non-target trials."""
+    test_sessions = sessions if test_sessions is None else test_sessions
+    test_utterances_per_session = utterances_per_session if test_utterances_per_session is None \
+        else test_utterances_per_session
     _check_counts(train_speakers=(train_speakers, 1), test_speakers=(test_speakers, 2), sessions=(sessions, 1),
-                  utterances_per_session=(utterances_per_session, 1),
-                  test_utterances_per_speaker=(sessions * utterances_per_session, 2))
+                  utterances_per_session=(utterances_per_session, 1), test_sessions=(test_sessions, 1),
+                  test_utterances_per_session=(test_utterances_per_session, 1),
+                  test_utterances_per_speaker=(test_sessions * test_utterances_per_session, 2),
+                  nontarget_trials=(1 if nontarget_trials is None else nontarget_trials, 1))
     _check_seconds(min_seconds, max_seconds)
     summary, written = {}, {}
     with atomic_dir(root) as tree:
-        for split_code, (split, first_id, speakers) in enumerate((("train", 1, train_speakers),
-                                                                  ("test", 10001, test_speakers))):
+        for split_code, (split, first_id, speakers, n_sessions, per_session) in enumerate((
+                ("train", 1, train_speakers, sessions, utterances_per_session),
+                ("test", 10001, test_speakers, test_sessions, test_utterances_per_session))):
             written[split] = _write_sv_split(tree / SV_DIRS[split] / "wav", seed, split_code, first_id, speakers,
-                                             sessions, utterances_per_session, min_seconds, max_seconds, workers)
+                                             n_sessions, per_session, min_seconds, max_seconds, workers)
             summary[split] = {"speakers": speakers, "utterances": len(written[split]),
                               "seconds": round(sum(seconds for _, seconds in written[split]), 2)}
-        test = [utt for utt, _ in written["test"]]
-        trials = [(int(a.split("/")[0] == b.split("/")[0]), a, b) for a, b in combinations(test, 2)]
+        trials = sv_trial_list([utt for utt, _ in written["test"]], nontarget_trials, _rng(seed, SV, TRIALS))
         (tree / "voxceleb1" / "veri_test2.txt").write_text("".join(f"{label} {a} {b}\n" for label, a, b in trials))
     target = sum(label for label, _, _ in trials)
     summary["trials"] = {"target": target, "nontarget": len(trials) - target}
@@ -570,7 +593,8 @@ def _write_cm_utterance(audio: Path, seed: int, min_seconds: float, max_seconds:
 
 
 def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_speaker: int = 6,
-                    spoofed_per_speaker: int = 6, min_seconds: float = 2.0, max_seconds: float = 4.0,
+                    spoofed_per_speaker: int = 6, test_bonafide_per_speaker: int | None = None,
+                    test_spoofed_per_speaker: int | None = None, min_seconds: float = 2.0, max_seconds: float = 4.0,
                     workers: int | None = None) -> dict:
     """ASVspoof5-shaped CM corpus.
 
@@ -583,11 +607,16 @@ def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_
     fresh (unwritten) bona fide utterance of the same speaker. Every third bona fide and every third spoof of a
     split is coded (CM_CODECS, cycling through C01-C03, the quality CODEC_Q drawn per file); CODEC_SEED, in
     ASVspoof5 the uncoded utterance a coded one was made from, is the file's own name (it is coded in place, its
-    only version), and all three are '-' for uncoded files. `workers`: threads writing audio (None: every CPU);
-    it changes nothing in the corpus.
+    only version), and all three are '-' for uncoded files. A dev or eval speaker has `test_bonafide_per_speaker`
+    and `test_spoofed_per_speaker` utterances (None: as a training speaker): test audio costs only an embedding
+    pass, so dev and eval can be large enough to resolve differences between runs while training stays short.
+    `workers`: threads writing audio (None: every CPU); it changes nothing in the corpus.
     Returns bona fide and spoof counts, seconds, and utterances per attack and per codec, per split."""
+    test_bonafide = bonafide_per_speaker if test_bonafide_per_speaker is None else test_bonafide_per_speaker
+    test_spoofed = spoofed_per_speaker if test_spoofed_per_speaker is None else test_spoofed_per_speaker
     _check_counts(speakers=(speakers, 3), bonafide_per_speaker=(bonafide_per_speaker, 1),
-                  spoofed_per_speaker=(spoofed_per_speaker, len(CM_SPLIT_ATTACKS["train"])))
+                  spoofed_per_speaker=(spoofed_per_speaker, len(CM_SPLIT_ATTACKS["train"])),
+                  test_bonafide_per_speaker=(test_bonafide, 1), test_spoofed_per_speaker=(test_spoofed, 1))
     _check_seconds(min_seconds, max_seconds)
     held_out = max(1, round(speakers / 4))
     split_speakers = np.split(np.arange(speakers), [speakers - 2 * held_out, speakers - held_out])
@@ -602,8 +631,10 @@ def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_
             # (speaker number within the split, speaker index, label, index, codec); attacks cycle within the split,
             # codecs too (every CODED_EVERY-th utterance of each class, counted across the split)
             items = []
+            per_speaker = {"bonafide": bonafide_per_speaker, "spoof": spoofed_per_speaker} if split == "train" \
+                else {"bonafide": test_bonafide, "spoof": test_spoofed}
             for n, s in enumerate(members, 1):
-                for key, count in (("bonafide", bonafide_per_speaker), ("spoof", spoofed_per_speaker)):
+                for key, count in per_speaker.items():
                     for k in range(count):
                         j = (n - 1) * count + k  # the utterance's place among its class in the split
                         label = key if key == "bonafide" else attacks[j % len(attacks)]
