@@ -65,15 +65,16 @@ class Bootstrap:
         suffix = f"_ci{round(self.confidence * 100)}"
         return {**values, **{name + suffix: self.interval(reps) for name, reps in draws.items()}}, draws
 
-    def interval(self, replicates: np.ndarray) -> list[float] | None:
-        """The percentile interval of `replicates`, those of degenerate resamples (NaN: no target or no non-target
-        weight left) left out; None if every resample was degenerate."""
+    def interval(self, replicates: np.ndarray) -> dict[str, float] | None:
+        """The percentile interval {"lo", "hi"} of `replicates`, those of degenerate resamples (NaN: no target or no
+        non-target weight left) left out; None if every resample was degenerate. A mapping, not a pair: DVC's
+        metrics readers (`dvc exp show`, `dvc metrics diff`) drop lists but keep numbers under keys."""
         values = replicates[~np.isnan(replicates)]
         if values.size == 0:
             return None
         tail = (1 - self.confidence) / 2 * 100
         lo, hi = np.percentile(values, [tail, 100 - tail])
-        return [float(lo), float(hi)]
+        return {"lo": float(lo), "hi": float(hi)}
 
 
 def speaker_index(first, second=None) -> tuple[int, np.ndarray, np.ndarray]:
@@ -157,7 +158,7 @@ def replicates(scores, labels, counts: np.ndarray, a: np.ndarray, b: np.ndarray,
 def paired(bootstrap: Bootstrap, scores: np.ndarray, reference: np.ndarray, labels,
            costs: dict[str, tuple[float, float, float]], first, second=None) -> dict:
     """Each metric of `scores` minus that of `reference` (another system on the same trials, in the same order),
-    with the interval of the difference over the same resamples: {name: difference, name_ci95: [lo, hi]}. Pairing
+    with the interval of the difference over the same resamples: {name: difference, name_ci95: {lo, hi}}. Pairing
     cancels what the two share (which speakers are hard), so the interval is that of the difference itself, narrower
     than the two intervals side by side suggest."""
     n, a, b = speaker_index(first, second)

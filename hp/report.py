@@ -229,7 +229,7 @@ def _ci(m: dict, name: str, fmt=_pct) -> str:
     """`m[name]` formatted by `fmt`, with its 95 % interval where the score stage bootstrapped it (hp.bootstrap):
     "17.90 [15.21, 20.84]"."""
     ci = m.get(f"{name}_ci95")
-    return fmt(m[name]) if ci is None else f"{fmt(m[name])} [{fmt(ci[0])}, {fmt(ci[1])}]"
+    return fmt(m[name]) if ci is None else f"{fmt(m[name])} [{fmt(ci['lo'])}, {fmt(ci['hi'])}]"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

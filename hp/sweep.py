@@ -104,7 +104,7 @@ def _number(value) -> bool:
 def _row(entry: dict, task: str, metrics: dict, export: dict | None, params: dict) -> dict:
     point, dcf, scored = get_task(task).headline(metrics, _dig(params, "prepare", task, "corpus", default=None))
     eer, min_dcf = float(point["eer"]), float(point[dcf])
-    eer_lo, eer_hi = point.get("eer_ci95") or (math.nan, math.nan)  # runs scored before the intervals: none
+    ci = point.get("eer_ci95") or {"lo": math.nan, "hi": math.nan}  # runs scored before the intervals: none
     export = export or {}
     target = float(_dig(params, "target_sparsity", default=metrics.get("target_sparsity")))
     achieved = float(metrics["achieved_sparsity"])
@@ -118,8 +118,8 @@ def _row(entry: dict, task: str, metrics: dict, export: dict | None, params: dic
             "macs_compact": float(_dig(export, "compact", "macs")),
             "latency_ms": float(_dig(export, "compact", "latency_ms", "torch_cpu")),
             "latency_onnx_ms": float(_dig(export, "compact", "latency_ms", "onnxruntime_cpu")),
-            "latency_input_s": float(_dig(export, "input", "seconds")), "eer": eer, "eer_ci95_lo": float(eer_lo),
-            "eer_ci95_hi": float(eer_hi), "min_dcf": min_dcf,
+            "latency_input_s": float(_dig(export, "input", "seconds")), "eer": eer, "eer_ci95_lo": float(ci["lo"]),
+            "eer_ci95_hi": float(ci["hi"]), "min_dcf": min_dcf,
             "scored": scored, "pretrained": str(_dig(params, "model", "pretrained", task, default=""))}
 
 
@@ -211,7 +211,8 @@ def _pair_with_dense(table: pd.DataFrame, sources: list[tuple[dict, dict]], tria
                                                            "comparison)")
                 continue
             table.loc[i, ["eer_vs_dense", "eer_vs_dense_lo", "eer_vs_dense_hi"]] = [paired["eer"],
-                                                                                   *paired["eer_ci95"]]
+                                                                                   paired["eer_ci95"]["lo"],
+                                                                                   paired["eer_ci95"]["hi"]]
 
 
 def _task_order(column: pd.Series) -> pd.Series:

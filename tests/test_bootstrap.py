@@ -95,7 +95,7 @@ def test_intervals_cover_the_estimate_and_narrow_with_more_speakers():
         point = {"eer": metrics.eer(scores, labels), "min_dcf_0.01": metrics.min_dcf(scores, labels, 0.01)}
         out, reps = boot.intervals(point, scores, labels, {"min_dcf_0.01": COSTS["min_dcf_0.01"]}, enroll, test)
         assert set(out) == {"eer", "min_dcf_0.01", "eer_ci95", "min_dcf_0.01_ci95"} and len(reps["eer"]) == 1000
-        lo, hi = out["eer_ci95"]
+        lo, hi = out["eer_ci95"]["lo"], out["eer_ci95"]["hi"]
         assert lo <= point["eer"] <= hi
         widths.append(hi - lo)
     assert widths[1] < 0.6 * widths[0]  # ~ 1 / sqrt(5) of it
@@ -145,7 +145,7 @@ def test_scoring_puts_an_interval_beside_each_error_rate():
     assert not any(k.endswith("_ci95") for k in out["attacks"]["A18"]) and "eer" in out["attacks"]["A18"]
     assert not any(k.endswith("_ci95") for k in out["codecs"]["-"])
     whole = cm_metrics(llrs, bona, rows["speaker"].to_numpy(), boot)
-    lo, hi = whole["eer_ci95"]
+    lo, hi = whole["eer_ci95"]["lo"], whole["eer_ci95"]["hi"]
     assert lo <= whole["eer"] <= hi
 
 
@@ -165,4 +165,4 @@ def test_a_paired_difference_is_the_difference_of_the_same_resamples():
         diffs.append(metrics.eer(s, y) - metrics.eer(s0, y))
     assert out["eer_ci95"] == pytest.approx(boot.interval(np.array(diffs)), abs=1e-12)
     same = paired(boot, scores, scores, labels, COSTS, enroll, test)
-    assert same["eer"] == 0 and same["eer_ci95"] == [0.0, 0.0] and same["min_dcf_0.01_ci95"] == [0.0, 0.0]
+    assert same["eer"] == 0 and same["eer_ci95"] == {"lo": 0.0, "hi": 0.0} and same["min_dcf_0.01_ci95"] == {"lo": 0.0, "hi": 0.0}

@@ -58,6 +58,8 @@ def test_queued_sparsity_sweep(tmp_path):
     table = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
     assert sorted(zip(table["task"], table["target_sparsity"])) == [("cm", 0.3), ("cm", 0.6)]
     assert (table["latency_ms"] > 0).all() and table["front_params"].any() and table["front_latency"].any()
+    # each EER's interval survives `dvc exp show` (which drops lists from metrics files) and holds its point
+    assert (table["eer_ci95_lo"] <= table["eer"]).all() and (table["eer"] <= table["eer_ci95_hi"]).all()
     md = (tmp_path / "sweep" / "sweep.md").read_text()
     assert "figures/pareto.png" in md and (tmp_path / "sweep" / "figures" / "pareto.png").stat().st_size > 0
     assert 'src="http' not in (tmp_path / "sweep" / "sweep.html").read_text()

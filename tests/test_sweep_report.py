@@ -346,11 +346,11 @@ def test_each_run_is_compared_with_the_dense_one_on_the_same_trials(tmp_path):
                       {"min_dcf_0.01": SV_COSTS["min_dcf_0.01"]}, *sides)
     pruned = table.loc["pruned"]
     assert pruned["eer_vs_dense"] == pytest.approx(expected["eer"]) and expected["eer"] > 0
-    assert [pruned["eer_vs_dense_lo"], pruned["eer_vs_dense_hi"]] == pytest.approx(expected["eer_ci95"])
+    assert [pruned["eer_vs_dense_lo"], pruned["eer_vs_dense_hi"]] == pytest.approx(list(expected["eer_ci95"].values()))
     assert table.loc["dense", ["eer_vs_dense", "eer_vs_dense_lo", "eer_vs_dense_hi"]].tolist() == [0, 0, 0]
     assert np.isnan(table.loc["uncached", "eer_vs_dense"])
     assert notes == ["uncached sv: no scored trials shared with the dense run (no paired comparison)"]
     sentence = vs_dense_sentence(next(table.reset_index().loc[[1]].itertuples()))
     assert sentence.startswith(f"at 0.7, SV EER +{100 * expected['eer']:.2f} points [")
-    verdict = "higher than dense" if expected["eer_ci95"][0] > 0 else "not distinguishable"
+    verdict = "higher than dense" if expected["eer_ci95"]["lo"] > 0 else "not distinguishable"
     assert sentence.endswith(f"vs dense: {verdict} at 95 %")
