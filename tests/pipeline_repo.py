@@ -19,7 +19,7 @@ def small_params(params: dict) -> dict:
     p["prepare"]["sv"]["mini"].update(train_speakers=8, test_speakers=4, sessions=2, utterances_per_session=2,
                                       test_sessions=2, test_utterances_per_session=2, nontarget_trials=None,
                                       min_seconds=1.5, max_seconds=2.0)
-    p["prepare"]["cm"]["mini"].update(speakers=8, bonafide_per_speaker=3, spoofed_per_speaker=3,
+    p["prepare"]["cm"]["mini"].update(train_speakers=4, test_speakers=2, bonafide_per_speaker=3, spoofed_per_speaker=3,
                                       test_bonafide_per_speaker=3, test_spoofed_per_speaker=3, min_seconds=1.5,
                                       max_seconds=2.0)
     for task in ("sv", "cm"):
@@ -47,7 +47,7 @@ def learning_cm(params: dict) -> dict:
     sampled execution on and off). The smaller default of small_params (8 speakers of 3 + 3) passed at seed 0 only:
     its per-attack EERs rest on 6 utterances."""
     p = json.loads(json.dumps(params))
-    p["prepare"]["cm"]["mini"].update(speakers=16, bonafide_per_speaker=4, spoofed_per_speaker=4,
+    p["prepare"]["cm"]["mini"].update(train_speakers=8, test_speakers=4, bonafide_per_speaker=4, spoofed_per_speaker=4,
                                       test_bonafide_per_speaker=4, test_spoofed_per_speaker=4, min_seconds=2.0,
                                       max_seconds=3.0)
     p["finetune"]["cm"].update(epochs=30, batch_size=8, crop_seconds=1.5, sparsity_warmup_epochs=11)

@@ -20,7 +20,7 @@ def tiny_params() -> dict:
     """The smallest settings that still run every CM stage: 4 speakers, 4 epochs of 2-utterance batches, one
     parity length and one timed run."""
     p = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    p["prepare"]["cm"]["mini"].update(speakers=4, bonafide_per_speaker=2, spoofed_per_speaker=2,
+    p["prepare"]["cm"]["mini"].update(train_speakers=2, test_speakers=1, bonafide_per_speaker=2, spoofed_per_speaker=2,
                                       test_bonafide_per_speaker=2, test_spoofed_per_speaker=2)
     p["finetune"]["cm"].update(epochs=4, batch_size=2, sparsity_warmup_epochs=2, warmup_epochs=1)
     p["export"].update(parity_seconds=[1.0], repeats=1)

@@ -11,7 +11,8 @@ from hp.data import synth
 
 SV_ARGS = dict(train_speakers=4, test_speakers=3, sessions=2, utterances_per_session=2, min_seconds=1.0,
                max_seconds=2.0)
-CM_ARGS = dict(speakers=6, bonafide_per_speaker=4, spoofed_per_speaker=4, min_seconds=1.0, max_seconds=2.0)
+CM_ARGS = dict(train_speakers=2, test_speakers=2, bonafide_per_speaker=4, spoofed_per_speaker=4, min_seconds=1.0,
+               max_seconds=2.0)
 PROTOCOLS = {"train": "ASVspoof5.train.tsv", "dev": "ASVspoof5.dev.track_1.tsv", "eval": "ASVspoof5.eval.track_1.tsv"}
 AUDIO = {"train": "flac_T", "dev": "flac_D", "eval": "flac_E_eval"}  # the release's directories
 TRIAL = re.compile(r"^([01]) (id\d{5})/s\d{4}/\d{5}\.wav (id\d{5})/s\d{4}/\d{5}\.wav$")
@@ -160,7 +161,7 @@ def test_cm_protocols_and_audio(cm):
         assert keys.count("spoof") == len(speakers[split]) * CM_ARGS["spoofed_per_speaker"]
         assert summary[split]["bonafide"] == keys.count("bonafide") and summary[split]["spoof"] == keys.count("spoof")
         assert all(len({r[2] for r in rows if r[0] == spk}) == 1 for spk in speakers[split])  # one gender each
-    assert sum(len(s) for s in speakers.values()) == CM_ARGS["speakers"] and len(speakers["train"]) == 2
+    assert [len(speakers[split]) for split in ("train", "dev", "eval")] == [2, 2, 2]
     assert {p.stem for d in AUDIO.values() for p in (root / d).iterdir()} == names
 
 
@@ -210,7 +211,7 @@ def test_replaces_root_only_when_complete(tmp_path, monkeypatch):
     (synth.write_sv_corpus, dict(test_sessions=1, test_utterances_per_session=1)),
     (synth.write_sv_corpus, dict(nontarget_trials=0)),
     (synth.write_cm_corpus, dict(test_bonafide_per_speaker=0)),
-    (synth.write_cm_corpus, dict(speakers=2)),
+    (synth.write_cm_corpus, dict(test_speakers=0)),
     (synth.write_cm_corpus, dict(spoofed_per_speaker=1)),
     (synth.write_cm_corpus, dict(min_seconds=0.0)),
 ])
@@ -373,9 +374,9 @@ def test_test_sets_sized_apart_from_training(tmp_path):
     assert (tmp_path / "sv2" / "voxceleb1" / "veri_test2.txt").read_text() == "\n".join(lines) + "\n"
     assert again == summary
     cm_plain = synth.write_cm_corpus(tmp_path / "cm0", seed=4, **CM_ARGS)
-    cm = synth.write_cm_corpus(tmp_path / "cm1", seed=4, **CM_ARGS, test_bonafide_per_speaker=9,
-                               test_spoofed_per_speaker=12)
-    assert cm["train"] == cm_plain["train"]
+    cm = synth.write_cm_corpus(tmp_path / "cm1", seed=4, **{**CM_ARGS, "test_speakers": 3},
+                               test_bonafide_per_speaker=9, test_spoofed_per_speaker=12)
+    assert cm["train"] == cm_plain["train"] and cm["dev"]["speakers"] == cm["eval"]["speakers"] == 3
     assert tree_bytes(tmp_path / "cm0" / "flac_T") == tree_bytes(tmp_path / "cm1" / "flac_T")
     for split in ("dev", "eval"):
         speakers = cm[split]["speakers"]

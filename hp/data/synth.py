@@ -592,17 +592,18 @@ def _write_cm_utterance(audio: Path, seed: int, min_seconds: float, max_seconds:
     return len(wave) / SAMPLE_RATE
 
 
-def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_speaker: int = 6,
-                    spoofed_per_speaker: int = 6, test_bonafide_per_speaker: int | None = None,
-                    test_spoofed_per_speaker: int | None = None, min_seconds: float = 2.0, max_seconds: float = 4.0,
-                    workers: int | None = None) -> dict:
+def write_cm_corpus(root: Path, seed: int = 1, train_speakers: int = 12, test_speakers: int = 6,
+                    bonafide_per_speaker: int = 6, spoofed_per_speaker: int = 6,
+                    test_bonafide_per_speaker: int | None = None, test_spoofed_per_speaker: int | None = None,
+                    min_seconds: float = 2.0, max_seconds: float = 4.0, workers: int | None = None) -> dict:
     """ASVspoof5-shaped CM corpus.
 
     root/{flac_T,flac_D,flac_E_eval}/<FLAC_FILE_NAME>.flac  16 kHz FLAC (the release's layout)
     root/ASVspoof5_protocols/ASVspoof5.{train,dev.track_1,eval.track_1}.tsv, space separated, no header:
       SPEAKER_ID FLAC_FILE_NAME SPEAKER_GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP
-    Speakers are split ~50/25/25 % into train / dev / eval (ids T_0001, D_0001, E_0001...; files T_0000000001...,
-    numbered in a random order). Every bona fide utterance is its own session; spoofs cycle through the split's
+    `train_speakers` train, then `test_speakers` dev and as many eval speakers (ids T_0001, D_0001, E_0001...;
+    files T_0000000001..., numbered in a random order); a speaker's voice is drawn from its index in that order, so
+    adding test speakers leaves the training audio as it was. Every bona fide utterance is its own session; spoofs cycle through the split's
     attacks (CM_SPLIT_ATTACKS: A01, A02 in train; dev adds A17, eval A17 and A18), each re-synthesising a
     fresh (unwritten) bona fide utterance of the same speaker. Every third bona fide and every third spoof of a
     split is coded (CM_CODECS, cycling through C01-C03, the quality CODEC_Q drawn per file); CODEC_SEED, in
@@ -614,12 +615,13 @@ def write_cm_corpus(root: Path, seed: int = 1, speakers: int = 24, bonafide_per_
     Returns bona fide and spoof counts, seconds, and utterances per attack and per codec, per split."""
     test_bonafide = bonafide_per_speaker if test_bonafide_per_speaker is None else test_bonafide_per_speaker
     test_spoofed = spoofed_per_speaker if test_spoofed_per_speaker is None else test_spoofed_per_speaker
-    _check_counts(speakers=(speakers, 3), bonafide_per_speaker=(bonafide_per_speaker, 1),
+    _check_counts(train_speakers=(train_speakers, 1), test_speakers=(test_speakers, 1),
+                  bonafide_per_speaker=(bonafide_per_speaker, 1),
                   spoofed_per_speaker=(spoofed_per_speaker, len(CM_SPLIT_ATTACKS["train"])),
                   test_bonafide_per_speaker=(test_bonafide, 1), test_spoofed_per_speaker=(test_spoofed, 1))
     _check_seconds(min_seconds, max_seconds)
-    held_out = max(1, round(speakers / 4))
-    split_speakers = np.split(np.arange(speakers), [speakers - 2 * held_out, speakers - held_out])
+    split_speakers = np.split(np.arange(train_speakers + 2 * test_speakers),
+                              [train_speakers, train_speakers + test_speakers])
     codecs = list(CM_CODECS)
     summary: dict = {}
     with atomic_dir(root) as tree:
