@@ -18,6 +18,7 @@ WavLMModel, saved with save_pretrained: a genuine transformers checkpoint that h
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -60,6 +61,7 @@ class PretrainConfig:
     mask_length: int
     mix_prob: float
     unmasked_weight: float  # loss weight of the unmasked frames' predictions (HuBERT's 1 - alpha; 0: none)
+    held_out_speakers: int  # further speakers, never trained on, whose utterances measure the model at the end
     log_every: int
 
 
@@ -73,10 +75,12 @@ def _utterance(args: tuple[int, int, int, float, float]) -> np.ndarray:
     return synth._finish(rng, wave).astype(np.float32)
 
 
-def unlabeled_corpus(cfg: PretrainConfig, processes: int = 2) -> list[np.ndarray]:
-    """The pretraining waveforms, in a fixed order (each depends only on its own random-stream key)."""
+def unlabeled_corpus(cfg: PretrainConfig, processes: int = 2, held_out: bool = False) -> list[np.ndarray]:
+    """The pretraining waveforms, in a fixed order (each depends only on its own random-stream key); `held_out`:
+    those of the `held_out_speakers` after the training speakers instead."""
+    speakers = range(cfg.speakers, cfg.speakers + cfg.held_out_speakers) if held_out else range(cfg.speakers)
     jobs = [(cfg.seed, s, k, cfg.min_seconds, cfg.max_seconds)
-            for s in range(cfg.speakers) for k in range(cfg.utterances_per_speaker)]
+            for s in speakers for k in range(cfg.utterances_per_speaker)]
     with Pool(processes) as pool:
         return pool.map(_utterance, jobs, chunksize=16)
 
@@ -186,6 +190,32 @@ def _hf_config(cfg: PretrainConfig):
                                        "mask_feature_prob": 0.0})
 
 
+@torch.no_grad()
+def evaluate(model, predictor: nn.Module, quantiser: Quantiser, waves: list[np.ndarray], cfg: PretrainConfig,
+             generator: torch.Generator) -> dict:
+    """Masked prediction on `waves` (held-out speakers: no frame of theirs was trained on), dropout off, no
+    mixing: each utterance's first `crop_seconds`, spans masked as in training. Accuracy and cross-entropy on the
+    masked and on the unmasked frames, beside what knowing only the targets' frequencies gives (always the most
+    frequent cluster; their entropy), so that "learned" has a yardstick."""
+    crop = round(cfg.crop_seconds * SAMPLE_RATE)
+    clean = torch.stack([F.pad(w, (0, max(0, crop - len(w))))[:crop] for w in map(torch.from_numpy, waves)])
+    targets = torch.stack([quantiser(c) for c in clean])
+    mask = span_mask(len(clean), targets.shape[1], cfg.mask_prob, cfg.mask_length, generator)
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([predictor(model(batch, mask_time_indices=m).last_hidden_state)
+                        for batch, m in zip(clean.split(32), mask.split(32))])
+    model.train(was_training)
+    p = torch.bincount(targets.flatten(), minlength=cfg.clusters) / targets.numel()
+    out = {"utterances": len(waves), "masked_frames": int(mask.sum()),
+           "majority_accuracy": round(float(p.max()), 4),
+           "chance_loss": round(float(-(p[p > 0] * p[p > 0].log()).sum()), 4)}  # entropy of the targets
+    for name, where in (("masked", mask), ("unmasked", ~mask)):
+        out[f"{name}_accuracy"] = round(float((logits[where].argmax(1) == targets[where]).float().mean()), 4)
+        out[f"{name}_loss"] = round(float(F.cross_entropy(logits[where], targets[where])), 4)
+    return out
+
+
 def _lr_factor(step: int, cfg: PretrainConfig) -> float:
     if step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
@@ -194,14 +224,14 @@ def _lr_factor(step: int, cfg: PretrainConfig) -> float:
 
 def pretrain(cfg: PretrainConfig, out: Path, log=print) -> dict:
     """Pretrain, then write `out`: config.json + model.safetensors in transformers' layout, and PROVENANCE (the
-    recipe; the cluster targets are a by-product and not kept). Returns the run's record: corpus size, loss and masked-frame
-    accuracy at the start and end, chance values, time."""
+    recipe; the cluster targets are a by-product and not kept). Returns the run's record: corpus size, training
+    loss and masked-frame accuracy at the start and end, the held-out evaluation with its yardsticks, time."""
     import transformers
 
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     start = time.time()
-    waves = unlabeled_corpus(cfg)
+    waves, held_out = unlabeled_corpus(cfg), unlabeled_corpus(cfg, held_out=True)
     corpus_seconds = time.time() - start
     quantiser = Quantiser.fit(waves, cfg, generator)
     model = transformers.WavLMModel(_hf_config(cfg))
@@ -227,7 +257,8 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> dict:
             group["lr"] = cfg.lr * _lr_factor(step, cfg)
         hidden = model(mix_utterances(clean, cfg.mix_prob, generator), mask_time_indices=mask).last_hidden_state
         logits = predictor(hidden)
-        loss = F.cross_entropy(logits[mask], targets[mask])
+        masked_loss = F.cross_entropy(logits[mask], targets[mask])
+        loss = masked_loss
         if cfg.unmasked_weight:
             loss = loss + cfg.unmasked_weight * F.cross_entropy(logits[~mask], targets[~mask])
         optimiser.zero_grad(set_to_none=True)
@@ -236,17 +267,17 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> dict:
         optimiser.step()
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             accuracy = (logits[mask].argmax(1) == targets[mask]).float().mean().item()
-            history.append({"step": step, "loss": round(loss.item(), 4), "accuracy": round(accuracy, 4)})
-            log(f"step {step}: loss {loss.item():.3f}, masked accuracy {accuracy:.3f}")
+            history.append({"step": step, "loss": round(loss.item(), 4), "masked_loss": round(masked_loss.item(), 4),
+                            "accuracy": round(accuracy, 4)})
+            log(f"step {step}: loss {loss.item():.3f} (masked frames {masked_loss.item():.3f}), "
+                f"masked accuracy {accuracy:.3f}")
+    train_seconds = time.time() - start
+    held_out_result = evaluate(model, predictor, quantiser, held_out, cfg, torch.Generator().manual_seed(cfg.seed))
     model.eval()
-    counts = torch.bincount(torch.cat([quantiser(torch.from_numpy(w)) for w in waves[:200]]), minlength=cfg.clusters)
-    p = counts / counts.sum()
     record = {"config": asdict(cfg), "utterances": len(waves),
               "hours": round(sum(len(w) for w in waves) / SAMPLE_RATE / 3600, 3),
-              "corpus_seconds": round(corpus_seconds, 1), "train_seconds": round(time.time() - start, 1),
-              "chance_loss": round(float(-(p[p > 0] * p[p > 0].log()).sum()), 4),  # entropy of the targets
-              "chance_accuracy": round(float(p.max()), 4), "first": history[0], "last": history[-1],
-              "history": history}
+              "corpus_seconds": round(corpus_seconds, 1), "train_seconds": round(train_seconds, 1),
+              "held_out": held_out_result, "first": history[0], "last": history[-1], "history": history}
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         write_json(tmp / PROVENANCE, provenance(record))
@@ -259,8 +290,23 @@ PROVENANCE = "hp_pretraining.json"  # beside config.json: says the checkpoint is
 def provenance(record: dict) -> dict:
     """What the checkpoint directory says about itself: the recipe and the corpus, not the curves."""
     return {"made_by": "hp.pretrain", **{k: record[k] for k in ("config", "utterances", "hours", "train_seconds",
-                                                               "chance_loss", "last")}}
+                                                               "held_out", "last")}}
 
 
 def is_hp_pretrained(source: str | Path) -> bool:
     return (Path(source) / PROVENANCE).is_file()
+
+
+def pretraining_summary(directory: Path, name: str) -> str:
+    """One sentence on how well hp's own front end in `directory` (shown as `name`) learned, from its PROVENANCE
+    (checkpoints made before the held-out evaluation say only how long they trained)."""
+    record = json.loads((directory / PROVENANCE).read_text())
+    cfg, held = record["config"], record.get("held_out")
+    made = (f"`{name}`: {cfg['steps']:,} steps on {record['hours']:.1f} h of {cfg['speakers']} speakers "
+            f"({record['train_seconds'] / 60:.0f} min)")
+    if held is None:
+        return made + "."
+    return (f"{made}; on {held['utterances']} utterances of {cfg['held_out_speakers']} speakers it never heard, it "
+            f"names a masked frame's cluster {held['masked_accuracy']:.1%} of the time (always the most frequent "
+            f"cluster: {held['majority_accuracy']:.1%}), at a cross-entropy of {held['masked_loss']:.2f} nats "
+            f"against the targets' entropy of {held['chance_loss']:.2f}.")

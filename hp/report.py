@@ -21,7 +21,7 @@ from hp.data.manifest import shrunk_lists  # noqa: E402
 from hp.document import Document  # noqa: E402
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
 from hp.params import REPORT_TOLERANCE, misses_target  # noqa: E402
-from hp.pretrain import is_hp_pretrained  # noqa: E402
+from hp.pretrain import is_hp_pretrained, pretraining_summary  # noqa: E402
 from hp.tasks import get_task  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
 
@@ -489,7 +489,8 @@ def write_report(tasks: list[str], params: dict, root: Path, out: Path, code: di
     if own:
         doc.note(f"**Toy scale ({', '.join(own)}).** The front end is hp's own tiny WavLM, pretrained by masked "
                  "prediction on unlabeled synthetic speech (`python -m stages.pretrain`, metrics/pretrain.json). "
-                 "The numbers show the method at work on a pretrained model; they say nothing about WavLM's accuracy.")
+                 "The numbers show the method at work on a pretrained model; they say nothing about WavLM's accuracy. "
+                 + " ".join(pretraining_summary(root / source, source) for source in sorted({pretrained[t] for t in own})))
     _summary(doc, outs, pretrained, corpora, code, None if baseline is None else changed_params(params, baseline))
     _cost(doc, outs)
     for t, o in outs.items():  # each task's own section (hp.tasks: SV's trial lists, CM's splits and attacks)

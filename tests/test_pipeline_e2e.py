@@ -184,6 +184,8 @@ def check_report(reports: Path) -> None:
     assert "| eval | A02 |" in md and "| dev | - |" in md  # per-attack and per-codec rows
     assert "| sv | compact |" in md and "| cm | dense |" in md
     assert "**Toy scale (sv, cm).**" in md and "Smoke run" not in md  # hp's pretrained front end, labelled as such
+    held_out = json.loads((reports.parent / "metrics" / "pretrain.json").read_text())["held_out"]  # how well it learned
+    assert f"cluster {held_out['masked_accuracy']:.1%} of the time" in md
     assert "| baseline: LTAS cosine (no training) |" in md and "| task loss: last step / chance |" in md
     assert "Parameters: the committed defaults (params.yaml at git HEAD), none changed." in md
     assert re.search(r"source digest `[0-9a-f]{12}`, git `[0-9a-f]{7}", md)

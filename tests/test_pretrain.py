@@ -92,11 +92,38 @@ def test_mixing_adds_a_segment_of_another_utterance_only():
     assert torch.equal(P.mix_utterances(crops, 0.0, g), crops)
 
 
+def test_held_out_evaluation_against_a_direct_computation():
+    """evaluate() on a predictor that ignores its input and always answers the targets' own frequencies: its
+    masked and unmasked losses are then -mean log p(target) over those frames and its accuracies the share of
+    the most frequent cluster among them, computed here from the same targets and masks without a model."""
+    cfg = config(speakers=2, held_out_speakers=2, utterances_per_speaker=3, clusters=8, kmeans_frames=3000,
+                 crop_seconds=1.0)
+    waves = P.unlabeled_corpus(cfg, processes=1, held_out=True)
+    assert len(waves) == 6 and not any(np.array_equal(w, v) for w in waves for v in P.unlabeled_corpus(cfg, 1))
+    quantiser = P.Quantiser.fit(waves, cfg, torch.Generator().manual_seed(0))
+    model = transformers.WavLMModel(P._hf_config(config(shape="tiny")))
+    clean = torch.stack([torch.from_numpy(w[:16000]) for w in waves])
+    targets = torch.stack([quantiser(c) for c in clean])
+    p = torch.bincount(targets.flatten(), minlength=8).double() / targets.numel()
+    predictor = torch.nn.Linear(model.config.hidden_size, 8)
+    torch.nn.init.zeros_(predictor.weight)
+    with torch.no_grad():
+        predictor.bias.copy_(p.clamp(min=1e-12).log())
+    out = P.evaluate(model, predictor, quantiser, waves, cfg, torch.Generator().manual_seed(5))
+    mask = P.span_mask(6, targets.shape[1], cfg.mask_prob, cfg.mask_length, torch.Generator().manual_seed(5))
+    for name, where in (("masked", mask), ("unmasked", ~mask)):
+        assert out[f"{name}_loss"] == pytest.approx(-p[targets[where]].log().mean().item(), abs=1e-4)
+        assert out[f"{name}_accuracy"] == pytest.approx((targets[where] == p.argmax()).double().mean().item(),
+                                                        abs=1e-4)
+    assert out["majority_accuracy"] == pytest.approx(p.max().item(), abs=1e-4) and out["masked_frames"] == mask.sum()
+    assert out["chance_loss"] == pytest.approx(-(p[p > 0] * p[p > 0].log()).sum().item(), abs=1e-4)
+
+
 def test_pretraining_learns_and_writes_a_transformers_checkpoint(tmp_path):
-    cfg = config(speakers=6, utterances_per_speaker=3, clusters=16, kmeans_frames=5000, steps=40,
-                           batch_size=4, warmup_steps=5, lr=2e-3, log_every=10)
+    cfg = config(speakers=6, held_out_speakers=2, utterances_per_speaker=3, clusters=16, kmeans_frames=5000,
+                 steps=40, batch_size=4, warmup_steps=5, lr=2e-3, log_every=10)
     record = P.pretrain(cfg, tmp_path / "ckpt", log=lambda _: None)
-    assert record["utterances"] == 18
+    assert record["utterances"] == 18 and record["held_out"]["utterances"] == 6
     assert record["last"]["loss"] < record["first"]["loss"] - 0.3  # it learns (noise is ~0.1)
     ref = transformers.WavLMModel.from_pretrained(tmp_path / "ckpt").eval()
     model = hp.load_wavlm(tmp_path / "ckpt", prune_units=()).eval()
@@ -121,5 +148,8 @@ def test_the_committed_front_end_loads_in_transformers_and_hp_alike():
     torch.manual_seed(0)
     compare(ref, model, torch.randn(3, 16000), torch.tensor([16000, 11000, 6000]))
     record = json.loads((ROOT_DIR / "metrics" / "pretrain.json").read_text())
-    assert record["last"]["loss"] < record["chance_loss"] * (1 + record["config"]["unmasked_weight"]) - 0.5
+    held_out = record["held_out"]  # speakers it never trained on: it learned more than the targets' frequencies
+    assert held_out["masked_accuracy"] >= 2 * held_out["majority_accuracy"]
+    assert held_out["masked_loss"] < held_out["chance_loss"] - 0.3
+    assert held_out["unmasked_loss"] < held_out["masked_loss"]  # it hears an unmasked frame's own acoustics
     assert math.isclose(record["hours"], record["utterances"] * 3.0 / 3600, rel_tol=0.05)  # 2-4 s each
