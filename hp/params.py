@@ -67,7 +67,38 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     target_sparsity(params, str(path))
     target_measure(params, str(path))
     sparsity_tolerance(params, str(path))
+    check_layout(params, str(path))
     return params
+
+
+# Groups holding one subgroup per task and nothing beside them; `score` holds ScoreConfig's keys beside its two
+TASK_GROUPS = ("prepare", "warmup", "finetune", "model.pretrained")
+
+
+def check_layout(params: dict, source: str = "params.yaml") -> None:
+    """What no single stage reads whole: every task group holds exactly the tasks (a misspelt `prepare.sx` would
+    otherwise sit there unread), `score` ScoreConfig's keys and the tasks, `runtime` its typed keys. Each stage
+    checks the groups it declares in full before its work (hp.stages.<stage>.check)."""
+    from hp.tasks.base import TASKS
+
+    for dotted in TASK_GROUPS:
+        group = section(params, dotted, source)
+        if not isinstance(group, dict):
+            raise ConfigError(f"{source}: {dotted} must be a mapping of {' and '.join(TASKS)}")
+        extra = [key for key in group if key not in TASKS]
+        if extra:
+            raise ConfigError(f"{source}: unknown key {dotted}.{extra[0]} (known: {', '.join(TASKS)})")
+        missing = [task for task in TASKS if task not in group]
+        if missing:
+            raise ConfigError(f"{source}: missing key {dotted}.{missing[0]}")
+    score = section(params, "score", source)
+    if not isinstance(score, dict):
+        raise ConfigError(f"{source}: score must be a mapping")
+    typed(ScoreConfig, {key: value for key, value in score.items() if key not in TASKS}, "score")
+    missing = [task for task in TASKS if task not in score]
+    if missing:
+        raise ConfigError(f"{source}: missing key score.{missing[0]}")
+    runtime(params)
 
 
 def target_sparsity(params: dict, source: str = "params.yaml") -> float:
@@ -153,31 +184,44 @@ def choice(value: Any, where: str, options: tuple[str, ...]) -> str:
     return value
 
 
+def checked_keys(cls: type, values: Any, where: str) -> dict:
+    """`values` with each key a field of dataclass `cls` and each plain int, float or bool value of the field's
+    type (ints become floats where a float is expected); the first wrong key is named as `where.key`. A value of
+    the wrong type is named before any missing key: `epochs: abc` is about epochs, not about what epochs needs."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"params.yaml: {where} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in values if key not in fields]
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown key {where}.{unknown[0]}")
+    for name, value in values.items():
+        declared = fields[name].type  # a string: every module declaring configs has postponed annotations
+        expected = declared.removesuffix(" | None") if isinstance(declared, str) else declared
+        if value is None and expected != declared:
+            continue
+        null = " or null" if expected != declared else ""
+        if expected in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
+            values = {**values, name: float(value)}
+        elif expected in ("int", int) and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise ConfigError(f"params.yaml: {where}.{name} must be an integer{null}, got {value!r}")
+        elif expected in ("float", float) and not isinstance(value, (int, float)):
+            raise ConfigError(f"params.yaml: {where}.{name} must be a number{null}, got {value!r}")
+        elif expected in ("bool", bool):
+            flag(value, f"{where}.{name}")
+    return values
+
+
 def typed(cls: type[T], values: dict, where: str, required: tuple[str, ...] = (), **extra) -> T:
     """Build dataclass `cls` from `values` (and `extra`, set by the caller); unknown keys, wrong types and missing
     keys are named as `where.key`. Every field without a default, and those named in `required`, must be in
     `values`: params.yaml is the one source of every setting a stage reads (a default stands for a setting that
     this run's code paths never read, e.g. SGD's momentum in an AdamW run)."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"params.yaml: {where} must be a mapping")
+    values = checked_keys(cls, values, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"params.yaml: unknown key {where}.{unknown[0]}")
     missing = [name for name, f in fields.items() if name not in values and name not in extra and (
                name in required or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING))]
     if missing:
         raise ConfigError(f"params.yaml: missing key {where}.{missing[0]}")
-    for name, value in values.items():
-        expected = fields[name].type
-        if expected in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
-            values = {**values, name: float(value)}
-        elif expected in ("int", int) and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise ConfigError(f"params.yaml: {where}.{name} must be an integer, got {value!r}")
-        elif expected in ("float", float) and not isinstance(value, (int, float)):
-            raise ConfigError(f"params.yaml: {where}.{name} must be a number, got {value!r}")
-        elif expected in ("bool", bool):
-            flag(value, f"{where}.{name}")
     try:
         return cls(**values, **extra)
     except ConfigError:

@@ -4,10 +4,11 @@ from pathlib import Path
 
 from hp import distributed
 from hp.params import load_params, runtime
-from hp.stages.finetune import finetune
+from hp.stages.finetune import check, finetune
 
 task = sys.argv[1]
 params = load_params()
+check(task, params)  # before any process starts
 distributed.relaunch(runtime(params).nproc_per_node)  # becomes torchrun if > 1 process
 result = finetune(task, params, Path("data") / task / "manifests", Path("models") / task / "warmup",
                Path("models") / task / "finetuned", Path("dvclive") / task, Path("metrics") / task / "finetune.json",

@@ -4,10 +4,11 @@ from pathlib import Path
 
 from hp import distributed
 from hp.params import load_params, runtime
-from hp.stages.score import score
+from hp.stages.score import check, score
 
 task = sys.argv[1]
 params = load_params()
+check(task, params)  # before any process starts
 distributed.relaunch(runtime(params).nproc_per_node)  # becomes torchrun if > 1 process
 result = score(task, params, Path("models") / task / "compact", Path("data") / task / "manifests",
                Path("metrics") / task / "compact.json", Path("metrics") / f"{task}.json",

@@ -3,12 +3,12 @@ import sys
 from pathlib import Path
 
 from hp import distributed
-from hp.params import load_params, runtime, section
-from hp.stages.warmup import warmup
+from hp.params import load_params, runtime
+from hp.stages.warmup import check, warmup
 
 task = sys.argv[1]
 params = load_params()
-skipped = section(params, f"warmup.{task}").get("epochs") == 0  # then one process writes that it was
+skipped = not check(task, params)  # every declared key checked first; skipped: one process writes that it was
 distributed.relaunch(1 if skipped else runtime(params).nproc_per_node)  # becomes torchrun if > 1 process
 result = warmup(task, params, Path("data") / task / "manifests", Path("models") / task / "warmup",
              Path("dvclive") / "warmup" / task, Path("metrics") / task / "warmup.json",

@@ -236,7 +236,7 @@ def test_missing_files_and_bad_settings_are_named(cm_trees, tmp_path):
         build(cm_params(cm_trees, musan_dir=str(tmp_path / "nomusan")), tmp_path / "out")
     mini = yaml.safe_load((ROOT / "params.yaml").read_text())
     del mini["prepare"]["cm"]["mini"]
-    with pytest.raises(ConfigError, match=r"prepare.cm.mini must be a mapping"):
+    with pytest.raises(ConfigError, match=r"missing key prepare.cm.mini \(corpus mini\)"):
         build(mini, tmp_path / "out")
     one_class = tmp_path / "one"
     shutil.copytree(cm_trees["asvspoof5"], one_class)

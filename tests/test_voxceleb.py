@@ -140,7 +140,7 @@ def test_setup_errors_name_the_key_or_directory(trees, tmp_path):
         build(mini, tmp_path)
     del mini["prepare"]["sv"]["mini"]
     mini["prepare"]["sv"]["voxceleb1_dir"] = None
-    with pytest.raises(ConfigError, match=r"prepare.sv.mini must be a mapping"):
+    with pytest.raises(ConfigError, match=r"missing key prepare.sv.mini \(corpus mini\)"):
         build(mini, tmp_path)
     without_mini = vox_params(trees, trials=["O"])
     del without_mini["prepare"]["sv"]["mini"]  # a VoxCeleb params file need not carry the mini corpus's group

@@ -10,11 +10,16 @@ from hp.tasks.model import TaskModel
 from hp.utils.files import write_json
 
 
+def check(params: dict) -> tuple[float, float | None, Measure]:
+    """The sparsity target, its measure and its tolerance, checked before any work."""
+    return target_sparsity(params), sparsity_tolerance(params), target_measure(params)
+
+
 def compact(params: dict, finetuned: Path, out: Path, metrics_path: Path) -> dict:
     """Physically prune the fine-tuned model (one without gates, the dense run, passes through unchanged); record
     dense vs compact size and MACs (at macs_reference_seconds), the sparsity in both measures, and the structure. A
     sparsity (in target_measure) further than sparsity_tolerance from the target fails before anything is written."""
-    target, tolerance, measure = target_sparsity(params), sparsity_tolerance(params), target_measure(params)
+    target, tolerance, measure = check(params)
     model = TaskModel.load(finetuned).eval()
     small = model.compacted() if model.frontend.gates() else model
     macs = Measure("macs", measure.seconds)

@@ -12,11 +12,16 @@ from hp.tasks.model import TaskModel
 from hp.utils.files import write_json
 
 
+def check(task: str, params: dict) -> ExportConfig:
+    """The export group, checked before any work."""
+    return typed(ExportConfig, section(params, "export"), "export")
+
+
 def export(task: str, params: dict, compact_dir: Path, scores_dir: Path, out: Path, metrics_path: Path) -> dict:
     """The deployable bundle of the compact model (hp.export: weights, ONNX graph checked against PyTorch,
     scoring.json from the score stage's outputs) and what compaction bought: dense vs compact parameters, MACs,
     latency (PyTorch and onnxruntime on CPU; PyTorch on CUDA when present)."""
-    cfg = typed(ExportConfig, section(params, "export"), "export")
+    cfg = check(task, params)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     scoring = get_task(task).scoring(scores_dir)

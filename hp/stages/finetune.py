@@ -3,11 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hp.stages.training import pretrained_frontend, run_training, training_setup
 from hp.params import target_measure, target_sparsity
-from hp.tasks.model import TaskModel
-from hp.train import seed_everything
+from hp.stages.training import pretrained_frontend, run_training, training_configs, training_setup
+from hp.tasks.model import HeadConfig, TaskModel
+from hp.train import TrainConfig, seed_everything
 from hp.utils.files import write_json
+
+
+def check(task: str, params: dict) -> tuple[TrainConfig, HeadConfig]:
+    """Every key the stage declares (the sparsity target, the model group, finetune.<task> with its head), checked
+    before any work."""
+    return training_configs(task, params, "finetune", target_sparsity(params), target_measure(params))
 
 
 def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out: Path, live_dir: Path,

@@ -10,11 +10,16 @@ from hp.tasks import get_task
 from hp.utils.files import write_json
 
 
+def check(task: str, params: dict) -> ManifestsConfig:
+    """The manifests group, checked before any work."""
+    return typed(ManifestsConfig, section(params, "manifests"), "manifests")
+
+
 def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
     """Parquet manifests of every split (and the task's extras: SV's trial lists and Kaldi directories), MUSAN/RIR
     lists, validated against the audio; summary.json counts them, lists what was dropped and, per official list,
     how many of its entries were kept."""
-    cfg = typed(ManifestsConfig, section(params, "manifests"), "manifests")
+    cfg = check(task, params)
     validation = Validation(min_seconds=cfg.min_seconds, drop_invalid=cfg.drop_invalid,
                             decode=cfg.check_audio == "decode")
     spec = get_task(task)

@@ -7,7 +7,12 @@ from hp.params import section
 from hp.tasks import get_task
 
 
+def check(task: str, params: dict) -> None:
+    """Every key the stage declares (prepare.<task>), checked before any work."""
+    get_task(task).prepare_settings(section(params, f"prepare.{task}"))
+
+
 def prepare(task: str, params: dict, out: Path) -> dict:
     """Write the built-in mini corpus under `out`, or check a released corpus; either way `out/corpus.json`
     says where the data is, and the manifests stage reads only that."""
-    return get_task(task).prepare(dict(section(params, f"prepare.{task}")), out)
+    return get_task(task).prepare(section(params, f"prepare.{task}"), out)

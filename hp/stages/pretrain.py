@@ -6,14 +6,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from hp.params import typed
+from hp.params import section, typed
 from hp.pretrain import PretrainConfig, pretrain as run_pretraining
 from hp.utils.files import atomic_path, write_json
 
 
+def check(params: dict) -> PretrainConfig:
+    """The pretrain group, checked before any work."""
+    return typed(PretrainConfig, section(params, "pretrain"), "pretrain")
+
+
 def pretrain(params: dict, models: Path, loss_csv: Path, metrics_path: Path) -> dict:
     """Pretrain `pretrain.shape` into models/<shape>; its loss curve to `loss_csv`, its summary to `metrics_path`."""
-    cfg = typed(PretrainConfig, params["pretrain"], "pretrain")
+    cfg = check(params)
     record = run_pretraining(cfg, models / cfg.shape)
     history = pd.DataFrame(record.pop("history"))
     loss_csv.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,20 @@ from hp.tasks import TASKS
 from hp.version import code_version, git
 
 
+def check(params: dict) -> None:
+    """The report declares every group but pretrain's (the frozen front end's, which it reads from the checkpoint's
+    own record): each stage's own check, for each task, before any work."""
+    from hp.stages import compact, export, finetune, manifests, prepare, score, warmup
+
+    compact.check(params)
+    for task in TASKS:
+        for stage in (prepare, manifests, warmup, finetune, score, export):
+            stage.check(task, params)
+
+
 def report(params: dict, root: Path, out: Path) -> None:
     """The report of every task's outputs under `root`, its params compared with the committed params.yaml."""
+    check(params)
     committed = git("show", "HEAD:params.yaml")  # the defaults this run's params are compared with
     write_report(list(TASKS), results_params(params), root, out, code_version(ignore=(out.name,)),
                  baseline=None if committed is None else results_params(yaml.safe_load(committed)))

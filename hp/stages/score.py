@@ -6,11 +6,19 @@ from pathlib import Path
 
 from hp import distributed
 from hp.data.manifest import write_parquet
-from hp.params import ScoreConfig, runtime, section, typed
+from hp.params import ModelConfig, ScoreConfig, runtime, section, typed
 from hp.score import det_table
 from hp.tasks import TASKS, get_task
 from hp.tasks.model import TaskModel
 from hp.utils.files import atomic_dir, atomic_path, write_json
+
+
+def check(task: str, params: dict) -> tuple[ScoreConfig, dict]:
+    """Every key the stage declares (model.pretrained.<task>, score's own keys, score.<task>), checked before any
+    work: the score settings shared by the tasks and this task's own."""
+    typed(ModelConfig, section(params, "model"), "model").source(task)
+    shared = {key: value for key, value in section(params, "score").items() if key not in TASKS}
+    return typed(ScoreConfig, shared, "score"), get_task(task).score_settings(params)
 
 
 def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact_metrics: Path,
@@ -25,10 +33,7 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     Under torchrun (runtime.nproc_per_node > 1) the ranks share the embedding out and rank 0 alone scores the
     trials and writes; the others return None.
     """
-    shared = {key: value for key, value in section(params, "score").items() if key not in TASKS}
-    cfg, run = typed(ScoreConfig, shared, "score"), runtime(params)
-    spec = get_task(task)
-    settings = spec.score_settings(params)  # checked before any work
+    (cfg, settings), run, spec = check(task, params), runtime(params), get_task(task)
     compact_info = json.loads(Path(compact_metrics).read_text())
     device = distributed.device(run.device)
     distributed.init(device)  # under torchrun: each rank embeds a share of the utterances, and gets them all

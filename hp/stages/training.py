@@ -13,7 +13,7 @@ from hp.data.augment import AugmentConfig, Augmenter
 from hp.errors import ConfigError
 from hp.measure import PARAMS, Measure
 from hp.model import SHAPES, WavLM, load_frontend
-from hp.params import ModelConfig, runtime, section, typed
+from hp.params import ModelConfig, checked_keys, runtime, section, typed
 from hp.profile import hardware
 from hp.tasks import get_task
 from hp.tasks.model import HeadConfig, TaskModel
@@ -41,19 +41,29 @@ def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
     return dense
 
 
+def head_config(task: str, params: dict) -> HeadConfig:
+    """The head (finetune.<task>.head, one head for both phases) typed, each key a head of these settings reads
+    required, with the model and runtime groups checked too: what either training stage reads beside its group."""
+    typed(ModelConfig, section(params, "model"), "model").source(task)
+    runtime(params)
+    where = f"finetune.{task}.head"
+    group = checked_keys(HeadConfig, section(params, where), where)
+    return typed(HeadConfig, group, where, required=get_task(task).head_keys(group))
+
+
 def training_configs(task: str, params: dict, stage: str, target_sparsity: float = 0.0,
                      measure: Measure = PARAMS) -> tuple[TrainConfig, HeadConfig]:
-    """`stage.task` (warmup/finetune) and the head (finetune.<task>.head, one head for both phases) typed, each key
-    a run of these settings reads required, with the runtime group and the model group checked too."""
-    group = dict(section(params, f"{stage}.{task}"))
-    group.pop("head", None)
-    head_group = section(params, f"finetune.{task}.head")
-    spec = get_task(task)
-    typed(ModelConfig, section(params, "model"), "model")
-    head = typed(HeadConfig, head_group, f"finetune.{task}.head", required=spec.head_keys(head_group))
-    cfg = typed(TrainConfig, group, f"{stage}.{task}", target_sparsity=target_sparsity, measure=measure,
+    """`stage.task` (warmup/finetune; finetune's holds the head) typed, each key a run of these settings reads
+    required, and head_config."""
+    head = head_config(task, params)
+    where = f"{stage}.{task}"
+    group = section(params, where)
+    if not isinstance(group, dict):
+        raise ConfigError(f"params.yaml: {where} must be a mapping")
+    group = {key: value for key, value in group.items() if (stage, key) != ("finetune", "head")}
+    cfg = typed(TrainConfig, group, where, target_sparsity=target_sparsity, measure=measure,
                 runtime=runtime(params),
-                required=TrainConfig.read_only_by(group, target_sparsity, spec.margin_loss))
+                required=TrainConfig.read_only_by(group, target_sparsity, get_task(task).margin_loss))
     return cfg, head
 
 

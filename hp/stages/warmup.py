@@ -3,11 +3,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hp.params import section
-from hp.stages.training import pretrained_frontend, run_training, training_setup
+from hp.params import checked_keys, section
+from hp.stages.training import head_config, pretrained_frontend, run_training, training_configs, training_setup
 from hp.tasks.model import TaskModel
-from hp.train import seed_everything
+from hp.train import TrainConfig, seed_everything
 from hp.utils.files import atomic_dir, write_json
+
+
+def check(task: str, params: dict) -> bool:
+    """Every key the stage declares (warmup.<task>, finetune.<task>.head, the model group), checked before any work,
+    whether the phase runs or not; returns whether it runs. At `epochs: 0` the phase reads no other warmup key,
+    so the others may be left out, but those given must be known and of their type."""
+    group = section(params, f"warmup.{task}")
+    if isinstance(group, dict) and group.get("epochs") == 0:
+        checked_keys(TrainConfig, group, f"warmup.{task}")
+        head_config(task, params)
+        return False
+    training_configs(task, params, "warmup")
+    return True
 
 
 def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Path, metrics_path: Path,
@@ -18,8 +31,7 @@ def warmup(task: str, params: dict, manifests_dir: Path, out: Path, live_dir: Pa
     that the phase was skipped (the finetune stage then starts from a fresh head). Under torchrun only rank 0
     writes (the others return None).
     """
-    group = section(params, f"warmup.{task}")
-    if group.get("epochs") == 0:
+    if not check(task, params):
         with atomic_dir(out) as tmp:
             write_json(tmp / "head.json", {"epochs": 0})
         write_json(live_dir / "metrics.json", {"epochs": 0})  # no curves; git keeps the (uncached) output

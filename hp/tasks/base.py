@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hp.errors import ConfigError
+
 if TYPE_CHECKING:  # annotations only
     import pandas as pd
     from torch import nn
@@ -42,6 +44,10 @@ class Task:
     head_loss_keys: tuple[str, ...] = ()  # HeadConfig's fields this task's loss reads
 
     # ---- prepare / manifests -----------------------------------------------------------------------------
+    def prepare_settings(self, cfg: dict) -> tuple[str, object, dict | None]:
+        """prepare.<task> checked whole, before any work: (corpus name, corpus source, mini corpus settings)."""
+        raise NotImplementedError
+
     def prepare(self, cfg: dict, out: Path) -> dict:
         """Write the mini corpus under `out`, or check a released one; `out/corpus.json` says where it is."""
         raise NotImplementedError
@@ -120,12 +126,50 @@ class Task:
         raise NotImplementedError
 
 
-def synthesise(writer, out: Path, cfg: dict, where: str) -> dict:
-    """Write a mini corpus with `writer(out, **cfg)`; an unknown key or an out-of-range value is named by its
-    params.yaml group `where`."""
-    from hp.errors import ConfigError
+def group_keys(cfg, where: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
+    """A copy of the params group `cfg` (at `where`) holding every `required` key, maybe `optional` ones, and no
+    other; the first offending key is named."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"params.yaml: {where} must be a mapping")
+    unknown = [key for key in cfg if key not in required + optional]
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown key {where}.{unknown[0]}")
+    missing = [key for key in required if key not in cfg]
+    if missing:
+        raise ConfigError(f"params.yaml: missing key {where}.{missing[0]}")
+    return dict(cfg)
 
+
+def mini_settings(writer, cfg, where: str, required: bool) -> dict | None:
+    """The mini corpus's params group `cfg` (at `where`; None: absent, allowed unless `required`, i.e. the corpus
+    is the mini one) checked against the corpus writer's signature whenever it is there, used or not: every
+    setting it takes but the output root and the thread count, each given, each an integer or a number as
+    annotated (or null where it may be None). Ranges are the writer's to check, before it writes anything."""
+    import inspect
+
+    from hp.params import integer
+
+    if cfg is None:
+        if required:
+            raise ConfigError(f"params.yaml: missing key {where} (corpus mini)")
+        return None
+    settings = {name: p.annotation for name, p in inspect.signature(writer).parameters.items()
+                if name not in ("root", "workers")}
+    cfg = group_keys(cfg, where, tuple(settings))
+    for name, annotation in settings.items():  # postponed annotations: "int", "float", "int | None"
+        value, nullable = cfg[name], annotation.endswith(" | None")
+        if annotation.startswith("int"):
+            integer(value, f"{where}.{name}", nullable=nullable)
+        elif annotation.startswith("float") and not (nullable and value is None) and (
+                isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"params.yaml: {where}.{name} must be a number, got {value!r}")
+    return cfg
+
+
+def synthesise(writer, out: Path, cfg: dict, where: str) -> dict:
+    """Write a mini corpus with `writer(out, **cfg)`, `cfg` checked by mini_settings; an out-of-range value is
+    named by its params.yaml group `where`."""
     try:
         return writer(out, **cfg)
-    except (TypeError, ValueError) as e:
+    except ValueError as e:
         raise ConfigError(f"params.yaml: {where}: {e}") from None

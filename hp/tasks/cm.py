@@ -2,14 +2,26 @@
 classifier whose logit difference is the score, LLRs calibrated on dev, an inference graph that outputs them."""
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
 from hp.errors import ConfigError
-from hp.tasks.base import Task, synthesise
+from hp.tasks.base import Task, group_keys, mini_settings, synthesise
 
 CM_LABELS = ("spoof", "bonafide")  # class 1 = bona fide, the positive class of the CM metrics
+
+
+@dataclass(frozen=True)
+class CMScoring:
+    """params.yaml's score.cm."""
+
+    calibration_prior: float | None  # bona fide prior of the dev-fitted calibration (None: the DCF's effective one)
+
+    def __post_init__(self):
+        prior = self.calibration_prior
+        if prior is not None and not 0 < prior < 1:
+            raise ConfigError(f"params.yaml: score.cm.calibration_prior must be in (0, 1) or null, got {prior!r}")
 
 
 class AntiSpoofing(Task):
@@ -18,35 +30,44 @@ class AntiSpoofing(Task):
     head_loss_keys = ("class_weights",)
     calibrated = True
 
-    def prepare(self, cfg: dict, out: Path) -> dict:
-        """mini: synthesise the corpus in ASVspoof5's layout; asvspoof5 / asvspoof2019la: check the tree (only the
-        chosen corpus's directory is read, so both may be set)."""
+    def prepare_settings(self, cfg):
+        """prepare.cm checked whole: every key present, none other, the mini group when the corpus is mini."""
         from hp.data import asvspoof, synth
         from hp.data.source import AUGMENTATION_DIRS
         from hp.params import typed
-        from hp.utils.files import atomic_dir
 
-        corpus, mini = cfg.pop("corpus", None), cfg.pop("mini", None)
+        cfg = group_keys(cfg, "prepare.cm", ("corpus", *asvspoof.CORPUS_DIRS.values(), *AUGMENTATION_DIRS),
+                         optional=("mini",))
+        corpus, mini = cfg.pop("corpus"), cfg.pop("mini", None)
         if corpus != "mini" and corpus not in asvspoof.FORMATS:
             raise ConfigError(f"params.yaml: prepare.cm.corpus must be one of {['mini', *asvspoof.FORMATS]}, "
                               f"got {corpus!r}")
-        dirs = {key: cfg.pop(key, None) for key in asvspoof.CORPUS_DIRS.values()}
-        unknown = sorted(set(cfg) - set(AUGMENTATION_DIRS))
-        if unknown:  # corpus_dir included: it is written from the corpus's own key
-            raise ConfigError(f"params.yaml: unknown key prepare.cm.{unknown[0]}")
+        dirs = {key: cfg.pop(key) for key in asvspoof.CORPUS_DIRS.values()}
+        for key, value in dirs.items():
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"params.yaml: prepare.cm.{key} must be a directory or null, got {value!r}")
         source = typed(asvspoof.CMSource, {"corpus": "asvspoof5", "corpus_dir": ".", **cfg}, "prepare.cm")
-        here = Path.cwd()
         if corpus != "mini":
             key = asvspoof.CORPUS_DIRS[corpus]
             if dirs[key] is None:
                 raise ConfigError(f"params.yaml: prepare.cm.{key} is null; corpus {corpus} needs it")
-            source = replace(source, corpus=corpus, corpus_dir=dirs[key]).resolved(here)
+            source = replace(source, corpus=corpus, corpus_dir=dirs[key])
+        return corpus, source, mini_settings(synth.write_cm_corpus, mini, "prepare.cm.mini", corpus == "mini")
+
+    def prepare(self, cfg: dict, out: Path) -> dict:
+        """mini: synthesise the corpus in ASVspoof5's layout; asvspoof5 / asvspoof2019la: check the tree (only the
+        chosen corpus's directory is read, so both may be set)."""
+        from hp.data import synth
+        from hp.utils.files import atomic_dir
+
+        corpus, source, mini = self.prepare_settings(cfg)
+        here = Path.cwd()
+        if corpus != "mini":
+            source = source.resolved(here)
             source.check_paths()
             with atomic_dir(out) as tmp:
                 source.write(tmp / "corpus.json")
             return asdict(source)
-        if not isinstance(mini, dict):
-            raise ConfigError("params.yaml: prepare.cm.mini must be a mapping of the mini corpus's settings")
         summary = synthesise(synth.write_cm_corpus, out, mini, "prepare.cm.mini")
         replace(source.resolved(here), corpus_dir=".").write(out / "corpus.json")  # the corpus beside corpus.json
         return summary
@@ -79,12 +100,9 @@ class AntiSpoofing(Task):
         return [float(weights[label]) for label in labels]
 
     def score_settings(self, params):
-        from hp.params import section
+        from hp.params import section, typed
 
-        prior = section(params, "score.cm.calibration_prior")
-        if prior is not None and (isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 < prior < 1):
-            raise ConfigError(f"params.yaml: score.cm.calibration_prior must be in (0, 1) or null, got {prior!r}")
-        return {"prior": prior}
+        return {"prior": typed(CMScoring, section(params, "score.cm"), "score.cm").calibration_prior}
 
     def score(self, model, manifests, batch_seconds, workers, settings, bootstrap=None):
         """hp.score.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec,

@@ -2,13 +2,28 @@
 AS-norm / QMF scoring of trial lists, an embedding-only inference graph."""
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
 from hp.errors import ConfigError
-from hp.params import flag, integer, section, typed
-from hp.tasks.base import Task, synthesise
+from hp.params import integer, section, typed
+from hp.tasks.base import Task, group_keys, mini_settings, synthesise
+
+
+@dataclass(frozen=True)
+class SVScoring:
+    """params.yaml's score.sv."""
+
+    mean_subtraction: bool  # the training set's mean embedding subtracted before cosine scoring
+    asnorm_top_n: int | None  # AS-norm cohort size (None: off)
+    qmf_trials: int | None  # QMF calibration's training trials (None: off)
+    qmf_seed: int
+
+    def __post_init__(self):
+        for key in ("asnorm_top_n", "qmf_trials"):
+            integer(getattr(self, key), f"score.sv.{key}", minimum=1, nullable=True)
+        integer(self.qmf_seed, "score.sv.qmf_seed", minimum=0)
 
 
 class SpeakerVerification(Task):
@@ -17,39 +32,49 @@ class SpeakerVerification(Task):
     margin_loss = True
     head_loss_keys = ("margin", "scale", "subcenters", "topk", "topk_penalty")
 
-    def prepare(self, cfg: dict, out: Path) -> dict:
-        """mini: synthesise the corpus in VoxCeleb's layout; voxceleb: check the trees."""
+    def prepare_settings(self, cfg):
+        """prepare.sv checked whole: every key present, none other, the mini group when the corpus is mini."""
         from hp.data import synth, voxceleb
-        from hp.utils.files import atomic_dir
 
+        cfg = group_keys(cfg, "prepare.sv", ("corpus", "trials", "train_on", "voxceleb1_dir", "voxceleb2_dir",
+                                             "musan_dir", "rirs_dir"), optional=("mini",))
         corpus, mini = cfg.pop("corpus"), cfg.pop("mini", None)
+        if corpus not in ("mini", "voxceleb"):
+            raise ConfigError(f"params.yaml: prepare.sv.corpus must be 'mini' or 'voxceleb', got {corpus!r}")
         for key in ("trials", "train_on"):
-            if not isinstance(cfg.get(key), list):
-                raise ConfigError(f"params.yaml: prepare.sv.{key} must be a list, got {cfg.get(key)!r}")
+            if not isinstance(cfg[key], list):
+                raise ConfigError(f"params.yaml: prepare.sv.{key} must be a list, got {cfg[key]!r}")
             cfg[key] = tuple(cfg[key])
         source = typed(voxceleb.SVSource, cfg, "prepare.sv")
         source.check("prepare.sv")
-        here = Path.cwd()
         if corpus == "voxceleb":
             if source.voxceleb1_dir is None:
                 raise ConfigError("params.yaml: prepare.sv.voxceleb1_dir is null; corpus voxceleb needs it")
             if "voxceleb2" in source.train_on and source.voxceleb2_dir is None:
                 raise ConfigError("params.yaml: prepare.sv.voxceleb2_dir is null but train_on includes voxceleb2")
+        else:
+            for key in ("voxceleb1_dir", "voxceleb2_dir"):  # a set path would be ignored: say so instead
+                if getattr(source, key) is not None:
+                    raise ConfigError(f"params.yaml: prepare.sv.{key} is set but corpus is 'mini'; set corpus: "
+                                      "voxceleb")
+            if source.trials != ("O",) or source.train_on != ("voxceleb2",):
+                raise ConfigError("params.yaml: the mini corpus has one trial list (O) and one training set "
+                                  "(voxceleb2); set prepare.sv.trials: [O] and train_on: [voxceleb2]")
+        return corpus, source, mini_settings(synth.write_sv_corpus, mini, "prepare.sv.mini", corpus == "mini")
+
+    def prepare(self, cfg: dict, out: Path) -> dict:
+        """mini: synthesise the corpus in VoxCeleb's layout; voxceleb: check the trees."""
+        from hp.data import synth
+        from hp.utils.files import atomic_dir
+
+        corpus, source, mini = self.prepare_settings(cfg)
+        here = Path.cwd()
+        if corpus == "voxceleb":
             source = source.resolved(here)
             source.check_paths()
             with atomic_dir(out) as tmp:
                 source.write(tmp / "corpus.json")
             return {"corpus": corpus, **asdict(source)}
-        if corpus != "mini":
-            raise ConfigError(f"params.yaml: prepare.sv.corpus must be 'mini' or 'voxceleb', got {corpus!r}")
-        for key in ("voxceleb1_dir", "voxceleb2_dir"):  # a set path would be ignored: say so instead
-            if getattr(source, key) is not None:
-                raise ConfigError(f"params.yaml: prepare.sv.{key} is set but corpus is 'mini'; set corpus: voxceleb")
-        if source.trials != ("O",) or source.train_on != ("voxceleb2",):
-            raise ConfigError("params.yaml: the mini corpus has one trial list (O) and one training set (voxceleb2); "
-                              "set prepare.sv.trials: [O] and train_on: [voxceleb2]")
-        if not isinstance(mini, dict):
-            raise ConfigError("params.yaml: prepare.sv.mini must be a mapping of the mini corpus's settings")
         summary = synthesise(synth.write_sv_corpus, out, mini, "prepare.sv.mini")
         # MUSAN / RIRS_NOISES as given (made absolute); the corpus itself relative to corpus.json
         source = replace(source.resolved(here), voxceleb1_dir=synth.SV_DIRS["test"],
@@ -84,10 +109,7 @@ class SpeakerVerification(Task):
             raise ValueError("class_weights is a CM setting; SV's AAM-softmax takes none")
 
     def score_settings(self, params):
-        counts = {key: integer(section(params, f"score.sv.{key}"), f"score.sv.{key}", minimum=1, nullable=True)
-                  for key in ("asnorm_top_n", "qmf_trials")}
-        return {**counts, "qmf_seed": integer(section(params, "score.sv.qmf_seed"), "score.sv.qmf_seed"),
-                "mean_subtraction": flag(section(params, "score.sv.mean_subtraction"), "score.sv.mean_subtraction")}
+        return asdict(typed(SVScoring, section(params, "score.sv"), "score.sv"))
 
     def score(self, model, manifests, batch_seconds, workers, settings, bootstrap=None):
         """hp.score.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks; beside them the
