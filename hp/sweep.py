@@ -215,6 +215,14 @@ def _pair_with_dense(table: pd.DataFrame, sources: list[tuple[dict, dict]], tria
                                                                                    paired["eer_ci95"]["hi"]]
 
 
+def error_bars(points: pd.DataFrame) -> np.ndarray:
+    """[2, rows]: how far each EER's 95 % interval reaches below and above it, in EER points (matplotlib's yerr);
+    NaN for runs scored without intervals."""
+    eer = points["eer"].astype(float).to_numpy()
+    bounds = points[["eer_ci95_lo", "eer_ci95_hi"]].astype(float).to_numpy().T
+    return 100 * np.abs(bounds - eer)
+
+
 def _task_order(column: pd.Series) -> pd.Series:
     """SV before CM, as everywhere else in hp; other columns sort as they are."""
     return column.map({t: i for i, t in enumerate(TASKS)}) if column.name == "task" else column
@@ -265,7 +273,7 @@ def pareto_figure(table: pd.DataFrame, path: Path) -> None:
                 continue
             x = SCALE[cost] * points[cost].astype(float).to_numpy()
             y = 100 * points["eer"].astype(float).to_numpy()
-            spread = 100 * np.abs(points[["eer_ci95_lo", "eer_ci95_hi"]].astype(float).to_numpy().T - y)
+            spread = error_bars(points)
             if np.isfinite(spread).any():  # 95 % intervals, where the runs were scored with them
                 ax.errorbar(x, y, yerr=np.nan_to_num(spread), fmt="none", ecolor="grey", elinewidth=0.8, capsize=2)
             front = points[FRONTS[cost]].fillna(False).to_numpy(dtype=bool)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from hp.sweep import collect, main, pareto_front, write_sweep_report
+from hp.sweep import collect, error_bars, main, pareto_front, write_sweep_report
 from pipeline_repo import run
 
 # The fake stage: parameters and latency fall with the target; SV's EER rises with it (every point on the front),
@@ -354,3 +354,11 @@ def test_each_run_is_compared_with_the_dense_one_on_the_same_trials(tmp_path):
     assert sentence.startswith(f"at 0.7, SV EER +{100 * expected['eer']:.2f} points [")
     verdict = "higher than dense" if expected["eer_ci95"]["lo"] > 0 else "not distinguishable"
     assert sentence.endswith(f"vs dense: {verdict} at 95 %")
+
+
+def test_error_bars_reach_the_interval_in_eer_points():
+    """An EER of 16 % with a 95 % interval [14, 19] % draws a bar 2 points below and 3 above (the interval is a
+    fraction like the EER: mixing scales drew bars of +-1,600 points); a run without an interval draws none."""
+    points = pd.DataFrame({"eer": [0.16, 0.2], "eer_ci95_lo": [0.14, np.nan], "eer_ci95_hi": [0.19, np.nan]})
+    bars = error_bars(points)
+    assert bars[:, 0] == pytest.approx([2.0, 3.0]) and np.isnan(bars[:, 1]).all()
