@@ -25,8 +25,8 @@ def tiny_params() -> dict:
     p = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     p["prepare"]["sv"]["mini"].update(train_speakers=4, test_speakers=3, utterances_per_session=2,
                                       test_utterances_per_session=2)
-    p["prepare"]["cm"]["mini"].update(speakers=4, bonafide_per_speaker=2, spoofed_per_speaker=2,
-                                      test_bonafide_per_speaker=2, test_spoofed_per_speaker=2)
+    p["prepare"]["cm"]["mini"].update(train_speakers=2, test_speakers=1, bonafide_per_speaker=2,
+                                      spoofed_per_speaker=2, test_bonafide_per_speaker=2, test_spoofed_per_speaker=2)
     for task in ("sv", "cm"):
         p["finetune"][task].update(epochs=4, batch_size=2, sparsity_warmup_epochs=2, warmup_epochs=1)
     p["runtime"]["checkpoint_every"] = 2  # a kill inside finetune resumes from a checkpoint
