@@ -15,6 +15,9 @@ from hp.measure import Measure
 T = TypeVar("T")
 
 
+# The tasks, each with its subgroup of prepare, warmup, finetune, score and model.pretrained (hp.tasks implements
+# them and imports this)
+TASKS = ("sv", "cm")
 # The top-level keys of params.yaml: a misspelt one (target_sparsty) must fail, not run the defaults.
 TOP_LEVEL = ("target_sparsity", "target_measure", "macs_reference_seconds", "sparsity_tolerance", "model", "pretrain",
              "prepare", "manifests", "warmup", "finetune", "score", "export", "runtime")
@@ -43,6 +46,18 @@ class Runtime:
 
 def runtime(params: dict) -> Runtime:
     return typed(Runtime, section(params, RUNTIME), RUNTIME)
+
+
+def model_config(params: dict) -> ModelConfig:
+    return typed(ModelConfig, section(params, "model"), "model")
+
+
+def score_config(params: dict) -> ScoreConfig:
+    """The score group less each task's own subgroup (the task reads that: Task.score_settings)."""
+    score = section(params, "score")
+    if not isinstance(score, dict):
+        raise ConfigError("params.yaml: score must be a mapping")
+    return typed(ScoreConfig, {key: value for key, value in score.items() if key not in TASKS}, "score")
 
 
 def results_params(params: dict) -> dict:
@@ -79,8 +94,6 @@ def check_layout(params: dict, source: str = "params.yaml") -> None:
     """What no single stage reads whole: every task group holds exactly the tasks (a misspelt `prepare.sx` would
     otherwise sit there unread), `score` ScoreConfig's keys and the tasks, `runtime` its typed keys. Each stage
     checks the groups it declares in full before its work (hp.stages.<stage>.check)."""
-    from hp.tasks.base import TASKS
-
     for dotted in TASK_GROUPS:
         group = section(params, dotted, source)
         if not isinstance(group, dict):
@@ -91,11 +104,8 @@ def check_layout(params: dict, source: str = "params.yaml") -> None:
         missing = [task for task in TASKS if task not in group]
         if missing:
             raise ConfigError(f"{source}: missing key {dotted}.{missing[0]}")
-    score = section(params, "score", source)
-    if not isinstance(score, dict):
-        raise ConfigError(f"{source}: score must be a mapping")
-    typed(ScoreConfig, {key: value for key, value in score.items() if key not in TASKS}, "score")
-    missing = [task for task in TASKS if task not in score]
+    score_config(params)
+    missing = [task for task in TASKS if task not in section(params, "score", source)]
     if missing:
         raise ConfigError(f"{source}: missing key score.{missing[0]}")
     runtime(params)
@@ -194,21 +204,26 @@ def checked_keys(cls: type, values: Any, where: str) -> dict:
     unknown = [key for key in values if key not in fields]
     if unknown:
         raise ConfigError(f"params.yaml: unknown key {where}.{unknown[0]}")
-    for name, value in values.items():
-        declared = fields[name].type  # a string: every module declaring configs has postponed annotations
-        expected = declared.removesuffix(" | None") if isinstance(declared, str) else declared
-        if value is None and expected != declared:
-            continue
-        null = " or null" if expected != declared else ""
-        if expected in ("float", float) and isinstance(value, int) and not isinstance(value, bool):
-            values = {**values, name: float(value)}
-        elif expected in ("int", int) and not (isinstance(value, int) and not isinstance(value, bool)):
-            raise ConfigError(f"params.yaml: {where}.{name} must be an integer{null}, got {value!r}")
-        elif expected in ("float", float) and not isinstance(value, (int, float)):
-            raise ConfigError(f"params.yaml: {where}.{name} must be a number{null}, got {value!r}")
-        elif expected in ("bool", bool):
-            flag(value, f"{where}.{name}")
-    return values
+    # the annotations are strings: every module declaring configs has postponed annotations
+    return {name: typed_value(value, fields[name].type, f"{where}.{name}") for name, value in values.items()}
+
+
+def typed_value(value: Any, annotation: str, where: str) -> Any:
+    """`value` checked against a plain annotation ("int", "float", "bool", each maybe "| None": null allowed),
+    an int made a float where a float is expected; other annotations are the config's own to check."""
+    expected = annotation.removesuffix(" | None")
+    if value is None and expected != annotation:
+        return value
+    null = " or null" if expected != annotation else ""
+    if expected == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+        raise ConfigError(f"params.yaml: {where} must be an integer{null}, got {value!r}")
+    if expected == "float" and not isinstance(value, (int, float)):
+        raise ConfigError(f"params.yaml: {where} must be a number{null}, got {value!r}")
+    if expected == "bool":
+        flag(value, where)
+    return value
 
 
 def typed(cls: type[T], values: dict, where: str, required: tuple[str, ...] = (), **extra) -> T:

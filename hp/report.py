@@ -490,7 +490,7 @@ def write_report(tasks: list[str], params: dict, root: Path, out: Path, code: di
         doc.note(f"**Toy scale ({', '.join(own)}).** The front end is hp's own tiny WavLM, pretrained by masked "
                  "prediction on unlabeled synthetic speech (`python -m stages.pretrain`, metrics/pretrain.json). "
                  "The numbers show the method at work on a pretrained model; they say nothing about WavLM's accuracy. "
-                 + " ".join(pretraining_summary(root / source, source) for source in sorted({pretrained[t] for t in own})))
+                 + " ".join(pretraining_summary(root / p, p) for p in sorted({pretrained[t] for t in own})))
     _summary(doc, outs, pretrained, corpora, code, None if baseline is None else changed_params(params, baseline))
     _cost(doc, outs)
     for t, o in outs.items():  # each task's own section (hp.tasks: SV's trial lists, CM's splits and attacks)

@@ -249,9 +249,9 @@ def test_missing_files_and_bad_settings_are_named(cm_trees, tmp_path):
 
 def test_mini_corpus_moves_with_its_directory(tmp_path):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["prepare"]["cm"]["mini"].update(train_speakers=2, test_speakers=1, bonafide_per_speaker=1, spoofed_per_speaker=2,
-                                           test_bonafide_per_speaker=1, test_spoofed_per_speaker=2,
-                                           min_seconds=1.0, max_seconds=1.2)
+    params["prepare"]["cm"]["mini"].update(train_speakers=2, test_speakers=1, bonafide_per_speaker=1,
+                                           spoofed_per_speaker=2, test_bonafide_per_speaker=1,
+                                           test_spoofed_per_speaker=2, min_seconds=1.0, max_seconds=1.2)
     prepare("cm", params, tmp_path / "a" / "corpus")
     assert json.loads((tmp_path / "a" / "corpus" / "corpus.json").read_text())["corpus_dir"] == "."
     shutil.move(tmp_path / "a" / "corpus", tmp_path / "b")

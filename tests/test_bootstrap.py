@@ -165,4 +165,5 @@ def test_a_paired_difference_is_the_difference_of_the_same_resamples():
         diffs.append(metrics.eer(s, y) - metrics.eer(s0, y))
     assert out["eer_ci95"] == pytest.approx(boot.interval(np.array(diffs)), abs=1e-12)
     same = paired(boot, scores, scores, labels, COSTS, enroll, test)
-    assert same["eer"] == 0 and same["eer_ci95"] == {"lo": 0.0, "hi": 0.0} and same["min_dcf_0.01_ci95"] == {"lo": 0.0, "hi": 0.0}
+    zero = {"lo": 0.0, "hi": 0.0}
+    assert same["eer"] == 0 and same["eer_ci95"] == zero and same["min_dcf_0.01_ci95"] == zero

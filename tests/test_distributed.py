@@ -24,9 +24,9 @@ def train_table(tmp_path_factory) -> Path:
     """The mini CM corpus, small: 24 training utterances (3 steps of 8 per epoch)."""
     root = tmp_path_factory.mktemp("mini_cm")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["prepare"]["cm"]["mini"].update(train_speakers=4, test_speakers=2, bonafide_per_speaker=3, spoofed_per_speaker=3,
-                                           test_bonafide_per_speaker=3, test_spoofed_per_speaker=3,
-                                           min_seconds=1.0, max_seconds=1.5)
+    params["prepare"]["cm"]["mini"].update(train_speakers=4, test_speakers=2, bonafide_per_speaker=3,
+                                           spoofed_per_speaker=3, test_bonafide_per_speaker=3,
+                                           test_spoofed_per_speaker=3, min_seconds=1.0, max_seconds=1.5)
     prepare("cm", params, root / "corpus")
     manifests("cm", params, root / "corpus", root / "manifests")
     return root / "manifests" / "train.parquet"

@@ -603,9 +603,9 @@ def write_cm_corpus(root: Path, seed: int = 1, train_speakers: int = 12, test_sp
       SPEAKER_ID FLAC_FILE_NAME SPEAKER_GENDER CODEC CODEC_Q CODEC_SEED ATTACK_TAG ATTACK_LABEL KEY TMP
     `train_speakers` train, then `test_speakers` dev and as many eval speakers (ids T_0001, D_0001, E_0001...;
     files T_0000000001..., numbered in a random order); a speaker's voice is drawn from its index in that order, so
-    adding test speakers leaves the training audio as it was. Every bona fide utterance is its own session; spoofs cycle through the split's
-    attacks (CM_SPLIT_ATTACKS: A01, A02 in train; dev adds A17, eval A17 and A18), each re-synthesising a
-    fresh (unwritten) bona fide utterance of the same speaker. Every third bona fide and every third spoof of a
+    adding test speakers leaves the training audio as it was. Every bona fide utterance is its own session; spoofs
+    cycle through the split's attacks (CM_SPLIT_ATTACKS: A01, A02 in train; dev adds A17, eval A17 and A18), each
+    re-synthesising a fresh (unwritten) bona fide utterance of the same speaker. Every third bona fide and every third spoof of a
     split is coded (CM_CODECS, cycling through C01-C03, the quality CODEC_Q drawn per file); CODEC_SEED, in
     ASVspoof5 the uncoded utterance a coded one was made from, is the file's own name (it is coded in place, its
     only version), and all three are '-' for uncoded files. A dev or eval speaker has `test_bonafide_per_speaker`

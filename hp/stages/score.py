@@ -6,9 +6,9 @@ from pathlib import Path
 
 from hp import distributed
 from hp.data.manifest import write_parquet
-from hp.params import ModelConfig, ScoreConfig, runtime, section, typed
+from hp.params import ScoreConfig, model_config, runtime, score_config, section
 from hp.score import det_table
-from hp.tasks import TASKS, get_task
+from hp.tasks import get_task
 from hp.tasks.model import TaskModel
 from hp.utils.files import atomic_dir, atomic_path, write_json
 
@@ -16,9 +16,8 @@ from hp.utils.files import atomic_dir, atomic_path, write_json
 def check(task: str, params: dict) -> tuple[ScoreConfig, dict]:
     """Every key the stage declares (model.pretrained.<task>, score's own keys, score.<task>), checked before any
     work: the score settings shared by the tasks and this task's own."""
-    typed(ModelConfig, section(params, "model"), "model").source(task)
-    shared = {key: value for key, value in section(params, "score").items() if key not in TASKS}
-    return typed(ScoreConfig, shared, "score"), get_task(task).score_settings(params)
+    model_config(params).source(task)
+    return score_config(params), get_task(task).score_settings(params)
 
 
 def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact_metrics: Path,

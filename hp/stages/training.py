@@ -13,7 +13,7 @@ from hp.data.augment import AugmentConfig, Augmenter
 from hp.errors import ConfigError
 from hp.measure import PARAMS, Measure
 from hp.model import SHAPES, WavLM, load_frontend
-from hp.params import ModelConfig, checked_keys, runtime, section, typed
+from hp.params import checked_keys, model_config, runtime, section, typed
 from hp.profile import hardware
 from hp.tasks import get_task
 from hp.tasks.model import HeadConfig, TaskModel
@@ -26,7 +26,7 @@ def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
     """The pretrained front end of `model.pretrained.<task>`, with gates on `model.prune_units` (none if not
     `prune`) and the LayerDrop of `model.layerdrop` in place of its config's (transformers' default is 0.1, the
     hub's Base+ config 0.05; the authors run every layer: 0)."""
-    cfg = typed(ModelConfig, section(params, "model"), "model")
+    cfg = model_config(params)
     units, drop = tuple(cfg.prune_units), float(cfg.layerdrop)
     if cfg.source(task) != TINY:
         return load_frontend(cfg.source(task), prune_units=units if prune else (), layerdrop=drop)
@@ -44,7 +44,7 @@ def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
 def head_config(task: str, params: dict) -> HeadConfig:
     """The head (finetune.<task>.head, one head for both phases) typed, each key a head of these settings reads
     required, with the model and runtime groups checked too: what either training stage reads beside its group."""
-    typed(ModelConfig, section(params, "model"), "model").source(task)
+    model_config(params).source(task)
     runtime(params)
     where = f"finetune.{task}.head"
     group = checked_keys(HeadConfig, section(params, where), where)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hp.errors import ConfigError
+from hp.params import TASKS, typed_value
 
 if TYPE_CHECKING:  # annotations only
     import pandas as pd
@@ -17,7 +18,6 @@ if TYPE_CHECKING:  # annotations only
     from hp.data.manifest import Validation
     from hp.tasks.model import HeadConfig, TaskModel
 
-TASKS = ("sv", "cm")
 
 
 def get_task(name: str) -> Task:
@@ -147,8 +147,6 @@ def mini_settings(writer, cfg, where: str, required: bool) -> dict | None:
     annotated (or null where it may be None). Ranges are the writer's to check, before it writes anything."""
     import inspect
 
-    from hp.params import integer
-
     if cfg is None:
         if required:
             raise ConfigError(f"params.yaml: missing key {where} (corpus mini)")
@@ -156,13 +154,9 @@ def mini_settings(writer, cfg, where: str, required: bool) -> dict | None:
     settings = {name: p.annotation for name, p in inspect.signature(writer).parameters.items()
                 if name not in ("root", "workers")}
     cfg = group_keys(cfg, where, tuple(settings))
-    for name, annotation in settings.items():  # postponed annotations: "int", "float", "int | None"
-        value, nullable = cfg[name], annotation.endswith(" | None")
-        if annotation.startswith("int"):
-            integer(value, f"{where}.{name}", nullable=nullable)
-        elif annotation.startswith("float") and not (nullable and value is None) and (
-                isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"params.yaml: {where}.{name} must be a number, got {value!r}")
+    # postponed annotations ("int", "float", "int | None"); the writer sees exactly what YAML gave
+    for name, annotation in settings.items():
+        typed_value(cfg[name], annotation, f"{where}.{name}")
     return cfg
 
 
