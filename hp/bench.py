@@ -339,7 +339,7 @@ def train_compaction(args: argparse.Namespace) -> dict:
     rng = np.random.default_rng(args.seed)
     head = HeadConfig(backend="mhfa", heads=8, compression=64, embedding=128, grad_multiplier=1.0, mean_norm=None,
                       margin=0.2, scale=32.0, subcenters=1, topk=0, topk_penalty=0.06)
-    runtime = Runtime(device="cpu", num_workers=0, log_every=1, checkpoint_every=None, nproc_per_node=1)
+    runtime = Runtime(device="cpu", num_workers=0, log_every=1, checkpoint_every=None, nproc_per_node=1, threads=None)
     results, finals = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         rows = []

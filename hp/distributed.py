@@ -37,6 +37,14 @@ def device(name: str) -> torch.device:
     return torch.device(kind)
 
 
+def set_threads(threads: int | None) -> None:
+    """runtime.threads: torch's CPU threads in this process (None: torch's default, one per core, or torchrun's
+    OMP_NUM_THREADS). A CPU result's last bits depend on it (a parallel sum adds per-thread partial sums), so a run
+    is bitwise-reproducible at the thread count it recorded (hardware.torch_threads in its metrics)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def init(device: torch.device) -> None:
     """Join the process group (NCCL on CUDA, gloo on CPU) when running under torchrun; a no-op otherwise."""
     if world_size() > 1 and not dist.is_initialized():

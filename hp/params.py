@@ -34,6 +34,7 @@ class Runtime:
     log_every: int  # optimiser steps between the points of the training curves
     checkpoint_every: int | None  # optimiser steps between checkpoints (they are also written at each epoch's end)
     nproc_per_node: int  # training processes on this node: > 1 relaunches the training stages under torchrun
+    threads: int | None  # torch's CPU threads in the pretrain, training and score stages (None: one per core)
 
     def __post_init__(self):
         if not isinstance(self.device, str):
@@ -42,6 +43,7 @@ class Runtime:
         integer(self.log_every, "runtime.log_every", minimum=1)
         integer(self.checkpoint_every, "runtime.checkpoint_every", minimum=1, nullable=True)
         integer(self.nproc_per_node, "runtime.nproc_per_node", minimum=1)
+        integer(self.threads, "runtime.threads", minimum=1, nullable=True)
 
 
 def runtime(params: dict) -> Runtime:

@@ -59,6 +59,8 @@ def hardware(device: torch.device | None = None) -> dict:
     (None: whenever CUDA is present)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     cuda = torch.cuda.is_available() if device is None else device.type == "cuda"
+    # cpu_kernels: the SIMD level of torch's CPU kernels (AVX512, AVX2, ...), which decides a CPU result's last bits
     return {"cpu": cpu_name(), "cores": cores, "torch_threads": torch.get_num_threads(),
+            "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
             "gpu": torch.cuda.get_device_name(device) if cuda else None, "torch": torch.__version__,
             "python": platform.python_version()}

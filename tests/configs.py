@@ -7,7 +7,8 @@ from hp.params import Runtime
 from hp.tasks.model import HeadConfig
 from hp.train import TrainConfig
 
-RUNTIME = Runtime(device="cpu", num_workers=0, log_every=10, checkpoint_every=None, nproc_per_node=1)
+RUNTIME = Runtime(device="cpu", num_workers=0, log_every=10, checkpoint_every=None, nproc_per_node=1,
+                  threads=None)
 TRAIN = dict(target_sparsity=0.0, epochs=10, batch_size=32, crop_seconds=3.0, aug_prob=0.6, optimizer="adamw",
              momentum=0.9, lr=1e-4, final_lr=1e-6, lr_reference_batch=None, warmup_epochs=1.0, warmup_from_zero=True,
              weight_decay=1e-7, average_last=1, grad_clip=3.0, seed=0, grad_accumulation=1, precision="auto",

@@ -31,6 +31,25 @@ def small_params(params: dict) -> dict:
     return p
 
 
+# outputs that hold wall-clock times (training seconds, latencies, DVCLive's timestamps) and what is drawn from them
+TIMED = ("dvclive/", "metrics/sv/finetune.json", "metrics/cm/finetune.json", "metrics/sv/warmup.json",
+         "metrics/cm/warmup.json", "metrics/sv/export.json", "metrics/cm/export.json", "reports/")
+
+
+def tiny_params() -> dict:
+    """Both tasks at the smallest settings that run every stage."""
+    p = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    p["prepare"]["sv"]["mini"].update(train_speakers=4, test_speakers=3, utterances_per_session=2,
+                                      test_utterances_per_session=2)
+    p["prepare"]["cm"]["mini"].update(train_speakers=2, test_speakers=1, bonafide_per_speaker=2,
+                                      spoofed_per_speaker=2, test_bonafide_per_speaker=2, test_spoofed_per_speaker=2)
+    for task in ("sv", "cm"):
+        p["finetune"][task].update(epochs=4, batch_size=2, sparsity_warmup_epochs=2, warmup_epochs=1)
+    p["runtime"]["checkpoint_every"] = 2  # a kill inside finetune resumes from a checkpoint
+    p["export"].update(parity_seconds=[1.0], repeats=1)
+    return p
+
+
 def learning_sv(params: dict) -> dict:
     """`params` with SV at the smallest size found where the pretrained front end generalises to unseen speakers
     (24 training speakers of 1.5 s crops: EER ~0.25 on 12 test speakers, the LTAS baseline ~0.31; 8 speakers learn
@@ -95,3 +114,18 @@ def make_repo(tmp_path: Path, params: dict) -> Path:
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "init"], repo)
     return repo
+
+
+def outputs(repo: Path) -> dict[str, str]:
+    """Every output dvc.lock records (path -> md5), but those holding wall-clock times."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])
+            if not out["path"].startswith(TIMED)}
+
+
+def untimed(obj):
+    """`obj` without wall-clock values (seconds, latencies, speed-ups, hardware, resumed-at steps)."""
+    if isinstance(obj, dict):
+        return {k: untimed(v) for k, v in obj.items()
+                if not any(word in k for word in ("seconds", "latency", "speedup", "hardware", "resumed"))}
+    return obj

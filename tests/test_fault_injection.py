@@ -10,28 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from pipeline_repo import BIN, ROOT, make_repo, repo_env, run, small_params
+from pipeline_repo import BIN, make_repo, outputs, repo_env, run, tiny_params, untimed
 
 KINDS = ("prepare", "manifests", "finetune", "compact", "score", "export", "report")
-# outputs that hold wall-clock times (training seconds, latencies, DVCLive's timestamps) and what is drawn from them
-TIMED = ("dvclive/", "metrics/sv/finetune.json", "metrics/cm/finetune.json", "metrics/sv/warmup.json",
-         "metrics/cm/warmup.json", "metrics/sv/export.json", "metrics/cm/export.json", "reports/")
-
-
-def tiny_params() -> dict:
-    """Both tasks at the smallest settings that run every stage."""
-    p = small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    p["prepare"]["sv"]["mini"].update(train_speakers=4, test_speakers=3, utterances_per_session=2,
-                                      test_utterances_per_session=2)
-    p["prepare"]["cm"]["mini"].update(train_speakers=2, test_speakers=1, bonafide_per_speaker=2,
-                                      spoofed_per_speaker=2, test_bonafide_per_speaker=2, test_spoofed_per_speaker=2)
-    for task in ("sv", "cm"):
-        p["finetune"][task].update(epochs=4, batch_size=2, sparsity_warmup_epochs=2, warmup_epochs=1)
-    p["runtime"]["checkpoint_every"] = 2  # a kill inside finetune resumes from a checkpoint
-    p["export"].update(parity_seconds=[1.0], repeats=1)
-    return p
 
 
 def workspace_files(repo: Path) -> dict[str, tuple[int, int]]:
@@ -113,13 +95,6 @@ def cache_is_sound(repo: Path) -> None:
         assert hashlib.md5(path.read_bytes()).hexdigest() == name, f"{path}: its content is not what it is named"
 
 
-def outputs(repo: Path) -> dict[str, str]:
-    """Every output dvc.lock records (path -> md5), but those holding wall-clock times."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])
-            if not out["path"].startswith(TIMED)}
-
-
 @pytest.mark.slow  # two runs of the whole DAG and seven killed ones (minutes)
 def test_killed_in_every_stage_kind_and_rerun_equals_an_uninterrupted_run(tmp_path):
     params = tiny_params()
@@ -146,10 +121,3 @@ def test_killed_in_every_stage_kind_and_rerun_equals_an_uninterrupted_run(tmp_pa
             a, b = (json.loads((r / "metrics" / task / f"{name}.json").read_text()) for r in (reference, repo))
             assert untimed(a) == untimed(b), (task, name)
 
-
-def untimed(obj):
-    """`obj` without wall-clock values (seconds, latencies, speed-ups, hardware, resumed-at steps)."""
-    if isinstance(obj, dict):
-        return {k: untimed(v) for k, v in obj.items()
-                if not any(word in k for word in ("seconds", "latency", "speedup", "hardware", "resumed"))}
-    return obj

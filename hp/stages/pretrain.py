@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from hp.params import section, typed
+from hp import distributed
+from hp.params import runtime, section, typed
 from hp.pretrain import PretrainConfig, pretrain as run_pretraining
 from hp.utils.files import atomic_path, write_json
 
@@ -19,6 +20,7 @@ def check(params: dict) -> PretrainConfig:
 def pretrain(params: dict, models: Path, loss_csv: Path, metrics_path: Path) -> dict:
     """Pretrain `pretrain.shape` into models/<shape>; its loss curve to `loss_csv`, its summary to `metrics_path`."""
     cfg = check(params)
+    distributed.set_threads(runtime(params).threads)
     record = run_pretraining(cfg, models / cfg.shape)
     history = pd.DataFrame(record.pop("history"))
     loss_csv.parent.mkdir(parents=True, exist_ok=True)

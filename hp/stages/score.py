@@ -34,6 +34,7 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     """
     (cfg, settings), run, spec = check(task, params), runtime(params), get_task(task)
     compact_info = json.loads(Path(compact_metrics).read_text())
+    distributed.set_threads(run.threads)
     device = distributed.device(run.device)
     distributed.init(device)  # under torchrun: each rank embeds a share of the utterances, and gets them all
     model = TaskModel.load(model_dir).eval().to(device)

@@ -93,6 +93,7 @@ def run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augmen
     DVCLive curves, which replace `live_dir` only once the run has finished (a failed run leaves the last one's).
     Returns what the run did (None on the other ranks, which write nothing) and the
     checkpoints, for the caller to clear once it has written the outputs."""
+    distributed.set_threads(cfg.runtime.threads)
     checkpoints = Checkpoints(checkpoint_dir, fingerprint(cfg, table, model), cfg.runtime.checkpoint_every,
                               resume=cfg.resume == "auto")
     main = distributed.is_main()
