@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from hp import distributed
 from hp.data.audio import read_audio
 from hp.score import sv_metrics, trial_indices
+from hp.score_norm import TRIAL_CHUNK
 
 WINDOW, HOP, N_FFT = 400, 160, 512  # 25 ms / 10 ms at 16 kHz
 FLOOR = 1e-10  # of the mean power (a float32 wave in [-1, 1]): log(FLOOR) = -23 for digital silence
@@ -78,7 +79,10 @@ def cosine_scores(test_ltas: np.ndarray, mean: np.ndarray, enroll: np.ndarray, t
     """Cosine of (LTAS - mean) of each trial's two sides."""
     x = test_ltas - mean
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return np.einsum("ij,ij->i", x[enroll], x[test])
+    out = np.empty(len(enroll))
+    for s in range(0, len(enroll), TRIAL_CHUNK):  # both sides of a million trials at once would take ~5 GB
+        out[s:s + TRIAL_CHUNK] = np.einsum("ij,ij->i", x[enroll[s:s + TRIAL_CHUNK]], x[test[s:s + TRIAL_CHUNK]])
+    return out
 
 
 def score_ltas(test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame, at_most: int = MEAN_UTTERANCES,

@@ -14,6 +14,7 @@ with a 22.0 GiB peak.
 `loader` times the data path alone (decode, crop, MUSAN/RIR augmentation) for several DataLoader worker counts.
 `audio-check` times the manifests stage's audio check (manifests.check_audio: header | decode) on generated files:
 `python -m hp.bench audio-check --format flac --json`.
+`corpus-scale` runs the SV prepare, manifests and score stages on a VoxCeleb-size tree (hp/benchmarks/corpus_scale.py).
 """
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from hp.data.audio import SAMPLE_RATE
 from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
-from hp.data.manifest import Validation
+from hp.benchmarks import corpus_scale
+from hp.benchmarks.audio_check import audio_check
 from hp.model import SHAPES, UNIT_TYPES, WavLM, compact
 from hp.measure import MEASURES, PARAMS, Measure
 from hp.model.gates import HardConcrete
@@ -456,37 +458,6 @@ def loader(args: argparse.Namespace) -> dict:
             "cpus": os.cpu_count(), "torch": torch.__version__}
 
 
-def audio_check(args: argparse.Namespace) -> dict:
-    """Files/s and audio seconds/s of the manifests stage's check, headers only and fully decoded, per thread
-    count. The files were just written, so they come from the page cache: this is the CPU's rate, and a corpus
-    on a slow disk is read no faster than the disk delivers it."""
-    rng = np.random.default_rng(args.seed)
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        paths, seconds = [], 0.0
-        for i in range(args.files):
-            length = rng.uniform(0.5, 1.5) * args.seconds
-            # low-level noise under a tone: FLAC compresses it about as well as speech (~55 %)
-            t = np.arange(int(length * SAMPLE_RATE)) / SAMPLE_RATE
-            wave = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(len(t))
-            path = Path(tmp) / f"{i:06d}.{args.format}"
-            sf.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
-            paths.append(str(path))
-            seconds += length
-        table = pd.DataFrame({"path": paths})
-        Validation(min_seconds=0.0, decode=True).check(table, "bench")  # untimed: the first pass warms caches
-        for mode in ("header", "decode"):
-            for threads in args.threads:
-                start = time.perf_counter()
-                Validation(min_seconds=0.0, decode=mode == "decode", threads=threads).check(table, "bench")
-                wall = time.perf_counter() - start
-                results.append({"check_audio": mode, "threads": threads, "files_per_s": round(len(paths) / wall, 1),
-                                "audio_seconds_per_s": round(seconds / wall, 1)})
-    return {"benchmark": "audio-check", "format": args.format, "files": args.files,
-            "mean_seconds": round(seconds / args.files, 2), "results": results, "cpus": os.cpu_count(),
-            "soundfile": sf.__version__, "libsndfile": sf.__libsndfile_version__}
-
-
 def _choices(kind, allowed=None):
     """argparse type for a comma-separated list (of `allowed` values, when given)."""
     def parse(text: str) -> list:
@@ -564,17 +535,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p = sub.add_parser("audio-check", help="the manifests stage's audio check, headers vs full decode: files/s")
-    p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--files", type=int, default=4000, help="(fewer than 2,048 are checked in one process)")
     p.add_argument("--seconds", type=float, default=4.0, help="mean file length (uniform in 0.5x-1.5x)")
     p.add_argument("--format", choices=("flac", "wav"), default="flac")
-    p.add_argument("--threads", type=_choices(int), default=[1, 2, 8], help="comma-separated thread counts")
+    p.add_argument("--processes", type=_choices(int), default=[1, 2], help="comma-separated process counts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
+    corpus_scale.add_parser(sub)
     args = parser.parse_args(argv)
     result = {"compaction": compaction, "scoring": scoring, "train": train, "train-compaction": train_compaction,
               "latency": latency,
               "loader": loader,
-              "audio-check": audio_check}[args.benchmark](args)
+              "audio-check": audio_check,
+              "corpus-scale": corpus_scale.corpus_scale}[args.benchmark](args)
     json.dump(result, sys.stdout, indent=None if args.json else 2)
     print()
 

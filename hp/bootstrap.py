@@ -16,6 +16,8 @@ error rate is computed weighted, for all resamples at once: nothing is copied. T
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -25,8 +27,9 @@ from hp import metrics
 
 # a CM attack gets an interval from this many spoofs on (fewer resolve little; hp.score.cm_breakdown)
 MIN_SPOOFS_FOR_INTERVAL = 50
-# resamples x trials held at once: 2^23 float64 weights, 64 MiB per array
+# resamples x trials held at once per thread: 2^23 float64 weights, 64 MiB per array
 _CHUNK_ELEMENTS = 1 << 23
+_THREADS = min(4, len(os.sched_getaffinity(0)))  # chunks computed at once (memory: ~8 such arrays each)
 
 
 @dataclass(frozen=True)
@@ -90,30 +93,31 @@ def speaker_index(first, second=None) -> tuple[int, np.ndarray, np.ndarray]:
 
 def trial_weights(counts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """[resamples, trials]: k_a for a trial tied to one speaker (b = -1), k_a * k_b for one tied to two."""
-    w = counts[:, a].astype(np.float64)
-    two = b >= 0
-    w[:, two] *= counts[:, b[two]]
-    return w
+    ones = np.ones((len(counts), 1), dtype=counts.dtype)  # column -1: what b = -1 picks, a factor of 1
+    return (counts[:, a] * np.concatenate([counts, ones], axis=1)[:, b]).astype(np.float64)
 
 
 def weighted_error_rates(scores: np.ndarray, labels: np.ndarray,
                          weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(P_miss, P_fa), [resamples, points]: metrics.error_rates with each trial counted `weights[r]` times, at the
     same thresholds (every distinct score, then one rejecting all). A threshold at a trial of weight 0 repeats the
-    next point, which changes neither the EER's interpolation nor the minimum DCF."""
-    order = np.argsort(scores, kind="stable")
-    s, target = scores[order], labels[order].astype(bool)
-    w = weights[:, order]
-    pos = np.where(target, w, 0.0)
-    neg = w - pos
-    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
-    zeros = np.zeros((len(w), 1))
-    pos_below = np.concatenate([zeros, np.cumsum(pos, axis=1)], axis=1)
-    neg_below = np.concatenate([zeros, np.cumsum(neg, axis=1)], axis=1)
+    next point, which changes neither the EER's interpolation nor the minimum DCF. `scores` sorted ascending (and
+    `labels`, `weights` in that order): replicates sorts once for all its chunks of resamples.
+
+    The weights are whole numbers, so every sum below is exact in float64 whatever its order: the counts of
+    non-targets are all trials' less the targets'."""
+    rows, n = weights.shape
+    pos_below, all_below = np.zeros((rows, n + 1)), np.zeros((rows, n + 1))
+    np.cumsum(weights * labels.astype(bool), axis=1, out=pos_below[:, 1:])
+    np.cumsum(weights, axis=1, out=all_below[:, 1:])
+    starts = np.flatnonzero(np.concatenate(([True], scores[1:] != scores[:-1])))
+    if len(starts) < n:  # tied scores: one threshold per distinct score (gathering costs; distinct scores need none)
+        points = np.append(starts, n)
+        pos_below, all_below = pos_below[:, points], all_below[:, points]
+    neg_below = all_below - pos_below
     n_pos, n_neg = pos_below[:, -1:], neg_below[:, -1:]
-    points = np.append(starts, len(s))
     with np.errstate(invalid="ignore", divide="ignore"):  # a resample without targets or non-targets: NaN
-        return pos_below[:, points] / n_pos, 1.0 - neg_below[:, points] / n_neg
+        return pos_below / n_pos, 1.0 - neg_below / n_neg
 
 
 def weighted_eer(p_miss: np.ndarray, p_fa: np.ndarray) -> np.ndarray:
@@ -144,14 +148,22 @@ def replicates(scores, labels, counts: np.ndarray, a: np.ndarray, b: np.ndarray,
     ([resamples, speakers], Bootstrap.counts), the trials tied to speakers `a` and `b` (speaker_index):
     {"eer": [resamples], name: [resamples], ...}. Labels: 1 (or True) for a target / bona fide trial."""
     scores, labels = metrics._check(scores, labels)
+    order = np.argsort(scores, kind="stable")  # once: each chunk's weights are then built in this order
+    scores, labels, a, b = scores[order], labels[order], a[order], b[order]
     out = {name: np.empty(len(counts)) for name in ("eer", *costs)}
     step = max(1, _CHUNK_ELEMENTS // max(1, len(scores)))
-    for start in range(0, len(counts), step):
+
+    def chunk(start: int) -> None:
         rows = slice(start, start + step)
         p_miss, p_fa = weighted_error_rates(scores, labels, trial_weights(counts[rows], a, b))
         out["eer"][rows] = weighted_eer(p_miss, p_fa)
         for name, cost in costs.items():
             out[name][rows] = weighted_min_dcf(p_miss, p_fa, *cost)
+
+    # chunks of resamples in threads: numpy's cumsum and ufuncs run without the GIL, and each chunk writes its rows
+    starts = range(0, len(counts), step)
+    with ThreadPoolExecutor(min(_THREADS, len(starts))) as pool:
+        list(pool.map(chunk, starts))
     return out
 
 

@@ -13,7 +13,7 @@ from hp.data.audio import pad_batch, read_audio
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_COSTS, CM_P_TARGET, SV_COSTS
 from hp.score_norm import score_trials
 from hp.tasks.model import TaskModel
-
+from hp.utils.timing import timed
 
 
 def length_batches(durations: np.ndarray, batch_seconds: float) -> list[np.ndarray]:
@@ -66,9 +66,12 @@ def embed_utterances(model: TaskModel, table: pd.DataFrame, batch_seconds: float
 
 def trial_indices(utts: list[str], trials: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of each trial's enrollment and test utterance in `utts`."""
-    index = {u: i for i, u in enumerate(utts)}
-    return (np.array([index[u] for u in trials["enroll"]], dtype=np.int64),
-            np.array([index[u] for u in trials["test"]], dtype=np.int64))
+    index = pd.Index(utts)
+    found = [index.get_indexer(trials[side]) for side in ("enroll", "test")]  # hash lookups, no Python loop
+    for side, rows in zip(("enroll", "test"), found):
+        if (rows < 0).any():
+            raise KeyError(f"trial {side} utterance {trials[side].iat[int(np.argmax(rows < 0))]} is not in the table")
+    return found[0].astype(np.int64), found[1].astype(np.int64)
 
 
 def sv_metrics(scores: np.ndarray, labels: np.ndarray, speakers: tuple[np.ndarray, np.ndarray] | None = None,
@@ -195,11 +198,15 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
     (speaker-level, hp.bootstrap), every EER and minDCF gets an interval, and the results say how ("bootstrap":
     Bootstrap.describe).
     """
-    test_emb, train_emb = (embed_utterances(model, t, batch_seconds, num_workers) for t in (test, train))
+    with timed("embed test", len(test)):
+        test_emb = embed_utterances(model, test, batch_seconds, num_workers)
+    with timed("embed train", len(train)):
+        train_emb = embed_utterances(model, train, batch_seconds, num_workers)
     if not distributed.is_main():  # under torchrun the ranks shared the embedding; rank 0 scores
         return None
     speakers = train["speaker"].to_numpy()
-    enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
+    with timed("trial indices", len(trials)):
+        enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
     scored = score_trials(test_emb, enroll, test_idx, train_emb, speakers, mean_subtraction, top_n)
     columns = {"cosine": scored["raw"], **({"asnorm": scored["asnorm"]} if "asnorm" in scored else {})}
     if qmf_trials is not None:
@@ -219,8 +226,10 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
     results, speakers = {}, {}
     for name, rows in trials.groupby("list", sort=False).indices.items():
         sides = (speaker[enroll[rows]], speaker[test_idx[rows]])
-        results[name] = {"trials": len(rows), **{kind: sv_metrics(score[rows], labels[rows], sides, bootstrap)
-                                                   for kind, score in columns.items()}}
+        results[name] = {"trials": len(rows)}
+        for kind, score in columns.items():
+            with timed(f"metrics {name} {kind}", len(rows)):
+                results[name][kind] = sv_metrics(score[rows], labels[rows], sides, bootstrap)
         speakers[name] = len(np.unique(np.concatenate(sides)))
     first = trials.groupby("list", sort=False).indices[trials["list"].iat[0]]
     cosine = {"mean": train_emb.mean(0).tolist() if mean_subtraction else None,

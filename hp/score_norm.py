@@ -15,6 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hp.utils.timing import timed
+
+TRIAL_CHUNK = 1 << 16  # trials scored at once
+
 
 def _normalised(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return F.normalize(torch.as_tensor(x, dtype=torch.float32), dim=1)
@@ -60,8 +64,10 @@ def as_norm(scores: np.ndarray, enroll_stats: tuple[np.ndarray, np.ndarray],
 
 def trial_scores(embeddings: np.ndarray, enroll: np.ndarray, test: np.ndarray) -> np.ndarray:
     """Cosine score of each trial, given row indices of its enrollment and test embeddings."""
-    e = _normalised(embeddings)
-    return (e[torch.as_tensor(enroll)] * e[torch.as_tensor(test)]).sum(1).double().numpy()
+    e, enroll, test = _normalised(embeddings), torch.as_tensor(enroll), torch.as_tensor(test)
+    # in chunks of trials: both sides of a million trials would take ~1 GB (128 dimensions) at once
+    return torch.cat([(e[enroll[s:s + TRIAL_CHUNK]] * e[test[s:s + TRIAL_CHUNK]]).sum(1)
+                      for s in range(0, len(enroll), TRIAL_CHUNK)]).double().numpy()
 
 
 def score_trials(embeddings: np.ndarray, enroll: np.ndarray, test: np.ndarray, train_embeddings: np.ndarray,
@@ -74,15 +80,18 @@ def score_trials(embeddings: np.ndarray, enroll: np.ndarray, test: np.ndarray, t
     row of `embeddings`) is for trials among training utterances: each utterance's own speaker, whose cohort
     entry holds that very utterance, is left out of its statistics, as a test speaker is never in the cohort.
     """
-    if mean_subtraction:
-        mean = train_embeddings.mean(0, keepdims=True)
-        embeddings, train_embeddings = embeddings - mean, train_embeddings - mean
-    out = {"raw": trial_scores(embeddings, enroll, test)}
+    with timed("cosine", len(enroll)):
+        if mean_subtraction:
+            mean = train_embeddings.mean(0, keepdims=True)
+            embeddings, train_embeddings = embeddings - mean, train_embeddings - mean
+        out = {"raw": trial_scores(embeddings, enroll, test)}
     if top_n is not None:
-        codes = np.unique(np.asarray(train_speakers))
-        cohort = speaker_cohort(train_embeddings, train_speakers)
-        exclude = None if speakers is None else np.searchsorted(codes, np.asarray(speakers))
-        n = min(top_n, len(cohort) - (exclude is not None))
-        mu, sd = cohort_statistics(embeddings, cohort, n, exclude=exclude)
-        out["asnorm"] = as_norm(out["raw"], (mu[enroll], sd[enroll]), (mu[test], sd[test]))
+        with timed("AS-norm cohort", len(train_embeddings)):
+            codes = np.unique(np.asarray(train_speakers))
+            cohort = speaker_cohort(train_embeddings, train_speakers)
+        with timed("AS-norm statistics and scores", len(enroll)):
+            exclude = None if speakers is None else np.searchsorted(codes, np.asarray(speakers))
+            n = min(top_n, len(cohort) - (exclude is not None))
+            mu, sd = cohort_statistics(embeddings, cohort, n, exclude=exclude)
+            out["asnorm"] = as_norm(out["raw"], (mu[enroll], sd[enroll]), (mu[test], sd[test]))
     return out

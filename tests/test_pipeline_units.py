@@ -4,13 +4,14 @@ import math
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 import torch
 import yaml
 
 import hp
-from hp.data import asvspoof, voxceleb
+from hp.data import asvspoof, manifest, voxceleb
 from hp.data.manifest import DataError, Validation, read_trials
 from hp.errors import ConfigError
 from hp.backends import MHFA, GradMultiply
@@ -73,6 +74,7 @@ def _changed(change, target=0.5, task="sv", stage="finetune"):
     (lambda p: p["finetune"]["sv"].update(optimizer="sgd"), "params.yaml: missing key finetune.sv.momentum$"),
     (lambda p: p["runtime"].pop("log_every"), "params.yaml: missing key runtime.log_every$"),
     (lambda p: p["runtime"].update(nproc_per_node=0), "runtime.nproc_per_node must be a positive integer, got 0"),
+    (lambda p: p["runtime"].update(threads=0), "runtime.threads must be a positive integer or null, got 0"),
     (lambda p: p["model"].update(layerdrop=2), r"model.layerdrop must be a probability in \[0, 1\], got 2"),
 ])
 def test_training_keys_are_named(change, message):
@@ -135,6 +137,31 @@ def test_validation_names_bad_files_or_drops_them(tmp_path):
     v = Validation(min_seconds=0.5, drop_invalid=True)
     table = voxceleb.voxceleb_tree(wav, "train", v)
     assert list(table["utt"]) == ["id1/v/00001.wav"] and len(v.dropped) == 3
+
+
+@pytest.mark.parametrize("decode", [True, False])
+def test_probing_in_processes_gives_what_one_process_gives(tmp_path, decode):
+    """Enough files for hp.data.manifest.probe_files to use processes, some of them bad in each way: the same
+    frames, rates, channels and errors, in the same order, as probing them all here."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(manifest.SERIAL_FILES + 300):
+        path = tmp_path / f"{i:05d}.wav"
+        sr, channels = (8000, 1) if i % 701 == 5 else (16000, 2 if i % 997 == 7 else 1)
+        sf.write(path, rng.normal(0, 0.1, (int(rng.integers(400, 3000)), channels)).astype(np.float32), sr)
+        if i % 499 == 3:
+            path.write_bytes(b"junk")
+        paths.append(str(path))
+    paths.insert(1000, str(tmp_path / "missing.wav"))
+    many = manifest.probe_files(paths, decode)
+    assert many[0].shape == (len(paths),) and sum(e is not None for e in many[3]) >= 6
+    one = manifest.probe_files(paths, decode, processes=1)
+    for got, expected in zip(many, one):
+        assert np.array_equal(got, expected) if isinstance(got, np.ndarray) else got == expected
+    table = Validation(min_seconds=0.01, drop_invalid=True, decode=decode).check(pd.DataFrame({"path": paths}),
+                                                                                "list")
+    ok = np.array([e is None for e in one[3]]) & (one[1] == 16000) & (one[2] == 1)
+    assert list(table["path"]) == [p for p, keep in zip(paths, ok) if keep] and not ok.all()
 
 
 @pytest.mark.parametrize("task", ["sv", "cm"])

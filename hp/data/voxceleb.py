@@ -10,6 +10,7 @@ the same layout, so both go through this module):
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pandas as pd
 from hp.data.manifest import COLUMNS, DataError, Validation, read_trials
 from hp.data.source import CorpusSource
 from hp.errors import ConfigError
+from hp.utils.timing import timed
 
 TRIAL_LISTS = {"O": "veri_test2.txt", "E": "list_test_all2.txt", "H": "list_test_hard2.txt"}
 TRAIN_SETS = ("voxceleb1", "voxceleb2")
@@ -68,11 +70,27 @@ class SVSource(CorpusSource):
 def voxceleb_tree(wav_dir: Path, split: str, validation: Validation) -> pd.DataFrame:
     """`<wav_dir>/<speaker>/<video>/<NNNNN>.wav` (VoxCeleb1/2 as wav); utt ids are the relative paths."""
     wav_dir = Path(wav_dir)
-    files = sorted(wav_dir.glob("*/*/*.wav"))
-    if not files:
-        raise DataError(f"{wav_dir}: no <speaker>/<video>/<utt>.wav files")
-    utts = [f.relative_to(wav_dir).as_posix() for f in files]
-    return validation.check(_table(utts, [str(f) for f in files], split), str(wav_dir))
+    with timed(f"list {split} files"):
+        utts = ["/".join(parts) for parts in sorted(_wav_files(wav_dir))]
+        if not utts:
+            raise DataError(f"{wav_dir}: no <speaker>/<video>/<utt>.wav files")
+        root = str(wav_dir)
+    with timed(f"check {split} audio", len(utts)):
+        return validation.check(_table(utts, [f"{root}/{u}" for u in utts], split), root)
+
+
+def _wav_files(wav_dir: Path):
+    """(speaker, video, file) of each `<speaker>/<video>/<file>.wav`, as glob("*/*/*.wav") finds them; sorted,
+    these tuples order as the Paths do (part by part). os.scandir: a million Paths cost ~20 s, these ~2 s."""
+    for speaker in _subdirectories(wav_dir):
+        for video in _subdirectories(speaker.path):
+            with os.scandir(video.path) as files:
+                yield from ((speaker.name, video.name, f.name) for f in files if f.name.endswith(".wav"))
+
+
+def _subdirectories(path) -> list[os.DirEntry]:
+    with os.scandir(path) as entries:
+        return [e for e in entries if e.is_dir()]
 
 
 def _table(utts: list[str], paths: list[str], split: str) -> pd.DataFrame:
@@ -115,11 +133,13 @@ def trial_lists(source: SVSource) -> dict[str, pd.DataFrame]:
 def sv_tables(source: SVSource, validation: Validation) -> dict[str, pd.DataFrame]:
     """train, test (every utterance the trial lists name) and trials (with a `list` column: O, E or H)."""
     source.check_paths()
-    lists = trial_lists(source)
-    trials = pd.concat([t.assign(list=name) for name, t in lists.items()], ignore_index=True)
-    test_utts = sorted(set(trials["enroll"]) | set(trials["test"]))
+    with timed("trial lists"):
+        lists = trial_lists(source)
+        trials = pd.concat([t.assign(list=name) for name, t in lists.items()], ignore_index=True)
+        test_utts = sorted(set(trials["enroll"]) | set(trials["test"]))
     vox1_wav = Path(source.voxceleb1_dir) / "wav"
-    test = validation.check(_table(test_utts, [str(vox1_wav / u) for u in test_utts], "test"), str(vox1_wav))
+    with timed("check test audio", len(test_utts)):
+        test = validation.check(_table(test_utts, [str(vox1_wav / u) for u in test_utts], "test"), str(vox1_wav))
     # with drop_invalid, trials whose audio was dropped cannot be scored
     known = set(test["utt"])
     scorable = trials["enroll"].isin(known) & trials["test"].isin(known)

@@ -8,6 +8,7 @@ from hp.data.manifest import Validation, write_parquet
 from hp.params import ManifestsConfig, section, typed
 from hp.tasks import get_task
 from hp.utils.files import write_json
+from hp.utils.timing import timed
 
 
 def check(task: str, params: dict) -> ManifestsConfig:
@@ -28,10 +29,12 @@ def manifests(task: str, params: dict, corpus: Path, out: Path) -> dict:
         tables["musan"] = musan_table(source.musan_dir)
     if source.rirs_dir is not None:
         tables["rirs"] = rir_table(source.rirs_dir)
-    for name, table in tables.items():
-        write_parquet(table, out / f"{name}.parquet")
+    with timed("write manifests"):
+        for name, table in tables.items():
+            write_parquet(table, out / f"{name}.parquet")
     summary = {name: len(t) for name, t in tables.items()}
-    spec.write_manifest_extras(tables, out, summary)
+    with timed("write extras"):
+        spec.write_manifest_extras(tables, out, summary)
     summary["dropped"] = [{"path": p, "reason": r} for p, r in validation.dropped]
     summary["kept"] = validation.kept  # per official list (SV trial list, CM protocol): listed and kept
     write_json(out / "summary.json", summary)

@@ -11,6 +11,7 @@ from hp.score import det_table
 from hp.tasks import get_task
 from hp.tasks.model import TaskModel
 from hp.utils.files import atomic_dir, atomic_path, write_json
+from hp.utils.timing import timed
 
 
 def check(task: str, params: dict) -> tuple[ScoreConfig, dict]:
@@ -42,11 +43,12 @@ def score(task: str, params: dict, model_dir: Path, manifests_dir: Path, compact
     if scored is None:  # a rank other than 0: it embedded its share, rank 0 scores and writes
         return None
     table, task_metrics, exports, (scores, labels) = scored
-    with atomic_dir(scores_dir) as tmp:
+    with timed("write scores", len(table)), atomic_dir(scores_dir) as tmp:
         write_parquet(table, tmp / "scores.parquet")
         for name, write in exports.items():
             write(tmp / name)
-    det = det_table(scores, labels)
+    with timed("DET", len(scores)):
+        det = det_table(scores, labels)
     with atomic_path(det_path) as tmp:
         det.to_csv(tmp, index=False)
     result = {"task": task, "pretrained": section(params, f"model.pretrained.{task}"),

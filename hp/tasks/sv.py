@@ -120,10 +120,12 @@ class SpeakerVerification(Task):
         from hp.data.interop import write_trial_scores
         from hp.score import score_sv
         from hp.utils.files import write_json
+        from hp.utils.timing import timed
 
         trials, train, test = (pd.read_parquet(manifests / f"{name}.parquet") for name in ("trials", "train", "test"))
         top_n = settings["asnorm_top_n"]
-        baseline = score_ltas(test, trials, train, num_workers=workers)[1]  # first: every rank takes a share
+        with timed("LTAS baseline", len(test)):  # first: every rank takes a share
+            baseline = score_ltas(test, trials, train, num_workers=workers)[1]
         scored = score_sv(model, test, trials, train, batch_seconds, settings["mean_subtraction"], top_n,
                           settings["qmf_trials"], settings["qmf_seed"], workers, bootstrap)
         if scored is None:  # a rank other than 0 under torchrun

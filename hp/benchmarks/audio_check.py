@@ -1,0 +1,53 @@
+"""The manifests stage's audio check (manifests.check_audio: header | decode) on generated files: files/s.
+
+    python -m hp.bench audio-check --format flac --seconds 4 --json
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from hp.data.audio import SAMPLE_RATE
+from hp.data.manifest import Validation
+
+
+def audio_check(args: argparse.Namespace) -> dict:
+    return check_rates(args.files, args.seconds, args.format, args.processes, args.seed)
+
+
+def check_rates(files: int, mean_seconds: float, audio_format: str, processes: list[int], seed: int = 0) -> dict:
+    """Files/s and audio seconds/s of the manifests stage's check, headers only and fully decoded, per process
+    count. The files were just written, so they come from the page cache: this is the CPU's rate, and a corpus
+    on a slow disk is read no faster than the disk delivers it."""
+    rng = np.random.default_rng(seed)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, seconds = [], 0.0
+        for i in range(files):
+            length = rng.uniform(0.5, 1.5) * mean_seconds
+            # low-level noise under a tone: FLAC compresses it about as well as speech (~55 %)
+            t = np.arange(int(length * SAMPLE_RATE)) / SAMPLE_RATE
+            wave = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(len(t))
+            path = Path(tmp) / f"{i:06d}.{audio_format}"
+            sf.write(path, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16")
+            paths.append(str(path))
+            seconds += length
+        table = pd.DataFrame({"path": paths})
+        Validation(min_seconds=0.0, decode=True).check(table, "bench")  # untimed: the first pass warms caches
+        for mode in ("header", "decode"):
+            for count in processes:
+                start = time.perf_counter()
+                Validation(min_seconds=0.0, decode=mode == "decode", processes=count).check(table, "bench")
+                wall = time.perf_counter() - start
+                results.append({"check_audio": mode, "processes": count, "files_per_s": round(len(paths) / wall, 1),
+                                "audio_seconds_per_s": round(seconds / wall, 1)})
+    return {"benchmark": "audio-check", "format": audio_format, "files": files,
+            "mean_seconds": round(seconds / files, 2), "results": results, "cpus": os.cpu_count(),
+            "soundfile": sf.__version__, "libsndfile": sf.__libsndfile_version__}
