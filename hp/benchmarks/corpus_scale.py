@@ -217,20 +217,21 @@ def workspace_params(corpus: Path) -> dict:
 
 
 def run_stage(workspace: Path, stage: str) -> dict:
-    """`python -m stages.<stage> sv` in `workspace`: wall time, peak RSS (the process and its children) and the
-    sections it timed."""
-    sections = workspace / "timings" / f"{stage}.json"
+    """`python -m stages.<stage> sv` in `workspace`: wall time, peak RSS (of the stage process, or of the largest of
+    the processes it started and waited for: the kernel reports the largest, not their sum) and the sections it
+    timed. Its output goes to timings/<stage>.log."""
+    sections, log = (workspace / "timings" / f"{stage}.{kind}" for kind in ("json", "log"))
     sections.parent.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), timing.ENV: str(sections)}
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}", "sv"], cwd=workspace, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}", "sv"], cwd=workspace, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
-    stdout, stderr = process.stdout.read(), process.stderr.read()
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        raise RuntimeError(f"stages.{stage} sv failed ({process.returncode}):\n{stdout[-2000:]}\n{stderr[-3000:]}")
+        raise RuntimeError(f"stages.{stage} sv failed ({process.returncode}):\n{log.read_text()[-3000:]}")
     return {"stage": stage, "seconds": round(wall, 1), "peak_rss_gb": round(usage.ru_maxrss / 1e6, 3),
             "sections": json.loads(sections.read_text()) if sections.is_file() else []}
 
