@@ -7,7 +7,7 @@ from importlib import import_module
 _EXPORTS = {
     **dict.fromkeys(["FAMILIES", "SHAPES", "UNIT_TYPES", "Frontend", "FrontendConfig", "HardConcrete", "LayerStructure",
                      "WavLM", "WavLMConfig", "WavLMStructure", "compact", "load_compact", "load_frontend",
-                     "load_wavlm"], "hp.model"),
+                     "load_wavlm", "save_compact"], "hp.model"),
     **dict.fromkeys(["SparsityController", "param_groups"], "hp.sparsity"),
 }
 __all__ = sorted(_EXPORTS)

@@ -42,7 +42,7 @@ from hp.data.audio import SAMPLE_RATE
 from hp.data.augment import AugmentConfig, Augmenter, musan_table, rir_table
 from hp.benchmarks import corpus_scale
 from hp.benchmarks.audio_check import audio_check
-from hp.model import SHAPES, UNIT_TYPES, WavLM, compact
+from hp.model import SHAPES, UNIT_TYPES, WavLM, compact, save_compact
 from hp.measure import MEASURES, PARAMS, Measure
 from hp.model.gates import HardConcrete
 from hp.model.sampled import computed_units
@@ -117,7 +117,7 @@ def compaction(args: argparse.Namespace) -> dict:
     with torch.inference_mode():
         diff = max((a - b).abs().max().item() for a, b in zip(gated(wave), small(wave)))
     if args.save:
-        small.save(args.save)
+        save_compact(small, args.save)
     params_dense, params_compact = dense.num_params(), small.num_params()
     macs_dense, macs_compact = count_macs(dense, wave), count_macs(small, wave)
     lat_dense, lat_compact = median_latencies([lambda: dense(wave), lambda: small(wave)], args.repeats)

@@ -112,7 +112,7 @@ def test_save_and_load_round_trip(tmp_path, name):
     model = hp.WavLM(hp_config(name)).eval()
     randomise_gates(model, torch.Generator().manual_seed(5))
     small = hp.compact(model)
-    small.save(tmp_path / "m")
+    hp.save_compact(small, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "structure.json"]
     loaded = hp.load_compact(tmp_path / "m")
     assert loaded.structure == small.structure and loaded.config == small.config
@@ -122,14 +122,14 @@ def test_save_and_load_round_trip(tmp_path, name):
 
 def test_save_refuses_gated_model(tmp_path):
     with pytest.raises(ValueError, match="compact"):
-        hp.WavLM(hp.SHAPES["tiny"]).save(tmp_path / "m")
+        hp.save_compact(hp.WavLM(hp.SHAPES["tiny"]), tmp_path / "m")
     assert not (tmp_path / "m").exists()
 
 
 def test_load_compact_errors_name_the_file(tmp_path):
     small = hp.compact(hp.WavLM(hp.SHAPES["tiny"]).eval())
     d = tmp_path / "m"
-    small.save(d)
+    hp.save_compact(small, d)
     (d / "structure.json").write_text('{"conv_channels": [1, 2], "layers": []}')
     with pytest.raises(CheckpointError, match="structure.json: 2 CNN layers"):
         hp.load_compact(d)
@@ -141,7 +141,7 @@ def test_load_compact_errors_name_the_file(tmp_path):
     (d / "structure.json").write_text(json.dumps(structure))
     with pytest.raises(CheckpointError, match=r"model.safetensors: 'encoder.layers.0.feed_forward.fc1.weight' has shape"):
         hp.load_compact(d)
-    small.save(d)
+    hp.save_compact(small, d)
     (d / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="model.safetensors: cannot read"):
         hp.load_compact(d)

@@ -219,7 +219,7 @@ def test_compact_save_and_load_compact(tmp_path, layout):
     model = hp_from_ref(random_ref(layout), prune_units=UNIT_TYPES)
     randomise_gates(model, torch.Generator().manual_seed(5))
     small = hp.compact(model)
-    small.save(tmp_path / "m")
+    hp.save_compact(small, tmp_path / "m")
     assert json.loads((tmp_path / "m" / "config.json").read_text())["model_type"] == VARIANTS[layout][0]
     loaded = hp.load_compact(tmp_path / "m")
     assert loaded.config == small.config and loaded.structure == small.structure

@@ -204,10 +204,10 @@ def _load(source, prune_units, families: tuple[str, ...], revision, cache_dir, c
 
 
 # ---- compact models -----------------------------------------------------------------------------------
-def save(model: Frontend, directory: str | os.PathLike) -> None:
+def save_compact(model: Frontend, directory: str | os.PathLike) -> None:
     """Write `config.json`, `structure.json` and `model.safetensors`; the directory appears complete or not at all."""
     if model.gates():
-        raise ValueError("save() writes compacted models; call hp.compact(model) first")
+        raise ValueError("save_compact() writes compacted models; call hp.compact(model) first")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_dir(directory) as tmp:
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": COMPACT_FORMAT})
@@ -216,7 +216,7 @@ def save(model: Frontend, directory: str | os.PathLike) -> None:
 
 
 def load_compact(directory: str | os.PathLike, device: str | torch.device = "cpu") -> Frontend:
-    """Rebuild a compacted model saved by `WavLM.save` from its structure, then load its weights."""
+    """Rebuild a compacted model saved by `save_compact` from its structure, then load its weights."""
     directory = Path(directory)
     config_path, structure_path, weights_path = (directory / f for f in
                                                  ("config.json", "structure.json", "model.safetensors"))

@@ -215,12 +215,6 @@ class Frontend(nn.Module):
             layer.prune(fold)
         return self.structure
 
-    def save(self, directory) -> None:
-        """Save a compacted (gate-free) model for `hp.load_compact`."""
-        from hp.model.io import save
-
-        save(self, directory)
-
 
 # WavLM's name for the class, kept for the code that uses it
 WavLM = Frontend
