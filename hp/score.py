@@ -1,6 +1,8 @@
 """Scoring a (compacted) task model: SV embeddings + cosine trials per list, CM calibrated bona fide LLRs."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import torch
@@ -12,8 +14,10 @@ from hp.calibration import LinearCalibration, fit_logistic, qmf_features, sample
 from hp.data.audio import pad_batch, read_audio
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_COSTS, CM_P_TARGET, SV_COSTS
 from hp.score_norm import score_trials
-from hp.tasks.model import TaskModel
 from hp.utils.timing import timed
+
+if TYPE_CHECKING:  # annotations only: scoring takes any model with embed() and cm_scores()
+    from hp.tasks.model import TaskModel
 
 
 def length_batches(durations: np.ndarray, batch_seconds: float) -> list[np.ndarray]:
