@@ -18,15 +18,14 @@ import yaml  # noqa: E402
 from hp import anchors, metrics  # noqa: E402
 from hp.bootstrap import MIN_SPOOFS_FOR_INTERVAL  # noqa: E402
 from hp.data.manifest import shrunk_lists  # noqa: E402
+from hp.data.voxceleb import TRIAL_NAMES  # noqa: E402
 from hp.document import Document  # noqa: E402
 from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
 from hp.params import REPORT_TOLERANCE, misses_target  # noqa: E402
 from hp.pretrain import is_hp_pretrained, pretraining_summary  # noqa: E402
-from hp.tasks import get_task  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
 
 TASK_NAMES = {"sv": "Speaker verification", "cm": "Anti-spoofing (CM)"}
-TRIAL_NAMES = {"O": "Vox1-O", "E": "Vox1-E", "H": "Vox1-H"}
 CORPUS_NAMES = {"mini": "built-in mini corpus", "voxceleb": "VoxCeleb", "asvspoof5": "ASVspoof5 track 1",
                 "asvspoof2019la": "ASVspoof 2019 LA"}
 SCORE_KINDS = ("cosine", "asnorm", "qmf")
@@ -259,7 +258,9 @@ def _hardware(h: dict) -> str:
 
 
 def _data(task: str, corpus: str, out: TaskOutputs) -> str:
-    return get_task(task).describe_data(out.data, out.finetune["classes"], CORPUS_NAMES.get(corpus, corpus))
+    """One line on the task's data: manifests' summary.json counts, training classes, the corpus's name."""
+    describe = {"sv": sv_data, "cm": cm_data}[task]
+    return describe(out.data, out.finetune["classes"], CORPUS_NAMES.get(corpus, corpus))
 
 
 def sv_data(d: dict, classes: int, shown: str) -> str:
@@ -493,8 +494,9 @@ def write_report(tasks: list[str], params: dict, root: Path, out: Path, code: di
                  + " ".join(pretraining_summary(root / p, p) for p in sorted({pretrained[t] for t in own})))
     _summary(doc, outs, pretrained, corpora, code, None if baseline is None else changed_params(params, baseline))
     _cost(doc, outs)
-    for t, o in outs.items():  # each task's own section (hp.tasks: SV's trial lists, CM's splits and attacks)
-        get_task(t).report_section(doc, o.scored, corpora[t], figures, o.scores, o.model["frontend"])
+    for t, o in outs.items():  # each task's own section: SV's trial lists, CM's splits and attacks
+        section = {"sv": sv_section, "cm": cm_section}[t]
+        section(doc, o.scored, corpora[t], figures, o.scores, o.model["frontend"])
     doc.heading("DET curves")
     det_figure({t: o.det for t, o in outs.items()}, figures / "det.png")
     doc.figure(figures / "det.png", "DET curves")

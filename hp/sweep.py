@@ -26,7 +26,8 @@ from hp.bootstrap import Bootstrap, Trials, compare  # noqa: E402
 from hp.document import Document  # noqa: E402
 from hp.errors import HPError  # noqa: E402
 from hp.params import REPORT_TOLERANCE, misses_target  # noqa: E402
-from hp.tasks import get_task  # noqa: E402
+from hp.data.voxceleb import TRIAL_NAMES  # noqa: E402
+from hp.metrics import CM_COSTS, SV_COSTS  # noqa: E402
 from hp.utils.files import atomic_path, read_json  # noqa: E402
 
 NAME = "hp.sweep"
@@ -34,6 +35,48 @@ TrialsLoader = Callable[[dict, str], "Trials | None"]  # (an experiment of dvc e
 TASKS = ("sv", "cm")
 TASK_NAMES = {"sv": "Speaker verification (SV)", "cm": "Anti-spoofing (CM)"}
 SCORING_NAMES = {"qmf": "QMF", "asnorm": "AS-norm", "cosine": "cosine"}
+
+
+# ---- the point a sweep plots per task: (its metrics from metrics/<task>.json, "eer" and the minDCF named next with
+# their intervals where scored with them; that minDCF's name; what was scored), and its trials for paired intervals
+def sv_headline(scored: dict, corpus: str | None) -> tuple[dict, str, str]:
+    """The first trial list, final scoring: QMF, else AS-norm, else cosine; minDCF at p = 0.01."""
+    lists = scored.get("lists") or {}
+    if not lists:
+        raise KeyError("no trial lists")
+    name, scores = next(iter(lists.items()))
+    kind = next((k for k in SCORING_NAMES if k in scores), None)
+    if kind is None:
+        raise KeyError(f"a scoring ({', '.join(SCORING_NAMES)}) of list {name}")
+    shown = TRIAL_NAMES.get(name, name) if corpus == "voxceleb" else f"list {name}"
+    return scores[kind], "min_dcf_0.01", f"{shown}, {SCORING_NAMES[kind]}"
+
+
+def cm_headline(scored: dict, corpus: str | None) -> tuple[dict, str, str]:
+    """The eval split, minDCF as ASVspoof5 defines it."""
+    return scored["eval"], "min_dcf", "eval"
+
+
+def sv_headline_trials(table: pd.DataFrame) -> Trials:
+    """The headline's trials in the score stage's scores.parquet (first list, final scoring), for a paired
+    comparison (hp.bootstrap.compare); KeyError for a table written before trials carried their speakers."""
+    rows = table[table["list"] == table["list"].iat[0]]
+    kind = next(k for k in SCORING_NAMES if f"score_{k}" in rows)
+    return Trials((rows["enroll"] + " " + rows["test"]).to_numpy(), rows[f"score_{kind}"].to_numpy(),
+                  rows["label"].to_numpy(), (rows["enroll_speaker"].to_numpy(), rows["test_speaker"].to_numpy()),
+                  {"min_dcf_0.01": SV_COSTS["min_dcf_0.01"]})
+
+
+def cm_headline_trials(table: pd.DataFrame) -> Trials:
+    """The eval split's utterances in the score stage's scores.parquet, LLRs, for a paired comparison; KeyError for
+    a table written before utterances carried their speakers."""
+    rows = table[table["split"] == "eval"]
+    return Trials(rows["utt"].to_numpy(), rows["score_llr"].to_numpy(), (rows["label"] == "bonafide").to_numpy(),
+                  (rows["speaker"].to_numpy(),), CM_COSTS)
+
+
+HEADLINES = {"sv": sv_headline, "cm": cm_headline}
+HEADLINE_TRIALS = {"sv": sv_headline_trials, "cm": cm_headline_trials}
 COSTS = {"params_compact": "parameters (millions, compact model)", "macs_compact": "MACs (millions, inference model)",
          "latency_ms": "CPU latency (ms, torch, batch 1)"}
 SCALE = {"params_compact": 1e-6, "macs_compact": 1e-6, "latency_ms": 1.0}
@@ -102,7 +145,7 @@ def _number(value) -> bool:
 
 
 def _row(entry: dict, task: str, metrics: dict, export: dict | None, params: dict) -> dict:
-    point, dcf, scored = get_task(task).headline(metrics, _dig(params, "prepare", task, "corpus", default=None))
+    point, dcf, scored = HEADLINES[task](metrics, _dig(params, "prepare", task, "corpus", default=None))
     eer, min_dcf = float(point["eer"]), float(point[dcf])
     ci = point.get("eer_ci95") or {"lo": math.nan, "hi": math.nan}  # runs scored before the intervals: none
     export = export or {}
@@ -446,7 +489,7 @@ def cached_trials(repo: Path, cache: Path | None = None) -> TrialsLoader:
         try:
             files = {f["relpath"]: f["md5"] for f in json.loads((cache / digest[:2] / digest[2:]).read_text())}
             digest = files["scores.parquet"]
-            return get_task(task).headline_trials(pd.read_parquet(cache / digest[:2] / digest[2:]))
+            return HEADLINE_TRIALS[task](pd.read_parquet(cache / digest[:2] / digest[2:]))
         except (OSError, KeyError, ValueError, TypeError):
             return None
 

@@ -22,6 +22,7 @@ from hp.errors import ConfigError
 from hp.utils.timing import timed
 
 TRIAL_LISTS = {"O": "veri_test2.txt", "E": "list_test_all2.txt", "H": "list_test_hard2.txt"}
+TRIAL_NAMES = {"O": "Vox1-O", "E": "Vox1-E", "H": "Vox1-H"}  # as papers name them
 TRAIN_SETS = ("voxceleb1", "voxceleb2")
 
 

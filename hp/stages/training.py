@@ -48,7 +48,7 @@ def head_config(task: str, params: dict) -> HeadConfig:
     runtime(params)
     where = f"finetune.{task}.head"
     group = checked_keys(HeadConfig, section(params, where), where)
-    return typed(HeadConfig, group, where, required=get_task(task).head_keys(group))
+    return typed(HeadConfig, group, where, required=HeadConfig.keys_read(group, get_task(task).head_loss_keys))
 
 
 def training_configs(task: str, params: dict, stage: str, target_sparsity: float = 0.0,

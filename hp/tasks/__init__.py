@@ -5,7 +5,7 @@ TaskModel, HeadConfig and CM_LABELS load on first use (PEP 562): a stage that on
 does not import the model and its torch stack."""
 from importlib import import_module
 
-from hp.tasks.base import TASKS, Task, get_task
+from hp.tasks.base import TASKS, Task
 
 _LAZY = {"TaskModel": "hp.tasks.model", "HeadConfig": "hp.tasks.model", "CM_LABELS": "hp.tasks.cm"}
 __all__ = ["CM_LABELS", "TASKS", "HeadConfig", "Task", "TaskModel", "get_task"]
@@ -17,3 +17,17 @@ def __getattr__(name: str):
     value = getattr(import_module(_LAZY[name]), name)
     globals()[name] = value
     return value
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`. Each task's module is imported only when asked for (a stage of one task does not
+    load the other's code); a new task is one module with one Task subclass and one branch here."""
+    if name == "sv":
+        from hp.tasks.sv import SpeakerVerification
+
+        return SpeakerVerification()
+    if name == "cm":
+        from hp.tasks.cm import AntiSpoofing
+
+        return AntiSpoofing()
+    raise ValueError(f"task must be one of {list(TASKS)}, got {name!r}")

@@ -1,4 +1,4 @@
-"""The Task protocol: everything a pipeline stage needs to know about one task, and the registry of tasks.
+"""The Task protocol: everything a pipeline stage needs to know about one task (the registry: hp.tasks.get_task).
 
 A task class imports what only one stage needs inside the method that needs it, so that a stage imports (and its
 dvc.yaml deps name) only the code it runs: the training stages never import scoring or export code."""
@@ -17,21 +17,6 @@ if TYPE_CHECKING:  # annotations only
     from hp.bootstrap import Bootstrap
     from hp.data.manifest import Validation
     from hp.tasks.model import HeadConfig, TaskModel
-
-
-
-def get_task(name: str) -> Task:
-    """The task called `name`. Each task's module is imported only when asked for (a stage of one task does not
-    load the other's code); a new task is one module with one Task subclass and one branch here."""
-    if name == "sv":
-        from hp.tasks.sv import SpeakerVerification
-
-        return SpeakerVerification()
-    if name == "cm":
-        from hp.tasks.cm import AntiSpoofing
-
-        return AntiSpoofing()
-    raise ValueError(f"task must be one of {list(TASKS)}, got {name!r}")
 
 
 class Task:
@@ -68,12 +53,6 @@ class Task:
         """The training head on the embedding (also the CM scorer)."""
         raise NotImplementedError
 
-    def head_keys(self, head: dict) -> tuple[str, ...]:
-        """The defaulted HeadConfig fields a head of these settings reads, whose keys params.yaml must hold."""
-        from hp.tasks.model import HeadConfig
-
-        return self.head_loss_keys + (HeadConfig.ECAPA if head.get("backend") == "ecapa" else ())
-
     def check_head(self, head: HeadConfig, labels: list[str]) -> None:
         """Raise ValueError for head params this task cannot use (before the front end loads)."""
 
@@ -105,25 +84,6 @@ class Task:
     def inference_modules(self, model: TaskModel) -> tuple[nn.Module, ...]:
         """The modules inference runs (front end, back-end, and whatever turns embeddings into outputs)."""
         return model.frontend, model.backend
-
-    # ---- reports -----------------------------------------------------------------------------------------
-    def describe_data(self, summary: dict, classes: int, corpus: str) -> str:
-        """One line on the data: manifests' summary.json counts, training classes, the corpus's name."""
-        raise NotImplementedError
-
-    def report_section(self, doc, scored: dict, corpus: str, figures: Path, scores: pd.DataFrame,
-                       frontend: dict) -> None:
-        """The task's section of reports/report.md (hp.report): metrics/<task>.json as tables and figures."""
-        raise NotImplementedError
-
-    def headline(self, scored: dict, corpus: str | None) -> tuple[dict, str, str]:
-        """(metrics of the one point a sweep plots, from metrics/<task>.json: its "eer" and the minDCF named next,
-        with their intervals where scored with them; the minDCF's name; what was scored)."""
-        raise NotImplementedError
-
-    def headline_trials(self, table: pd.DataFrame):
-        """The headline's trials in the score stage's scores.parquet, as hp.bootstrap.Trials."""
-        raise NotImplementedError
 
 
 def group_keys(cfg, where: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:

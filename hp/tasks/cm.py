@@ -127,16 +127,6 @@ class AntiSpoofing(Task):
         task_metrics.update(calibration=calibration.to_dict(), det="eval llr")
         return table, task_metrics, exports, (rows["score_llr"].to_numpy(), (rows["label"] == "bonafide").to_numpy())
 
-    def headline_trials(self, table):
-        """The eval split's utterances in the score stage's scores.parquet, LLRs, for a paired comparison
-        (hp.bootstrap.compare); KeyError for a table written before utterances carried their speakers."""
-        from hp.bootstrap import Trials
-        from hp.metrics import CM_COSTS
-
-        rows = table[table["split"] == "eval"]
-        return Trials(rows["utt"].to_numpy(), rows["score_llr"].to_numpy(), (rows["label"] == "bonafide").to_numpy(),
-                      (rows["speaker"].to_numpy(),), CM_COSTS)
-
     def scoring(self, scores):
         from hp import metrics
         from hp.utils.files import read_json
@@ -157,17 +147,3 @@ class AntiSpoofing(Task):
 
     def inference_modules(self, model):
         return model.frontend, model.backend, model.loss  # the classifier whose logits give the score
-
-    def describe_data(self, summary, classes, corpus):
-        from hp.report import cm_data
-
-        return cm_data(summary, classes, corpus)
-
-    def report_section(self, doc, scored, corpus, figures, scores, frontend):
-        from hp.report import cm_section
-
-        cm_section(doc, scored, corpus, figures, scores, frontend)
-
-    def headline(self, scored, corpus):
-        """The eval split, minDCF as ASVspoof5 defines it."""
-        return scored["eval"], "min_dcf", "eval"

@@ -1,6 +1,6 @@
 """The network both tasks train: front end + back-end (MHFA or ECAPA-TDNN) + the task's loss head.
 
-Training, compaction and saving are shared; the loss head comes from the task (hp.tasks.base.get_task).
+Training, compaction and saving are shared; the loss head comes from the task (hp.tasks.get_task).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hp.backends import ECAPATDNN, MHFA, GradMultiply, subtract_mean
 from hp.model.config import WavLMConfig
 from hp.model.structure import WavLMStructure
 from hp.model.wavlm import WavLM, compact
-from hp.tasks.base import get_task
+from hp.tasks import get_task
 from hp.errors import CheckpointError
 from hp.utils.files import atomic_dir, read_json, write_json
 
@@ -31,7 +31,7 @@ MEAN_NORMS = ("frames", "channels")
 @dataclass(frozen=True)
 class HeadConfig:
     """The back-end and loss (params.yaml's finetune.<task>.head). The fields with a default are read only by one
-    task or back-end, which requires their keys (Task.head_keys); the default is a value no other path reads."""
+    task or back-end, which requires their keys (keys_read); the default is a value no other path reads."""
 
     backend: str  # "mhfa" (the authors') or "ecapa" (ECAPA-TDNN over a weighted layer sum)
     heads: int  # MHFA
@@ -52,6 +52,12 @@ class HeadConfig:
     class_weights: dict[str, float] | None = None  # cross-entropy weight per label, {bonafide: .9, spoof: .1}
 
     ECAPA = ("ecapa_channels", "ecapa_mfa_channels")
+
+    @classmethod
+    def keys_read(cls, group: dict, loss_keys: tuple[str, ...]) -> tuple[str, ...]:
+        """The defaulted fields a head of the settings `group` reads, given its task's loss keys
+        (Task.head_loss_keys): params.yaml must hold them."""
+        return loss_keys + (cls.ECAPA if group.get("backend") == "ecapa" else ())
 
     def __post_init__(self):
         if self.backend not in BACKENDS:

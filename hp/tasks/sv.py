@@ -142,19 +142,6 @@ class SpeakerVerification(Task):
         task_metrics["baseline_ltas"] = baseline
         return table, task_metrics, exports, (first[final].to_numpy(), first["label"].to_numpy())
 
-    def headline_trials(self, table):
-        """The headline's trials in the score stage's scores.parquet (first list, final scoring), for a paired
-        comparison (hp.bootstrap.compare); KeyError for a table written before trials carried their speakers."""
-        from hp.bootstrap import Trials
-        from hp.metrics import SV_COSTS
-        from hp.sweep import SCORING_NAMES
-
-        rows = table[table["list"] == table["list"].iat[0]]
-        kind = next(k for k in SCORING_NAMES if f"score_{k}" in rows)
-        return Trials((rows["enroll"] + " " + rows["test"]).to_numpy(), rows[f"score_{kind}"].to_numpy(),
-                      rows["label"].to_numpy(), (rows["enroll_speaker"].to_numpy(), rows["test_speaker"].to_numpy()),
-                      {"min_dcf_0.01": SV_COSTS["min_dcf_0.01"]})
-
     def scoring(self, scores):
         from hp.utils.files import read_json
 
@@ -162,28 +149,3 @@ class SpeakerVerification(Task):
 
     def infer(self, model, embedding, calibration):
         return (embedding,)
-
-    def describe_data(self, summary, classes, corpus):
-        from hp.report import sv_data
-
-        return sv_data(summary, classes, corpus)
-
-    def report_section(self, doc, scored, corpus, figures, scores, frontend):
-        from hp.report import sv_section
-
-        sv_section(doc, scored, corpus, figures, scores, frontend)
-
-    def headline(self, scored, corpus):
-        """The first trial list, final scoring: QMF, else AS-norm, else cosine; minDCF at p = 0.01."""
-        from hp.report import TRIAL_NAMES
-        from hp.sweep import SCORING_NAMES
-
-        lists = scored.get("lists") or {}
-        if not lists:
-            raise KeyError("no trial lists")
-        name, scores = next(iter(lists.items()))
-        kind = next((k for k in SCORING_NAMES if k in scores), None)
-        if kind is None:
-            raise KeyError(f"a scoring ({', '.join(SCORING_NAMES)}) of list {name}")
-        shown = TRIAL_NAMES.get(name, name) if corpus == "voxceleb" else f"list {name}"
-        return scores[kind], "min_dcf_0.01", f"{shown}, {SCORING_NAMES[kind]}"
