@@ -1,8 +1,9 @@
 """README "What reproduces": two from-scratch runs of the default DAG, training stages included (the frozen pretrain
 stage run by hand, then `dvc repro`), in two repositories at different paths, one decoding audio in the main
 process and checkpointing never, the other with two DataLoader workers and a checkpoint every 3 steps, both at
-runtime.threads 1 (a CI machine's core count must not matter), give bitwise-identical outputs: every file dvc.lock records, the pretrained front end and the training curves; the
-files that hold wall-clock times (timed, below) agree in everything else."""
+runtime.threads 1 (a CI machine's core count must not matter), give bitwise-identical outputs: every file dvc.lock
+records, the pretrained front end and the training curves; the files that hold wall-clock times (timed, below)
+agree in everything else."""
 import json
 import sys
 from pathlib import Path

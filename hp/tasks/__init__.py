@@ -5,7 +5,8 @@ TaskModel, HeadConfig and CM_LABELS load on first use (PEP 562): a stage that on
 does not import the model and its torch stack."""
 from importlib import import_module
 
-from hp.tasks.base import TASKS, Task
+from hp.params import TASKS
+from hp.tasks.base import Task
 
 _LAZY = {"TaskModel": "hp.tasks.model", "HeadConfig": "hp.tasks.model", "CM_LABELS": "hp.tasks.cm"}
 __all__ = ["CM_LABELS", "TASKS", "HeadConfig", "Task", "TaskModel", "get_task"]

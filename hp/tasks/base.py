@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hp.errors import ConfigError
-from hp.params import TASKS, typed_value
+from hp.params import typed_value
 
 if TYPE_CHECKING:  # annotations only
     import pandas as pd
