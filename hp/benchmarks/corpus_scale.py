@@ -232,7 +232,7 @@ def run_stage(workspace: Path, stage: str) -> dict:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise RuntimeError(f"stages.{stage} sv failed ({process.returncode}):\n{log.read_text()[-3000:]}")
-    return {"stage": stage, "seconds": round(wall, 1), "peak_rss_gb": round(usage.ru_maxrss / 1e6, 3),
+    return {"stage": stage, "seconds": round(wall, 1), "peak_rss_gb": round(timing.peak_rss_gb(usage), 3),
             "sections": json.loads(sections.read_text()) if sections.is_file() else []}
 
 

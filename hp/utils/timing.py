@@ -19,9 +19,10 @@ ENV = "HP_TIMINGS"
 _sections: list[dict] = []
 
 
-def peak_rss_gb() -> float:
-    """This process's peak resident memory so far, GB (ru_maxrss: kilobytes on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak_rss_gb(usage: resource.struct_rusage | None = None) -> float:
+    """The peak resident memory of `usage` (default: this process's so far), GB (ru_maxrss: kilobytes on Linux,
+    bytes on macOS)."""
+    peak = (usage or resource.getrusage(resource.RUSAGE_SELF)).ru_maxrss
     return peak / (1e9 if sys.platform == "darwin" else 1e6)
 
 
