@@ -1,4 +1,4 @@
-"""README "What reproduces": two from-scratch runs of the default DAG, training stages included (the frozen pretrain
+"""docs/pipeline.md, "What reproduces": two from-scratch runs of the default DAG, training stages included (the frozen pretrain
 stage run by hand, then `dvc repro`), in two repositories at different paths, one decoding audio in the main
 process and checkpointing never, the other with two DataLoader workers and a checkpoint every 3 steps, both at
 runtime.threads 1 (a CI machine's core count must not matter), give bitwise-identical outputs: every file dvc.lock
