@@ -41,9 +41,9 @@ def test_two_runs_from_scratch_give_identical_outputs(tmp_path):
     assert [path for path in got if got[path] != expected[path] and path not in pretrained] == []
     files = [files_under(r, "models/pretrained", "plots/pretrain", "dvclive") for r in repos]
     assert files[0].keys() == files[1].keys() and len(files[0]) > 10
-    differ = [path for path in files[0] if files[0][path] != files[1][path]]
-    assert differ == ["models/pretrained/tiny/hp_pretraining.json"]
-    timed = [differ[0], "metrics/pretrain.json"] + [f"metrics/{task}/{name}.json" for task in ("sv", "cm")
+    record = "models/pretrained/tiny/hp_pretraining.json"  # wall-clock times: equal only when they round alike
+    assert [path for path in files[0] if files[0][path] != files[1][path] and path != record] == []
+    timed = [record, "metrics/pretrain.json"] + [f"metrics/{task}/{name}.json" for task in ("sv", "cm")
                                                     for name in ("warmup", "finetune", "export")]
     for path in timed:
         a, b = (json.loads((r / path).read_text()) for r in repos)
