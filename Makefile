@@ -51,11 +51,11 @@ sweep: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc exp run --queue -S 'target_sparsity=$(SPARSITIES)' -S 'sparsity_tolerance=$(TOLERANCE)'
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc queue start -j $(JOBS)
 	PATH="$(CURDIR)/$(BIN):$$PATH" timeout 7200 sh -c 'while dvc queue status | grep -qE "Queued|Running"; do sleep 10; done'
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m hp.sweep
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m hp.reporting.sweep
 
 bench: $(STAMP)
-	$(BIN)/python -m hp.bench compaction --shape base-plus --sparsity 0.7 --seconds 4 --threads 2 --json
-	$(BIN)/python -m hp.bench scoring --json
+	$(BIN)/python -m hp.benchmarks.suite compaction --shape base-plus --sparsity 0.7 --seconds 4 --threads 2 --json
+	$(BIN)/python -m hp.benchmarks.suite scoring --json
 
 clean:
 	rm -rf $(VENV) .lock-venv .pytest_cache

@@ -8,7 +8,7 @@ _EXPORTS = {
     **dict.fromkeys(["FAMILIES", "SHAPES", "UNIT_TYPES", "Frontend", "FrontendConfig", "HardConcrete", "LayerStructure",
                      "WavLM", "WavLMConfig", "WavLMStructure", "compact", "load_compact", "load_frontend",
                      "load_wavlm", "save_compact"], "hp.model"),
-    **dict.fromkeys(["SparsityController", "param_groups"], "hp.sparsity"),
+    **dict.fromkeys(["SparsityController", "param_groups"], "hp.training.sparsity"),
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,6 +1,6 @@
-"""python -m hp: see hp.cli."""
+"""python -m hp: see hp.deploy.cli."""
 import sys
 
-from hp.cli import main
+from hp.deploy.cli import main
 
 sys.exit(main())

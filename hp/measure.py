@@ -12,7 +12,7 @@ SAMPLE_RATE = 16000  # every family's input rate (hp.data.audio resamples to it)
 @dataclass(frozen=True)
 class Measure:
     """`params`: the front end's parameters. `macs`: the multiply-accumulates of its forward over one utterance of
-    `seconds` (batch 1) as hp.profile.count_macs counts them: convolutions, matmuls and attention. Compute depends
+    `seconds` (batch 1) as hp.utils.profiling.count_macs counts them: convolutions, matmuls and attention. Compute depends
     on the length (attention's scores grow with its square), hence the reference length."""
 
     name: str = "params"

@@ -252,7 +252,7 @@ class ScoreConfig:
     """params.yaml's score group, less each task's own subgroup (the task reads that: Task.score_settings)."""
 
     batch_seconds: float  # audio per embedding batch (utterances whole, grouped by length)
-    bootstrap_resamples: int  # speaker-level resamples behind each 95 % interval (hp.bootstrap)
+    bootstrap_resamples: int  # speaker-level resamples behind each 95 % interval (hp.evaluation.bootstrap)
     bootstrap_seed: int  # which resamples: the same for every system scored on one test set (paired comparisons)
 
     def __post_init__(self):
@@ -262,7 +262,7 @@ class ScoreConfig:
 
     @property
     def bootstrap(self):
-        from hp.bootstrap import Bootstrap
+        from hp.evaluation.bootstrap import Bootstrap
 
         return Bootstrap(self.bootstrap_resamples, self.bootstrap_seed)
 
@@ -276,7 +276,7 @@ class ExportConfig:
     threads: int | None  # CPU threads when timing; null: PyTorch's default
     parity_seconds: list  # random utterance lengths run through ONNX and PyTorch
     tolerance: float  # most |ONNX - PyTorch| / (1 + |PyTorch|) allowed
-    exporter: str  # torchscript | dynamo (hp.export.export_onnx)
+    exporter: str  # torchscript | dynamo (hp.deploy.export.export_onnx)
 
     def __post_init__(self):
         positive(self.seconds, "export.seconds")

@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from hp import distributed
+from hp.utils import distributed
 from hp.params import load_params, runtime
 from hp.stages.finetune import check, finetune
 

@@ -4,8 +4,8 @@ only what it is about."""
 import dataclasses
 
 from hp.params import Runtime
-from hp.tasks.model import HeadConfig
-from hp.train import TrainConfig
+from hp.tasks.task_model import HeadConfig
+from hp.training.loop import TrainConfig
 
 RUNTIME = Runtime(device="cpu", num_workers=0, log_every=10, checkpoint_every=None, nproc_per_node=1,
                   threads=None)

@@ -13,15 +13,15 @@ import torch
 import yaml
 
 import hp
-from hp import metrics
-from hp.bootstrap import Bootstrap
-from hp.calibration import fit_logistic
+from hp.evaluation import metrics
+from hp.evaluation.bootstrap import Bootstrap
+from hp.evaluation.calibration import fit_logistic
 from hp.data.manifest import DataError
 from hp.errors import ConfigError
-from hp.losses import SoftmaxClassifier
+from hp.heads.losses import SoftmaxClassifier
 from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
-from hp.score import cm_breakdown, score_cm, seen_attacks
+from hp.evaluation.scoring import cm_breakdown, score_cm, seen_attacks
 from hp.tasks import CM_LABELS, TaskModel
 from configs import head_config
 
@@ -193,7 +193,7 @@ def test_a_flac_cut_mid_stream_fails_the_manifests_stage_naming_it(cm_trees, tmp
     assert summary["dev"] == 11 and [d["path"] for d in summary["dropped"]] == [str(cut)]
     assert summary["kept"] == {"train": {"listed": 12, "kept": 12}, "dev": {"listed": 12, "kept": 11},
                                "eval": {"listed": 12, "kept": 12}}
-    from hp.report import cm_data
+    from hp.reporting.report import cm_data
     assert cm_data(summary, 2, "ASVspoof 5").endswith("**not the official lists** (drop_invalid): dev: 11 of 12 "
                                                       "kept, 1 lost")
 

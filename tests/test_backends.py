@@ -1,9 +1,9 @@
-"""Back-ends (hp/backends.py): ECAPA-TDNN and MHFA shapes, exact padding invariance, gradients."""
+"""Back-ends (hp/heads/pooling.py): ECAPA-TDNN and MHFA shapes, exact padding invariance, gradients."""
 import pytest
 import torch
 from torch import nn
 
-from hp.backends import ECAPATDNN, MHFA, AttentiveStatsPool, Res2Conv, subtract_mean, weighted_sum
+from hp.heads.pooling import ECAPATDNN, MHFA, AttentiveStatsPool, Res2Conv, subtract_mean, weighted_sum
 from configs import head_config
 
 L, D = 4, 16  # hidden states, their width

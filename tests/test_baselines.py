@@ -1,4 +1,4 @@
-"""The training-free SV baseline (hp.baselines): the LTAS itself, the training-mean subtraction, and that cosine of
+"""The training-free SV baseline (hp.evaluation.baselines): the LTAS itself, the training-mean subtraction, and that cosine of
 mean-subtracted LTAS separates speakers whose spectra differ and nobody else."""
 from itertools import combinations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from hp import baselines
+from hp.evaluation import baselines
 from hp.data.audio import SAMPLE_RATE
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import hp
-from hp import bench
-from hp.profile import count_macs
+from hp.benchmarks import suite as bench
+from hp.utils.profiling import count_macs
 
 
 def test_compaction_benchmark_prints_json_and_saves(tmp_path, capsys):
@@ -116,7 +116,7 @@ def test_loader_benchmark_prints_json(capsys):
 
 
 def test_loader_corpus_augments_every_crop(tmp_path):
-    from hp.train import CropDataset
+    from hp.training.loop import CropDataset
 
     table, augmenter = bench.loader_corpus(tmp_path, 3)
     assert set(augmenter.available) == {"reverb", "noise", "music", "babble"}

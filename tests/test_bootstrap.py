@@ -1,15 +1,15 @@
-"""The speaker-level bootstrap (hp.bootstrap) against a naive one that re-forms each resample's trial list from
-speaker copies, one by one, and scores it with hp.metrics; the intervals it puts in hp.score's metrics."""
+"""The speaker-level bootstrap (hp.evaluation.bootstrap) against a naive one that re-forms each resample's trial list from
+speaker copies, one by one, and scores it with hp.evaluation.metrics; the intervals it puts in hp.evaluation.scoring's metrics."""
 import itertools
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from hp import metrics
-from hp.bootstrap import MIN_SPOOFS_FOR_INTERVAL, Bootstrap, paired, replicates, speaker_index
-from hp.metrics import CM_COSTS, SV_COSTS
-from hp.score import cm_breakdown, cm_metrics, sv_metrics
+from hp.evaluation import metrics
+from hp.evaluation.bootstrap import MIN_SPOOFS_FOR_INTERVAL, Bootstrap, paired, replicates, speaker_index
+from hp.evaluation.metrics import CM_COSTS, SV_COSTS
+from hp.evaluation.scoring import cm_breakdown, cm_metrics, sv_metrics
 
 COSTS = {"min_dcf_0.01": (0.01, 1.0, 1.0), "min_dcf_0.05": (0.05, 1.0, 1.0)}
 
@@ -123,7 +123,7 @@ def test_bad_settings_are_refused(kwargs):
 
 
 def test_scoring_puts_an_interval_beside_each_error_rate():
-    """hp.score's SV and CM metrics carry the intervals of Bootstrap.intervals; a CM attack with fewer than
+    """hp.evaluation.scoring's SV and CM metrics carry the intervals of Bootstrap.intervals; a CM attack with fewer than
     MIN_SPOOFS_FOR_INTERVAL spoofs, and a codec, carry none."""
     boot = Bootstrap(resamples=200, seed=1)
     enroll, test, labels, scores = sv_set(speakers=8)

@@ -1,4 +1,4 @@
-"""python -m hp (hp.cli) on small bundles: each verb against the bundle's graph, batching, the ONNX runtime, the
+"""python -m hp (hp.deploy.cli) on small bundles: each verb against the bundle's graph, batching, the ONNX runtime, the
 resampler, and the one-line errors that leave no output behind."""
 import json
 import shutil
@@ -10,11 +10,11 @@ import pytest
 import soundfile as sf
 import torch
 
-import hp.cli
-from hp.cli import main
+import hp.deploy.cli
+from hp.deploy.cli import main
 from hp.data import resample as rs
 from hp.data.audio import SAMPLE_RATE
-from hp.export import Bundle
+from hp.deploy.export import Bundle
 from hp.model.config import SHAPES
 from hp.model.wavlm import WavLM
 from hp.tasks import TaskModel
@@ -88,7 +88,7 @@ def run_cli(capsys, *argv):
 def batches(monkeypatch):
     """Records the lengths of every batch the CLI runs."""
     seen = []
-    make = hp.cli.make_runner
+    make = hp.deploy.cli.make_runner
 
     def recording(*args):
         runner = make(*args)
@@ -97,7 +97,7 @@ def batches(monkeypatch):
             seen.append(lengths.tolist())
             return runner(wave, lengths)
         return run
-    monkeypatch.setattr(hp.cli, "make_runner", recording)
+    monkeypatch.setattr(hp.deploy.cli, "make_runner", recording)
     return seen
 
 
@@ -195,7 +195,7 @@ def test_other_rates_and_channels_are_resampled_and_averaged(bundles, tmp_path, 
     path = write_wave(tmp_path / "stereo.flac", stereo, 44100, fmt="FLAC")
     decoded = sf.read(path, dtype="float32")[0]  # FLAC is 16-bit PCM here
     mono = rs.resample(decoded.mean(1), 44100, SAMPLE_RATE)
-    np.testing.assert_allclose(hp.cli.read_audio(path), mono, atol=1e-7)
+    np.testing.assert_allclose(hp.deploy.cli.read_audio(path), mono, atol=1e-7)
     assert len(mono) == 8000
     status, out, _ = run_cli(capsys, "embed", path, "--model", bundles["sv"].directory)
     np.testing.assert_allclose(np.array(out.split("\t")[1].split(), dtype=float),
@@ -307,4 +307,4 @@ def test_stereo_is_averaged(tmp_path):
     rng = np.random.default_rng(4)
     stereo = (0.1 * rng.standard_normal((2000, 2))).astype(np.float32)
     path = write_wave(tmp_path / "s.wav", stereo)
-    np.testing.assert_allclose(hp.cli.read_audio(path), stereo.mean(1), atol=1e-7)
+    np.testing.assert_allclose(hp.deploy.cli.read_audio(path), stereo.mean(1), atol=1e-7)

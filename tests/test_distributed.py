@@ -10,10 +10,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from hp.checkpoint import Checkpoints
+from hp.training.checkpoint import Checkpoints
 from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
-from hp.train import ShardedSampler
+from hp.training.loop import ShardedSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).with_name("training_run.py")
@@ -147,7 +147,7 @@ def test_sampled_execution_under_ddp_matches_the_masked_computation(train_table,
 
 
 def test_resumed_curves_continue_without_repeated_steps(tmp_path):
-    from hp.train import LiveLogger
+    from hp.training.loop import LiveLogger
 
     live, staging = tmp_path / "live", tmp_path / "checkpoints" / "dvclive"
     logger = LiveLogger(live, staging)
@@ -169,7 +169,7 @@ def test_resumed_curves_continue_without_repeated_steps(tmp_path):
 
 
 def test_one_gpu_cannot_serve_several_processes(monkeypatch):
-    from hp import distributed
+    from hp.utils import distributed
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="names one GPU, but 2 processes need one each"):

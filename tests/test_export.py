@@ -7,9 +7,9 @@ import onnx
 import pytest
 import torch
 
-import hp.export as export
+import hp.deploy.export as export
 from hp.errors import CheckpointError, ExportError
-from hp.export import Bundle, OnnxGraph, dense_counterpart, measure_costs, parity, random_batch
+from hp.deploy.export import Bundle, OnnxGraph, dense_counterpart, measure_costs, parity, random_batch
 from hp.model import WavLM
 from hp.model.config import SHAPES
 from hp.tasks import TaskModel

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 import hp
 from hp.errors import CheckpointError, ConfigError
-from hp.export import Bundle, OnnxGraph, parity, random_batch
+from hp.deploy.export import Bundle, OnnxGraph, parity, random_batch
 from hp.model.gates import UNIT_TYPES
 from hp.model.io import state_dict_from_hf
 from hp.tasks import TaskModel
@@ -157,7 +157,7 @@ def test_dense_counts_are_transformers_minus_masked_spec_embed(layout):
     assert model.num_params() == TINY_COUNTS[layout] - 32 == ref.num_parameters() - ref.masked_spec_embed.numel()
     assert model.num_params() == model.dense_num_params == model.deterministic_num_params()
     assert model.expected_num_params().item() == pytest.approx(model.num_params(), abs=0.5)
-    # hp's config written back as transformers' builds the same model (hp.bench and hp.pretrain do so for WavLM)
+    # hp's config written back as transformers' builds the same model (hp.benchmarks.suite and hp.training.pretraining do so for WavLM)
     family = VARIANTS[layout][0]
     with torch.device("meta"):
         again = HF[family][1](HF[family][0](**model.config.to_dict()))
@@ -347,12 +347,12 @@ def test_config_round_trip_and_family_keys():
 
 def test_wavlm_anchors_are_not_claimed_by_other_families():
     """The report sets the authors' WavLM results beside a run of the same shape: never beside HuBERT's."""
-    from hp import anchors
+    from hp.reporting import published
 
     for name, (family, changes, _) in RELEASED.items():
         config = hp.FrontendConfig.from_dict(HF[family][0](**changes).to_dict())
-        assert anchors.shape_of(config.to_dict()) is None
-        assert anchors.shape_of(config.replace(model_type="wavlm").to_dict()) in ("base-plus", "large")
+        assert published.shape_of(config.to_dict()) is None
+        assert published.shape_of(config.replace(model_type="wavlm").to_dict()) in ("base-plus", "large")
 
 
 # ---- 6. unsupported checkpoints ----------------------------------------------------------------------------

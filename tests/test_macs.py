@@ -1,4 +1,4 @@
-"""The MAC polynomial: at a deterministic mask it is the compact model's MACs as hp.profile.count_macs measures them,
+"""The MAC polynomial: at a deterministic mask it is the compact model's MACs as hp.utils.profiling.count_macs measures them,
 exactly, for every family and layout, unit type and utterance length; its expectation is differentiable in every
 gate, and the MAC target drives the Lagrangian as the parameter one does."""
 import pytest
@@ -6,7 +6,7 @@ import torch
 
 import hp
 from hp.measure import PARAMS, Measure
-from hp.profile import count_macs
+from hp.utils.profiling import count_macs
 
 from conftest import hp_config, randomise_gates
 from test_families import VARIANTS, hf_config

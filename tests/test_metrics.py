@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from hp import metrics
+from hp.evaluation import metrics
 
 
 def brute_rates(scores, labels):

@@ -1,5 +1,5 @@
 """The DVC pipeline end to end in a throw-away git repository, then the README's next commands as a new user
-types them in a new shell (`dvc exp run -S ...`, `dvc exp show`, `dvc metrics diff`, plots, `python -m hp.sweep`)."""
+types them in a new shell (`dvc exp run -S ...`, `dvc exp show`, `dvc metrics diff`, plots, `python -m hp.reporting.sweep`)."""
 import json
 import os
 import re
@@ -13,19 +13,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from hp import metrics
+from hp.evaluation import metrics
 from hp.data.interop import read_trial_scores
-from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
+from hp.evaluation.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
 from pipeline_repo import ROOT, learning_cm, learning_sv, make_repo, run, small_params
 from stage_deps import recorded_mismatches
 
 def readme_commands() -> list[str]:
     """What the README tells a user to type after `make repro`: the block that starts by activating the
-    environment (exp run, exp show, metrics diff, plots) and the sweep report's `python -m hp.sweep`, verbatim."""
+    environment (exp run, exp show, metrics diff, plots) and the sweep report's `python -m hp.reporting.sweep`, verbatim."""
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```\n(.*?)```", text, flags=re.S)
     first = next(b for b in blocks if "dvc exp run -S target_sparsity" in b).strip().splitlines()
-    sweep = [line for b in blocks for line in b.splitlines() if line.startswith("python -m hp.sweep")]
+    sweep = [line for b in blocks for line in b.splitlines() if line.startswith("python -m hp.reporting.sweep")]
     assert first[0].startswith(". .venv/bin/activate") and len(sweep) == 1
     return first + sweep
 
@@ -119,7 +119,7 @@ def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path, monkeypatch
 
 
 def check_sv_scores(repo: Path) -> None:
-    """Every SV number the metrics report is the one hp.metrics computes from the score files written beside
+    """Every SV number the metrics report is the one hp.evaluation.metrics computes from the score files written beside
     them, AS-norm actually normalises, and every pair of test utterances is a trial."""
     sv = json.loads((repo / "metrics" / "sv.json").read_text())
     o = sv["lists"]["O"]
@@ -130,7 +130,7 @@ def check_sv_scores(repo: Path) -> None:
     assert trained["final_task_loss"] < 0.7 * trained["chance_task_loss"], trained
     assert o["asnorm"]["eer"] < 0.33, o
     assert sv["asnorm_top_n"] == 24  # all 24 training speakers
-    assert set(sv["baseline_ltas"]) == {"O"} and 0 <= sv["baseline_ltas"]["O"]["eer"] <= 1  # hp.baselines
+    assert set(sv["baseline_ltas"]) == {"O"} and 0 <= sv["baseline_ltas"]["O"]["eer"] <= 1  # hp.evaluation.baselines
     exported = read_trial_scores(repo / "scores" / "sv" / "O.txt")
     assert len(exported) == o["trials"] == 48 * 47 // 2  # every pair of the 48 test utterances
     assert exported["label"].sum() == 12 * (4 * 3 // 2)  # the same-speaker pairs: 6 per speaker

@@ -14,8 +14,8 @@ import hp
 from hp.data import asvspoof, manifest, voxceleb
 from hp.data.manifest import DataError, Validation, read_trials
 from hp.errors import ConfigError
-from hp.backends import MHFA, GradMultiply
-from hp.losses import AAMSoftmax
+from hp.heads.pooling import MHFA, GradMultiply
+from hp.heads.losses import AAMSoftmax
 from hp.params import ExportConfig, ManifestsConfig, ScoreConfig, load_params, runtime, section, typed
 from hp.tasks import get_task
 from hp.tasks import TaskModel
@@ -224,7 +224,7 @@ class _Curves:
 def test_train_freezes_the_structure_once_close_to_the_target(tmp_path, tolerance):
     import pandas as pd
 
-    from hp.train import train
+    from hp.training.loop import train
 
     rows = []
     for i in range(8):
@@ -395,7 +395,7 @@ def test_each_task_has_its_own_front_end(tiny_checkpoint):
 
 @pytest.mark.parametrize("margin, topk", [(0.0, 0), (0.2, 0), (0.2, 5)])
 def test_chance_loss_is_the_loss_of_an_embedding_orthogonal_to_every_class(margin, topk):
-    from hp.losses import AAMSoftmax, SoftmaxClassifier
+    from hp.heads.losses import AAMSoftmax, SoftmaxClassifier
 
     loss = AAMSoftmax(8, 24, margin=margin, scale=32.0, topk=topk, subcenters=2)
     with torch.no_grad():  # class weights along e_1 .. e_7 (sub-centres alike), the embedding along e_8

@@ -1,4 +1,4 @@
-"""The mini front end's self-supervised pretraining (hp/pretrain.py) and the committed checkpoint it made."""
+"""The mini front end's self-supervised pretraining (hp/training/pretraining.py) and the committed checkpoint it made."""
 import json
 import math
 
@@ -8,7 +8,7 @@ import torch
 import transformers
 
 import hp
-from hp import pretrain as P
+from hp.training import pretraining as P
 from hp.model.config import SHAPES
 from parity import compare
 

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from hp.document import Document
-from hp.report import ABSENT, changed_params, flatten
+from hp.reporting.document import Document
+from hp.reporting.report import ABSENT, changed_params, flatten
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 
@@ -102,9 +102,9 @@ def sv_scores():
 def test_sv_section_sets_the_authors_numbers_beside_ours_on_their_data(tmp_path, corpus, shape, shown):
     """On VoxCeleb with a Base+ or Large front end the SV section shows their EER per list at their ratio nearest
     the target (0.68 -> 70%), labelled as theirs; on the mini corpus or another shape, nothing of the kind."""
-    from hp import anchors
+    from hp.reporting import published
     from hp.model.config import SHAPES
-    from hp.report import sv_section as _sv
+    from hp.reporting.report import sv_section as _sv
 
     doc = Document("t")
     _sv(doc, sv_result(0.68), corpus, tmp_path, sv_scores(), SHAPES[shape].to_dict())
@@ -112,9 +112,9 @@ def test_sv_section_sets_the_authors_numbers_beside_ours_on_their_data(tmp_path,
     md = (tmp_path / "r.md").read_text()
     assert ("theirs at 70%" in md) == shown and ("plt_vox3.py" in md) == shown
     if shown:
-        o, h = anchors.SV_EER[shape]["O"][7], anchors.SV_EER[shape]["H"][7]
+        o, h = published.SV_EER[shape]["O"][7], published.SV_EER[shape]["H"][7]
         assert f"| Vox1-O | 1.00 | 1.00 | {o:.3f} |" in md and f"| Vox1-H | 3.00 | 3.00 | {h:.3f} |" in md
-        assert f"{anchors.SV_PARAMS_M[shape][7]:.2f}M parameters" in md
+        assert f"{published.SV_PARAMS_M[shape][7]:.2f}M parameters" in md
 
 
 @pytest.mark.parametrize("corpus,shown", [("asvspoof5", True), ("mini", False), ("asvspoof2019la", False)])
@@ -123,7 +123,7 @@ def test_cm_section_sets_the_authors_numbers_beside_ours_on_asvspoof5(tmp_path, 
     import pandas as pd
 
     from hp.model.config import SHAPES
-    from hp.report import cm_section as _cm
+    from hp.reporting.report import cm_section as _cm
 
     split = {"bonafide": 10, "spoof": 30, "eer": 0.05, "min_dcf": 0.2, "act_dcf": 0.3, "cllr": 0.4,
              "raw": {"act_dcf": 0.5, "cllr": 0.6}, "attacks": {}, "codecs": {}}
@@ -142,24 +142,24 @@ def test_cm_section_sets_the_authors_numbers_beside_ours_on_asvspoof5(tmp_path, 
 
 
 def test_anchor_shapes_and_ratios():
-    from hp import anchors
+    from hp.reporting import published
     from hp.model.config import SHAPES
 
     hub_base_plus = {**SHAPES["base-plus"].to_dict(), "layerdrop": 0.05, "hidden_dropout": 0.1}
-    assert anchors.shape_of(hub_base_plus) == "base-plus" and anchors.shape_of(SHAPES["large"].to_dict()) == "large"
-    assert anchors.shape_of(SHAPES["tiny"].to_dict()) is None
-    assert [anchors.nearest_ratio(t) for t in (0.0, 0.04, 0.05, 0.66, 0.7, 0.99)] == [0.0, 0.0, 0.0, 0.7, 0.7, 0.9]
-    assert anchors.cm_anchor(0.6, ["dev", "eval"]).eer == {"eval": 11.456}  # their plot has no dev point at 60%
-    assert anchors.sv_anchor(SHAPES["tiny"].to_dict(), 0.7, ["O"]) is None
+    assert published.shape_of(hub_base_plus) == "base-plus" and published.shape_of(SHAPES["large"].to_dict()) == "large"
+    assert published.shape_of(SHAPES["tiny"].to_dict()) is None
+    assert [published.nearest_ratio(t) for t in (0.0, 0.04, 0.05, 0.66, 0.7, 0.99)] == [0.0, 0.0, 0.0, 0.7, 0.7, 0.9]
+    assert published.cm_anchor(0.6, ["dev", "eval"]).eer == {"eval": 11.456}  # their plot has no dev point at 60%
+    assert published.sv_anchor(SHAPES["tiny"].to_dict(), 0.7, ["O"]) is None
 
 
 @pytest.mark.parametrize("with_baseline", [True, False])
 def test_sv_section_shows_the_ltas_baseline_when_scored(tmp_path, with_baseline):
     """The training-free reference row sits in the per-list table (Markdown and HTML alike), labelled as a
     baseline, with a note of what it is; metrics without it give no such row."""
-    from hp import baselines
+    from hp.evaluation import baselines
     from hp.model.config import SHAPES
-    from hp.report import BASELINE_LTAS, sv_section as _sv
+    from hp.reporting.report import BASELINE_LTAS, sv_section as _sv
 
     r = sv_result(0.3)
     if with_baseline:
@@ -183,7 +183,7 @@ def test_a_dense_run_beside_a_pruned_one(tmp_path):
     and marks the dense one's panels."""
     import pandas as pd
 
-    from hp.report import TaskOutputs, _summary, training_figure
+    from hp.reporting.report import TaskOutputs, _summary, training_figure
 
     steps = pd.DataFrame({"step": range(3), "task_loss": [3.0, 2.0, 1.0], "lr": [1e-3] * 3})
     gated = steps.assign(expected_sparsity=0.1, deterministic_sparsity=0.1, target_sparsity=0.2, lambda1=0.0,
@@ -218,7 +218,7 @@ def test_cm_section_marks_unseen_attacks_and_reports_them_pooled(tmp_path):
     import pandas as pd
 
     from hp.model.config import SHAPES
-    from hp.report import cm_section as _cm
+    from hp.reporting.report import cm_section as _cm
 
     def group(eer, **extra):
         return {"eer": eer, "min_dcf": 0.2, "act_dcf": 0.3, "cllr": 0.4, **extra}
@@ -262,7 +262,7 @@ def test_cm_section_marks_unseen_attacks_and_reports_them_pooled(tmp_path):
 
 
 def test_summary_gives_the_last_loss_beside_its_chance_value(tmp_path):
-    from hp.report import TaskOutputs, _summary
+    from hp.reporting.report import TaskOutputs, _summary
 
     machine = {"device": "cpu", "cpu": "x", "cores": 2, "torch_threads": 1, "gpu": None}
     data = {"train": 8, "dev": 4, "eval": 4, "test": 4, "trials_per_list": {"O": 6}}
@@ -282,7 +282,7 @@ def test_summary_gives_the_last_loss_beside_its_chance_value(tmp_path):
 
 def test_a_front_end_pretrained_by_hp_is_told_by_its_provenance_file(tmp_path):
     """What write_report's toy-scale banner keys on (the e2e test reads the banner itself)."""
-    from hp.pretrain import PROVENANCE, is_hp_pretrained
+    from hp.training.pretraining import PROVENANCE, is_hp_pretrained
 
     (tmp_path / "own").mkdir()
     (tmp_path / "own" / PROVENANCE).write_text("{}")
@@ -298,14 +298,14 @@ def test_a_front_end_pretrained_by_hp_is_told_by_its_provenance_file(tmp_path):
     (0.05, 0.6, "misses the target by -0.1000** (tolerance 0.05)"),  # as a run recorded before the check failed
 ])
 def test_the_report_marks_a_run_outside_its_sparsity_tolerance(tolerance, achieved, mark):
-    from hp.report import _sparsity
+    from hp.reporting.report import _sparsity
 
     text = _sparsity({"target_sparsity": 0.7, "achieved_sparsity": achieved, "sparsity_tolerance": tolerance})
     assert text.startswith(f"0.700 / {achieved:.4f}") and (mark in text if mark else "misses" not in text)
 
 
 def test_the_report_gives_both_measures_of_a_run():
-    from hp.report import _measures, _sparsity
+    from hp.reporting.report import _measures, _sparsity
 
     scored = {"target_sparsity": 0.7, "target_measure": "macs", "achieved_sparsity": 0.705, "sparsity_tolerance": 0.01,
               "params_sparsity": 0.4321, "macs_sparsity": 0.705, "macs_reference_seconds": 4.0}

@@ -10,7 +10,7 @@ import torch
 
 import hp
 from hp.model.sampled import computed_units, skips_zeros
-from hp.sparsity import SparsityController, param_groups
+from hp.training.sparsity import SparsityController, param_groups
 
 from conftest import hf_config as wavlm_config
 from test_families import VARIANTS, hf_config

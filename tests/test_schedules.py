@@ -1,11 +1,11 @@
-"""hp.schedules' small objects that the training loop asks at each step: the sparsity target's warm-up and the
+"""hp.training.schedules' small objects that the training loop asks at each step: the sparsity target's warm-up and the
 gate freeze (the lr and margin schedules are tested in test_training.py)."""
 import math
 
 import pytest
 
 import hp
-from hp.schedules import TARGET_SHAPES, GateFreeze, TargetSchedule
+from hp.training.schedules import TARGET_SHAPES, GateFreeze, TargetSchedule
 
 
 def test_target_warms_up_linearly_or_along_a_half_cosine_then_holds():

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hp.score_norm import as_norm, cohort_statistics, score_trials, speaker_cohort, trial_scores
+from hp.evaluation.score_norm import as_norm, cohort_statistics, score_trials, speaker_cohort, trial_scores
 
 
 def _cos(a, b):

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import hp
-from hp import distributed
+from hp.utils import distributed
 from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
 from hp.tasks import CM_LABELS, TaskModel

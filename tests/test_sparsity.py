@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import hp
-from hp.sparsity import SCHEDULES
+from hp.training.sparsity import SCHEDULES
 
 
 def test_schedules():

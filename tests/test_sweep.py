@@ -54,7 +54,7 @@ def test_queued_sparsity_sweep(tmp_path):
     # the workspace itself was left alone: it holds only the committed pretrain stage's metrics
     assert [p.name for p in (repo / "metrics").iterdir()] == ["pretrain.json"]
     # the sweep report reads the same experiments: both targets, each with its measured latency, both fronts
-    run([sys.executable, "-m", "hp.sweep", "--repo", str(repo), "--out", str(tmp_path / "sweep")], ROOT)
+    run([sys.executable, "-m", "hp.reporting.sweep", "--repo", str(repo), "--out", str(tmp_path / "sweep")], ROOT)
     table = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
     assert sorted(zip(table["task"], table["target_sparsity"])) == [("cm", 0.3), ("cm", 0.6)]
     assert (table["latency_ms"] > 0).all() and table["front_params"].any() and table["front_latency"].any()

@@ -10,8 +10,8 @@ import torch
 import hp
 from hp.errors import CheckpointError
 from hp.tasks import TaskModel
-from hp.schedules import MarginSchedule
-from hp.train import ParameterAverage, train
+from hp.training.schedules import MarginSchedule
+from hp.training.loop import ParameterAverage, train
 from configs import head_config, train_config
 
 HEAD = head_config(heads=2, compression=8, embedding=8)
@@ -113,7 +113,7 @@ def authors_lr(i: int, lr0: float, lr_t: float, total: int, warmup: int, scale: 
 def test_the_decay_runs_from_step_zero_under_the_warm_up():
     """12 epochs with a 2-epoch warm-up: at its end the rate is lr0 * 0.01^(2/12), not lr0 (2.15x less than a
     warm-up to the peak followed by the decay)."""
-    from hp.schedules import LRSchedule
+    from hp.training.schedules import LRSchedule
 
     schedule = LRSchedule(1e-4, 1e-6, 1200, 200)
     assert schedule(200) == pytest.approx(1e-4 * 0.01 ** (1 / 6)) and 1e-4 / schedule(200) == pytest.approx(2.154, abs=1e-3)
@@ -127,7 +127,7 @@ def test_the_decay_runs_from_step_zero_under_the_warm_up():
 def test_logged_lr_is_the_authors_schedule_at_every_step(corpus, tmp_path, from_zero, reference):
     """A real short run's DVCLive `lr` curve against the closed form above at every logged step (3 steps per
     epoch, 4 epochs, a 2-epoch warm-up; scale = batch / reference: 2, or 0.5, where not from zero means none)."""
-    from hp.train import LiveLogger
+    from hp.training.loop import LiveLogger
 
     labels = sorted(corpus["label"].unique())
     torch.manual_seed(0)
@@ -247,7 +247,7 @@ def test_recipes_set_the_authors_optimiser_details():
     import yaml
 
     from conftest import ROOT_DIR
-    from hp.sparsity import SparsityController, param_groups
+    from hp.training.sparsity import SparsityController, param_groups
 
     recipes = sorted((ROOT_DIR / "recipes").glob("*.yaml"))
     cm = [{stage: yaml.safe_load(r.read_text())[stage]["cm"] for stage in ("warmup", "finetune")} for r in recipes]
@@ -268,7 +268,7 @@ def test_recipes_set_the_authors_optimiser_details():
 def test_weight_decay_reaches_the_optimiser_as_the_params_say(corpus, monkeypatch, weight_decay):
     """finetune.<task>.weight_decay on the weights (0 on every group at the authors' 0); biases, norms, gates
     and lambdas never decay."""
-    import hp.train as training
+    import hp.training.loop as training
 
     made = []
     original = training.make_optimizer
@@ -310,7 +310,7 @@ def test_target_zero_fine_tunes_the_dense_model_without_gates(corpus, tmp_path):
     from hp.stages.compact import compact
     from hp.stages.finetune import finetune
     from hp.stages.training import pretrained_frontend
-    from hp.report import read_curves, training_figure
+    from hp.reporting.report import read_curves, training_figure
 
     params = _dense_params(0)  # as `dvc exp run -S target_sparsity=0` writes it: an int
     manifests = tmp_path / "manifests"
@@ -397,8 +397,8 @@ def test_a_target_above_zero_needs_gates(corpus):
 
 
 def test_the_margin_ramp_scales_margin_and_penalty_together_and_restores_them():
-    from hp.losses import AAMSoftmax
-    from hp.train import MarginRamp
+    from hp.heads.losses import AAMSoftmax
+    from hp.training.loop import MarginRamp
 
     loss = AAMSoftmax(4, 3, margin=0.2, topk=1, topk_penalty=0.1)
     ramp = MarginRamp(loss, MarginSchedule(1, 3))
@@ -418,7 +418,7 @@ def test_the_margin_ramp_scales_margin_and_penalty_together_and_restores_them():
 def test_global_batches_resumed_mid_epoch_continue_the_same_micro_batches(corpus):
     """12 utterances, global batch 4 as 2 accumulated micro-batches of 2: 3 steps per epoch. Read from step 4
     (mid-epoch 1), a fresh reader yields exactly the micro-batches the uninterrupted one does from there."""
-    from hp.train import GlobalBatches
+    from hp.training.loop import GlobalBatches
 
     labels = sorted(corpus["label"].unique())
     cfg = train_config(epochs=3, batch_size=4, grad_accumulation=2, crop_seconds=0.25, device="cpu")
@@ -465,7 +465,7 @@ def test_a_run_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_wei
     last 2 epochs averaged and (tolerance 1.0) the gates frozen at step 3, the end of the target's warm-up:
     killed mid-run and rerun from its checkpoint, the run ends bit for bit with the weights and the result of
     the uninterrupted one."""
-    from hp.checkpoint import Checkpoints
+    from hp.training.checkpoint import Checkpoints
 
     labels = sorted(corpus["label"].unique())
     cfg = train_config(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, lr=2e-3, final_lr=1e-4,
@@ -506,7 +506,7 @@ def _compaction_run(corpus, tmp_path, name, compact_on_freeze, die_at=None, opti
     """SV at 0.3 for 4 epochs, 2 accumulated micro-batches, the last 2 epochs averaged, the gates frozen at step 3
     (tolerance 1.0), LayerDrop on; dropout off, since its masks are drawn at the pruned width and in blocks that
     compaction removes (the compacted run draws other masks, of the same distribution)."""
-    from hp.checkpoint import Checkpoints
+    from hp.training.checkpoint import Checkpoints
 
     labels = sorted(corpus["label"].unique())
     extra = {"momentum": 0.9, "lr": 0.05} if optimizer == "sgd" else {"lr": 2e-3}

@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from hp import distributed
-from hp.checkpoint import Checkpoints, fingerprint
+from hp.utils import distributed
+from hp.training.checkpoint import Checkpoints, fingerprint
 from hp.model import SHAPES, WavLM
 from hp.tasks import CM_LABELS, TaskModel
-from hp.train import train
+from hp.training.loop import train
 from configs import head_config, train_config
 
 SETTINGS = dict(target_sparsity=0.5, epochs=3, batch_size=8, crop_seconds=0.5, lr=2e-3, final_lr=1e-4,

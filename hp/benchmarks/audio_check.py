@@ -1,6 +1,6 @@
 """The manifests stage's audio check (manifests.check_audio: header | decode) on generated files: files/s.
 
-    python -m hp.bench audio-check --format flac --seconds 4 --json
+    python -m hp.benchmarks.suite audio-check --format flac --seconds 4 --json
 """
 from __future__ import annotations
 

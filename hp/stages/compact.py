@@ -6,7 +6,7 @@ from pathlib import Path
 from hp.errors import SparsityError
 from hp.measure import PARAMS, Measure
 from hp.params import misses_target, sparsity_tolerance, target_measure, target_sparsity
-from hp.tasks.model import TaskModel
+from hp.tasks.task_model import TaskModel
 from hp.utils.files import write_json
 
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from hp.export import Bundle, measure_costs
+from hp.deploy.export import Bundle, measure_costs
 from hp.params import ExportConfig, section, typed
 from hp.tasks import get_task
-from hp.tasks.model import TaskModel
+from hp.tasks.task_model import TaskModel
 from hp.utils.files import write_json
 
 
@@ -18,7 +18,7 @@ def check(task: str, params: dict) -> ExportConfig:
 
 
 def export(task: str, params: dict, compact_dir: Path, scores_dir: Path, out: Path, metrics_path: Path) -> dict:
-    """The deployable bundle of the compact model (hp.export: weights, ONNX graph checked against PyTorch,
+    """The deployable bundle of the compact model (hp.deploy.export: weights, ONNX graph checked against PyTorch,
     scoring.json from the score stage's outputs) and what compaction bought: dense vs compact parameters, MACs,
     latency (PyTorch and onnxruntime on CPU; PyTorch on CUDA when present)."""
     cfg = check(task, params)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from hp.params import target_measure, target_sparsity
 from hp.stages.training import pretrained_frontend, run_training, training_configs, training_setup
-from hp.tasks.model import HeadConfig, TaskModel
-from hp.train import TrainConfig, seed_everything
+from hp.tasks.task_model import HeadConfig, TaskModel
+from hp.training.loop import TrainConfig, seed_everything
 from hp.utils.files import write_json
 
 

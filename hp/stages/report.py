@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from hp.params import results_params
-from hp.report import write_report
+from hp.reporting.report import write_report
 from hp.tasks import TASKS
 from hp.version import code_version, git
 

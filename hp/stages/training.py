@@ -7,17 +7,17 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from hp import distributed
-from hp.checkpoint import Checkpoints, fingerprint
+from hp.utils import distributed
+from hp.training.checkpoint import Checkpoints, fingerprint
 from hp.data.augment import AugmentConfig, Augmenter
 from hp.errors import ConfigError
 from hp.measure import PARAMS, Measure
 from hp.model import SHAPES, WavLM, load_frontend
 from hp.params import checked_keys, model_config, runtime, section, typed
-from hp.profile import hardware
+from hp.utils.profiling import hardware
 from hp.tasks import get_task
-from hp.tasks.model import HeadConfig, TaskModel
-from hp.train import LiveLogger, TrainConfig, train
+from hp.tasks.task_model import HeadConfig, TaskModel
+from hp.training.loop import LiveLogger, TrainConfig, train
 
 TINY = "tiny"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from hp.params import checked_keys, section
 from hp.stages.training import head_config, pretrained_frontend, run_training, training_configs, training_setup
-from hp.tasks.model import TaskModel
-from hp.train import TrainConfig, seed_everything
+from hp.tasks.task_model import TaskModel
+from hp.training.loop import TrainConfig, seed_everything
 from hp.utils.files import atomic_dir, write_json
 
 

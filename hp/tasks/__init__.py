@@ -1,5 +1,5 @@
 """Tasks: what differs between speaker verification and anti-spoofing lives in one class per task (hp.tasks.sv,
-hp.tasks.cm) behind the Task protocol (hp.tasks.base); TaskModel (hp.tasks.model) is the network they share.
+hp.tasks.cm) behind the Task protocol (hp.tasks.base); TaskModel (hp.tasks.task_model) is the network they share.
 
 TaskModel, HeadConfig and CM_LABELS load on first use (PEP 562): a stage that only asks a task for its corpus
 does not import the model and its torch stack."""
@@ -8,7 +8,7 @@ from importlib import import_module
 from hp.params import TASKS
 from hp.tasks.base import Task
 
-_LAZY = {"TaskModel": "hp.tasks.model", "HeadConfig": "hp.tasks.model", "CM_LABELS": "hp.tasks.cm"}
+_LAZY = {"TaskModel": "hp.tasks.task_model", "HeadConfig": "hp.tasks.task_model", "CM_LABELS": "hp.tasks.cm"}
 __all__ = ["CM_LABELS", "TASKS", "HeadConfig", "Task", "TaskModel", "get_task"]
 
 

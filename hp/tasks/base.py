@@ -14,16 +14,16 @@ if TYPE_CHECKING:  # annotations only
     import pandas as pd
     from torch import nn
 
-    from hp.bootstrap import Bootstrap
+    from hp.evaluation.bootstrap import Bootstrap
     from hp.data.manifest import Validation
-    from hp.tasks.model import HeadConfig, TaskModel
+    from hp.tasks.task_model import HeadConfig, TaskModel
 
 
 class Task:
     """One task's side of every stage. Subclasses set `name`, `outputs` and implement each method."""
 
     name: str
-    outputs: tuple[str, ...]  # the ONNX graph's outputs, in order (hp.export)
+    outputs: tuple[str, ...]  # the ONNX graph's outputs, in order (hp.deploy.export)
     calibrated = False  # whether the inference graph applies a score calibration (then `calibration` gives it)
     margin_loss = False  # whether the loss has a margin (then the margin schedule's keys are required)
     head_loss_keys: tuple[str, ...] = ()  # HeadConfig's fields this task's loss reads
@@ -64,8 +64,8 @@ class Task:
     def score(self, model: TaskModel, manifests: Path, batch_seconds: float, workers: int, settings: dict,
               bootstrap: Bootstrap | None = None):
         """(scores table, metrics, {file name: writer}, (DET scores, DET labels)); under torchrun every rank embeds
-        a share of the utterances (hp.distributed.share) and the ranks other than 0 return None. With `bootstrap`,
-        every EER and minDCF has its interval beside it (hp.bootstrap)."""
+        a share of the utterances (hp.utils.distributed.share) and the ranks other than 0 return None. With `bootstrap`,
+        every EER and minDCF has its interval beside it (hp.evaluation.bootstrap)."""
         raise NotImplementedError
 
     # ---- export ------------------------------------------------------------------------------------------

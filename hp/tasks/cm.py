@@ -82,7 +82,7 @@ class AntiSpoofing(Task):
         return list(CM_LABELS)  # class 1 = bona fide, the positive class of the CM metrics
 
     def loss(self, head, labels):
-        from hp.losses import SoftmaxClassifier
+        from hp.heads.losses import SoftmaxClassifier
 
         return SoftmaxClassifier(head.embedding, len(labels), self.class_weights(head, labels))
 
@@ -105,12 +105,12 @@ class AntiSpoofing(Task):
         return {"prior": typed(CMScoring, section(params, "score.cm"), "score.cm").calibration_prior}
 
     def score(self, model, manifests, batch_seconds, workers, settings, bootstrap=None):
-        """hp.score.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec,
+        """hp.evaluation.scoring.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec,
         and on the attacks the training manifest does not carry (unseen), pooled."""
         import pandas as pd
 
         from hp.data.interop import write_cm_scores
-        from hp.score import score_cm
+        from hp.evaluation.scoring import score_cm
         from hp.utils.files import write_json
 
         dev, evaluation = (pd.read_parquet(manifests / f"{split}.parquet") for split in ("dev", "eval"))
@@ -128,7 +128,7 @@ class AntiSpoofing(Task):
         return table, task_metrics, exports, (rows["score_llr"].to_numpy(), (rows["label"] == "bonafide").to_numpy())
 
     def scoring(self, scores):
-        from hp import metrics
+        from hp.evaluation import metrics
         from hp.utils.files import read_json
 
         return {"calibration": read_json(scores / "calibration.json", ConfigError),  # dev-fitted
@@ -136,7 +136,7 @@ class AntiSpoofing(Task):
                 "threshold_rule": "Bayes decision of the ASVspoof5 DCF (P_spoof 0.05, C_miss 1, C_fa 10)"}
 
     def calibration(self, scoring):
-        from hp.calibration import LinearCalibration
+        from hp.evaluation.calibration import LinearCalibration
 
         return LinearCalibration.from_dict(scoring["calibration"])
 

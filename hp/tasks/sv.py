@@ -99,7 +99,7 @@ class SpeakerVerification(Task):
         return sorted(train["label"].unique())  # speaker ids
 
     def loss(self, head, labels):
-        from hp.losses import AAMSoftmax
+        from hp.heads.losses import AAMSoftmax
 
         return AAMSoftmax(head.embedding, len(labels), head.margin, head.scale, head.subcenters, head.topk,
                           head.topk_penalty)
@@ -112,13 +112,13 @@ class SpeakerVerification(Task):
         return asdict(typed(SVScoring, section(params, "score.sv"), "score.sv"))
 
     def score(self, model, manifests, batch_seconds, workers, settings, bootstrap=None):
-        """hp.score.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks; beside them the
-        training-free hp.baselines.score_ltas (metrics under "baseline_ltas": {list: EER, minDCF})."""
+        """hp.evaluation.scoring.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks; beside them the
+        training-free hp.evaluation.baselines.score_ltas (metrics under "baseline_ltas": {list: EER, minDCF})."""
         import pandas as pd
 
-        from hp.baselines import score_ltas
+        from hp.evaluation.baselines import score_ltas
         from hp.data.interop import write_trial_scores
-        from hp.score import score_sv
+        from hp.evaluation.scoring import score_sv
         from hp.utils.files import write_json
         from hp.utils.timing import timed
 

@@ -289,7 +289,7 @@ PROVENANCE = "hp_pretraining.json"  # beside config.json: says the checkpoint is
 
 def provenance(record: dict) -> dict:
     """What the checkpoint directory says about itself: the recipe and the corpus, not the curves."""
-    return {"made_by": "hp.pretrain", **{k: record[k] for k in ("config", "utterances", "hours", "train_seconds",
+    return {"made_by": "hp.training.pretraining", **{k: record[k] for k in ("config", "utterances", "hours", "train_seconds",
                                                                "held_out", "last")}}
 
 

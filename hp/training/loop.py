@@ -16,8 +16,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from hp import distributed
-from hp.checkpoint import Checkpoints, rng_state, set_rng_state
+from hp.utils import distributed
+from hp.training.checkpoint import Checkpoints, rng_state, set_rng_state
 from hp.data.audio import SAMPLE_RATE, random_crop
 from hp.data.augment import Augmenter
 from hp.measure import PARAMS, Measure
@@ -26,9 +26,9 @@ from hp.utils.files import atomic_path, replace_dir
 from hp.model.gates import HardConcrete
 from hp.model.structure import WavLMStructure
 from hp.model.wavlm import Frontend, pruned_like
-from hp.schedules import GateFreeze, LRSchedule, MarginSchedule
-from hp.sparsity import CONSTRAINED, SparsityController, param_groups
-from hp.tasks.model import TaskModel
+from hp.training.schedules import GateFreeze, LRSchedule, MarginSchedule
+from hp.training.sparsity import CONSTRAINED, SparsityController, param_groups
+from hp.tasks.task_model import TaskModel
 
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -48,7 +48,7 @@ class TrainConfig:
     aug_prob: float  # MUSAN / RIR augmentation of each crop, when the manifests list them
     optimizer: str  # "adamw" or "sgd" (Nesterov momentum; the authors' frozen-front-end phase)
     lr: float  # lr0 of the model (front end and back-end): the exponential decay starts from it ...
-    final_lr: float  # ... at step 0 and reaches this at the end of the run (hp.schedules.LRSchedule)
+    final_lr: float  # ... at step 0 and reaches this at the end of the run (hp.training.schedules.LRSchedule)
     lr_reference_batch: int | None  # set: lr and final_lr scale by batch_size / this (authors: 64)
     warmup_epochs: float  # the linear warm-up multiplying the decay over these first epochs ...
     warmup_from_zero: bool  # ... from 0 (else from 1 to the batch scale, as WeSpeaker's warm_from_zero)
@@ -67,7 +67,7 @@ class TrainConfig:
     # a margin loss only (SV's AAM): the margin is 0 until margin_start_epoch, then rises to the head's margin
     margin_start_epoch: float = 0.0  # at margin_full_epoch (both 0: the full margin from the start)
     margin_full_epoch: float = 0.0
-    margin_schedule: str = "linear"  # or "exp": WeSpeaker's exponential rise (hp.schedules.MarginSchedule)
+    margin_schedule: str = "linear"  # or "exp": WeSpeaker's exponential rise (hp.training.schedules.MarginSchedule)
     # pruning runs only (target_sparsity > 0)
     reg_lr: float = 0.0  # log_alpha (+) and, unless lambda_lr is set, the lambdas (-)
     lambda_lr: float | None = None
@@ -294,7 +294,7 @@ class GlobalBatches:
 
 
 class MarginRamp:
-    """The head's AAM margin along its ramp (hp.schedules.MarginSchedule, by fractional epoch), the inter-top-k
+    """The head's AAM margin along its ramp (hp.training.schedules.MarginSchedule, by fractional epoch), the inter-top-k
     penalty following it (as in WeSpeaker); nothing for a head without a margin (CM's)."""
 
     def __init__(self, loss: nn.Module, schedule: MarginSchedule):
@@ -321,7 +321,7 @@ class TrainState:
     (`reg_optimizer`, None when nothing is pruned), the sparsity controller (the lambdas), the schedules (lr,
     margin, sparsity target: functions of the step), the gate freeze, the running parameter average, the step
     (and so the epoch and the position in it) and the random generators (every process's global ones, the
-    shared gate-sample and LayerDrop ones). `state_dict()` is what a checkpoint holds (hp.checkpoint);
+    shared gate-sample and LayerDrop ones). `state_dict()` is what a checkpoint holds (hp.training.checkpoint);
     `load_state_dict()` continues from one."""
 
     def __init__(self, model: TaskModel, cfg: TrainConfig, steps_per_epoch: int, device: torch.device,

@@ -8,16 +8,17 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hp import distributed, metrics
-from hp.bootstrap import MIN_SPOOFS_FOR_INTERVAL, Bootstrap
-from hp.calibration import LinearCalibration, fit_logistic, qmf_features, sample_trials
+from hp.utils import distributed
+from hp.evaluation import metrics
+from hp.evaluation.bootstrap import MIN_SPOOFS_FOR_INTERVAL, Bootstrap
+from hp.evaluation.calibration import LinearCalibration, fit_logistic, qmf_features, sample_trials
 from hp.data.audio import pad_batch, read_audio
-from hp.metrics import CM_C_FA, CM_C_MISS, CM_COSTS, CM_P_TARGET, SV_COSTS
-from hp.score_norm import score_trials
+from hp.evaluation.metrics import CM_C_FA, CM_C_MISS, CM_COSTS, CM_P_TARGET, SV_COSTS
+from hp.evaluation.score_norm import score_trials
 from hp.utils.timing import timed
 
 if TYPE_CHECKING:  # annotations only: scoring takes any model with embed() and cm_scores()
-    from hp.tasks.model import TaskModel
+    from hp.tasks.task_model import TaskModel
 
 
 def length_batches(durations: np.ndarray, batch_seconds: float) -> list[np.ndarray]:
@@ -154,7 +155,7 @@ def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batc
     Under torchrun every rank embeds a share and only rank 0 scores: the others get None.
     With `train` (the training manifest; its label and attack columns are read), each attack is marked unseen or
     not and each split has "unseen": its bona fide utterances against the spoofs of attacks unseen in training,
-    pooled (cm_breakdown). With `bootstrap` (speaker-level, hp.bootstrap), each split's EER and minDCF, and each
+    pooled (cm_breakdown). With `bootstrap` (speaker-level, hp.evaluation.bootstrap), each split's EER and minDCF, and each
     attack's with enough spoofs, get intervals, and the results say how ("bootstrap": Bootstrap.describe).
     """
     if prior is None:
@@ -199,7 +200,7 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
     and what scoring a new trial by cosine needs: {"mean": the training mean embedding (None without mean
     subtraction), "threshold": the EER threshold of the first list's cosine scores, "threshold_rule": saying so}.
     Under torchrun every rank embeds a share and only rank 0 scores: the others get None. With `bootstrap`
-    (speaker-level, hp.bootstrap), every EER and minDCF gets an interval, and the results say how ("bootstrap":
+    (speaker-level, hp.evaluation.bootstrap), every EER and minDCF gets an interval, and the results say how ("bootstrap":
     Bootstrap.describe).
     """
     with timed("embed test", len(test)):
@@ -241,7 +242,7 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
               "threshold_rule": f"EER of the cosine scores on trial list {trials['list'].iat[0]} (fitted on the "
                                 "evaluation trials themselves, so optimistic: set one from held-out trials)"}
     evaluated = {"lists": results, **({"bootstrap": bootstrap.describe(speakers)} if bootstrap is not None else {})}
-    # each trial's speakers beside its scores: what a paired bootstrap of two systems resamples (hp.bootstrap.paired)
+    # each trial's speakers beside its scores: what a paired bootstrap of two systems resamples (hp.evaluation.bootstrap.paired)
     table = trials.assign(enroll_speaker=speaker[enroll], test_speaker=speaker[test_idx],
                           **{f"score_{kind}": score for kind, score in columns.items()})
     return table, evaluated, cosine

@@ -15,14 +15,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from hp import anchors, metrics  # noqa: E402
-from hp.bootstrap import MIN_SPOOFS_FOR_INTERVAL  # noqa: E402
+from hp.reporting import published
+from hp.evaluation import metrics  # noqa: E402
+from hp.evaluation.bootstrap import MIN_SPOOFS_FOR_INTERVAL  # noqa: E402
 from hp.data.manifest import shrunk_lists  # noqa: E402
 from hp.data.voxceleb import TRIAL_NAMES  # noqa: E402
-from hp.document import Document  # noqa: E402
-from hp.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
+from hp.reporting.document import Document  # noqa: E402
+from hp.evaluation.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET  # noqa: E402
 from hp.params import REPORT_TOLERANCE, misses_target  # noqa: E402
-from hp.pretrain import is_hp_pretrained, pretraining_summary  # noqa: E402
+from hp.training.pretraining import is_hp_pretrained, pretraining_summary  # noqa: E402
 from hp.utils.files import atomic_path  # noqa: E402
 
 TASK_NAMES = {"sv": "Speaker verification", "cm": "Anti-spoofing (CM)"}
@@ -220,12 +221,12 @@ def _interval_note(doc: Document, r: dict, more: str = "") -> None:
     speakers = ", ".join(f"{name}: {n}" for name, n in b["speakers"].items())
     doc.paragraph(f"Brackets: the {b['confidence']:.0%} {b['interval']} interval over {b['resamples']:,} resamples of "
                   f"the test speakers ({speakers}; seed {b['seed']}), each trial or utterance counted once per copy "
-                  "of its speakers (`hp/bootstrap.py`). Speakers, not trials, are resampled: trials sharing a "
+                  "of its speakers (`hp/evaluation/bootstrap.py`). Speakers, not trials, are resampled: trials sharing a "
                   "speaker err together." + more)
 
 
 def _ci(m: dict, name: str, fmt=_pct) -> str:
-    """`m[name]` formatted by `fmt`, with its 95 % interval where the score stage bootstrapped it (hp.bootstrap):
+    """`m[name]` formatted by `fmt`, with its 95 % interval where the score stage bootstrapped it (hp.evaluation.bootstrap):
     "17.90 [15.21, 20.84]"."""
     ci = m.get(f"{name}_ci95")
     return fmt(m[name]) if ci is None else f"{fmt(m[name])} [{fmt(ci['lo'])}, {fmt(ci['hi'])}]"
@@ -364,7 +365,7 @@ def _cost(doc: Document, outs: dict[str, TaskOutputs]) -> None:
 
 def _authors_sv(doc: Document, r: dict, frontend: dict) -> None:
     """The authors' EER per list at their pruning ratio nearest our target (Base+ or Large front ends only)."""
-    anchor = anchors.sv_anchor(frontend, r["target_sparsity"], list(r["lists"]))
+    anchor = published.sv_anchor(frontend, r["target_sparsity"], list(r["lists"]))
     if anchor is None:
         return
     kinds = [k for k in ("cosine", "asnorm") if all(k in m for m in r["lists"].values())]
@@ -394,7 +395,7 @@ def sv_section(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.Da
     if r.get("baseline_ltas"):
         doc.paragraph(f"*{BASELINE_LTAS}*: a reference row, not this model: cosine of each utterance's long-term "
                       "average log power spectrum (25 ms Hann frames, 512-point FFT) minus the mean over (at most "
-                      "2,000) training utterances, on the same trials (`hp.baselines`).")
+                      "2,000) training utterances, on the same trials (`hp.evaluation.baselines`).")
     if corpus == "voxceleb":
         _authors_sv(doc, r, frontend)
     sv_histograms(scores, figures / "sv_scores.png")
@@ -410,16 +411,16 @@ def _cm_row(m: dict) -> list[str]:
 
 def _authors_cm(doc: Document, r: dict, splits: list[str]) -> None:
     """The authors' ASVspoof5 EER per split at their ratio nearest our target, and their single system."""
-    anchor = anchors.cm_anchor(r["target_sparsity"], splits)
+    anchor = published.cm_anchor(r["target_sparsity"], splits)
     rows = [[s, _ci(r[s], "eer"), _ci(r[s], "min_dcf", _dcf),
              f"{anchor.eer[s]:.3f}" if anchor is not None and s in anchor.eer else "–",
-             f"{anchors.CM_SYSTEM[s]['eer']:.3f}", f"{anchors.CM_SYSTEM[s]['min_dcf']:.4f}"] for s in splits]
-    ratio = anchors.nearest_ratio(r["target_sparsity"])
+             f"{published.CM_SYSTEM[s]['eer']:.3f}", f"{published.CM_SYSTEM[s]['min_dcf']:.4f}"] for s in splits]
+    ratio = published.nearest_ratio(r["target_sparsity"])
     doc.table(["split", "hp EER (%)", "hp minDCF", f"theirs at {ratio:.0%} EER (%)", "their HP system EER (%)",
                "their HP system minDCF"], rows,
               caption=f"The authors' published WavLM Base results (theirs, not hp's): EER at the pruning ratio "
-                      f"nearest this run's target {r['target_sparsity']:g} ({anchors.CM_SOURCE}; the curve their "
-                      f"plot labels 'Proposed'), and the single system of {anchors.CM_SYSTEM_SOURCE} (its "
+                      f"nearest this run's target {r['target_sparsity']:g} ({published.CM_SOURCE}; the curve their "
+                      f"plot labels 'Proposed'), and the single system of {published.CM_SYSTEM_SOURCE} (its "
                       "pruning ratio not stated):")
 
 
@@ -453,7 +454,7 @@ def cm_section(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.Da
               [[s, codec, f"{m['bonafide']:,}", f"{m['spoof']:,}", *_cm_row(m)]
                for s in splits for codec, m in r[s]["codecs"].items()],
               caption="Per codec (the utterances coded with it; `-`: none):")
-    if corpus == "asvspoof5" and anchors.shape_of(frontend) == "base-plus":  # their CM front end: WavLM Base
+    if corpus == "asvspoof5" and published.shape_of(frontend) == "base-plus":  # their CM front end: WavLM Base
         _authors_cm(doc, r, splits)
     cm_histograms(scores, metrics.bayes_threshold(CM_P_TARGET, CM_C_MISS, CM_C_FA), figures / "cm_scores.png")
     doc.figure(figures / "cm_scores.png", "CM score histograms")

@@ -1,7 +1,7 @@
 """Score calibration: prior-weighted linear logistic regression (as in BOSARIS/FoCal) mapping scores, or a few
-quality features (QMF, for SV), to natural-log likelihood ratios; hp.metrics.cllr judges the result.
+quality features (QMF, for SV), to natural-log likelihood ratios; hp.evaluation.metrics.cllr judges the result.
 
-Labels as in hp.metrics (whose input checks apply): 1 = target / bona fide, 0 = non-target / spoof.
+Labels as in hp.evaluation.metrics (whose input checks apply): 1 = target / bona fide, 0 = non-target / spoof.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hp.errors import ConfigError
-from hp.metrics import check_finite, check_labels
+from hp.evaluation.metrics import check_finite, check_labels
 
 # Column order of qmf_features(); a QMF calibration's weights follow it.
 QMF_COLUMNS = ("score", "log_min_seconds", "log_max_seconds", "min_norm", "max_norm")

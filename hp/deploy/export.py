@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from hp.calibration import LinearCalibration
+from hp.evaluation.calibration import LinearCalibration
 from hp.data.audio import SAMPLE_RATE, pad_batch
 from hp.errors import CheckpointError, ExportError
 from hp.model import WavLM
-from hp.profile import count_macs, hardware, median_latencies
+from hp.utils.profiling import count_macs, hardware, median_latencies
 from hp.tasks import get_task
-from hp.tasks.model import TaskModel
+from hp.tasks.task_model import TaskModel
 from hp.utils.files import atomic_dir, read_json, write_json
 
 CHECKED = ("embeddings", "scores")

@@ -2,7 +2,7 @@
 Pareto fronts, from `dvc exp show --json`.
 
     dvc exp run --queue -S 'target_sparsity=0,0.3,0.5,0.9' -S sparsity_tolerance=null && dvc queue start
-    python -m hp.sweep                     # reports/sweep/{sweep.md,sweep.html,sweep.csv,figures/pareto.png}
+    python -m hp.reporting.sweep                     # reports/sweep/{sweep.md,sweep.html,sweep.csv,figures/pareto.png}
 """
 from __future__ import annotations
 
@@ -22,15 +22,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from hp.bootstrap import Bootstrap, Trials, compare  # noqa: E402
-from hp.document import Document  # noqa: E402
+from hp.evaluation.bootstrap import Bootstrap, Trials, compare  # noqa: E402
+from hp.reporting.document import Document  # noqa: E402
 from hp.errors import HPError  # noqa: E402
 from hp.params import REPORT_TOLERANCE, misses_target  # noqa: E402
 from hp.data.voxceleb import TRIAL_NAMES  # noqa: E402
-from hp.metrics import CM_COSTS, SV_COSTS  # noqa: E402
+from hp.evaluation.metrics import CM_COSTS, SV_COSTS  # noqa: E402
 from hp.utils.files import atomic_path, read_json  # noqa: E402
 
-NAME = "hp.sweep"
+NAME = "hp.reporting.sweep"
 TrialsLoader = Callable[[dict, str], "Trials | None"]  # (an experiment of dvc exp show, task) -> its scored trials
 TASKS = ("sv", "cm")
 TASK_NAMES = {"sv": "Speaker verification (SV)", "cm": "Anti-spoofing (CM)"}
@@ -59,7 +59,7 @@ def cm_headline(scored: dict, corpus: str | None) -> tuple[dict, str, str]:
 
 def sv_headline_trials(table: pd.DataFrame) -> Trials:
     """The headline's trials in the score stage's scores.parquet (first list, final scoring), for a paired
-    comparison (hp.bootstrap.compare); KeyError for a table written before trials carried their speakers."""
+    comparison (hp.evaluation.bootstrap.compare); KeyError for a table written before trials carried their speakers."""
     rows = table[table["list"] == table["list"].iat[0]]
     kind = next(k for k in SCORING_NAMES if f"score_{k}" in rows)
     return Trials((rows["enroll"] + " " + rows["test"]).to_numpy(), rows[f"score_{kind}"].to_numpy(),
@@ -173,7 +173,7 @@ def collect(shown: list, notes: list[str] | None = None, trials: TrialsLoader | 
     each with a line in `notes` (and on stderr), never an exception. The workspace is kept only when its numbers
     differ from every commit's and experiment's (results not committed yet). With `trials` (reading an
     experiment's scored trials, e.g. cached_trials), each row is compared with the dense fine-tune (target 0) of its
-    task on the same trials: eer_vs_dense and its paired interval (hp.bootstrap.compare)."""
+    task on the same trials: eer_vs_dense and its paired interval (hp.evaluation.bootstrap.compare)."""
     notes = [] if notes is None else notes
 
     def skip(label: str, why: str) -> None:
@@ -441,7 +441,7 @@ def write_sweep_report(table: pd.DataFrame, out: Path, notes: list[str] | None =
         paired = rows[(rows["target_sparsity"] > 0) & np.isfinite(rows["eer_vs_dense"].astype(float))]
         if len(paired):
             doc.paragraph("Against the dense fine-tune (target 0), on the same trials and the same resamples of the "
-                          "test speakers (the difference's own 95 % interval, `hp/bootstrap.py`): "
+                          "test speakers (the difference's own 95 % interval, `hp/evaluation/bootstrap.py`): "
                           + "; ".join(vs_dense_sentence(r) for r in paired.itertuples()) + ".")
         for cost, column in FRONTS.items():
             on = rows[rows[column].fillna(False).astype(bool)]

@@ -1,6 +1,6 @@
 """python -m hp: off-the-shelf speaker embeddings, verification and spoofing detection with an exported bundle.
 
-A bundle is the directory the pipeline's export stage writes (models/<task>/export, see hp.export): the
+A bundle is the directory the pipeline's export stage writes (models/<task>/export, see hp.deploy.export): the
 compacted model for PyTorch, the same graph as ONNX, and scoring.json (thresholds, the SV mean embedding, the CM
 calibration). Audio is read with soundfile (WAV, FLAC, OGG, ...), averaged over channels and resampled to 16 kHz
 (hp.data.resample). Every input is checked before the model runs, and output files are written whole or not at
@@ -25,7 +25,7 @@ import soundfile as sf
 from hp.data.audio import SAMPLE_RATE, pad_batch
 from hp.data.resample import resample
 from hp.errors import TRACEBACK_ENV, CheckpointError, HPError, one_line
-from hp.score import length_batches
+from hp.evaluation.scoring import length_batches
 from hp.utils.files import atomic_path
 
 PROG = "python -m hp"
@@ -105,7 +105,7 @@ def load_bundle(directory: str | None, task: str | None, verb: str):
     directory = directory or DEFAULT_MODELS[task or "sv"]
     from safetensors import SafetensorError
 
-    from hp.export import Bundle
+    from hp.deploy.export import Bundle
 
     try:
         bundle = Bundle.load(directory)
@@ -129,7 +129,7 @@ def make_runner(bundle, runtime: str, threads: int | None):
 
 def run(runner, infos: list[AudioInfo], min_samples: int, batch_seconds: float) -> dict[str, np.ndarray]:
     """The runner's outputs for every file, in input order: files are decoded a batch at a time, in batches of
-    similar length (hp.score.length_batches), zero-padded (the model's outputs do not depend on the padding)."""
+    similar length (hp.evaluation.scoring.length_batches), zero-padded (the model's outputs do not depend on the padding)."""
     outputs: dict[str, np.ndarray] = {}
     durations = np.array([info.samples for info in infos]) / SAMPLE_RATE
     for rows in length_batches(durations, batch_seconds):
@@ -221,8 +221,8 @@ def mean_of(bundle) -> np.ndarray | None:
 
 def cosine_score(embeddings: np.ndarray, mean: np.ndarray | None) -> float:
     """Cosine of embeddings [2, E] after subtracting `mean` (None: none): the pipeline's cosine score
-    (hp.score_norm.score_trials before AS-norm)."""
-    from hp.score_norm import trial_scores
+    (hp.evaluation.score_norm.score_trials before AS-norm)."""
+    from hp.evaluation.score_norm import trial_scores
 
     if mean is not None:
         embeddings = embeddings - mean

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
-from hp import distributed
+from hp.utils import distributed
 from hp.data.audio import read_audio
-from hp.score import sv_metrics, trial_indices
-from hp.score_norm import TRIAL_CHUNK
+from hp.evaluation.scoring import sv_metrics, trial_indices
+from hp.evaluation.score_norm import TRIAL_CHUNK
 
 WINDOW, HOP, N_FFT = 400, 160, 512  # 25 ms / 10 ms at 16 kHz
 FLOOR = 1e-10  # of the mean power (a float32 wave in [-1, 1]): log(FLOOR) = -23 for digital silence
@@ -92,7 +92,7 @@ def score_ltas(test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame, at
 
     The mean LTAS is over the training utterances `mean_subsample(len(train), at_most, seed)` picks: at real
     scale (a million VoxCeleb2 utterances) all of them would take as long as scoring does, and 2000 utterances
-    pin a 257-bin mean down well enough. Returns the score of each trial and {list: hp.score.sv_metrics (EER
+    pin a 257-bin mean down well enough. Returns the score of each trial and {list: hp.evaluation.scoring.sv_metrics (EER
     and minDCF at the P_targets the model's scores use)}."""
     mean = ltas_table(train.iloc[mean_subsample(len(train), at_most, seed)], num_workers).mean(0)
     enroll, test_idx = trial_indices(test["utt"].tolist(), trials)

@@ -23,9 +23,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hp import metrics
+from hp.evaluation import metrics
 
-# a CM attack gets an interval from this many spoofs on (fewer resolve little; hp.score.cm_breakdown)
+# a CM attack gets an interval from this many spoofs on (fewer resolve little; hp.evaluation.scoring.cm_breakdown)
 MIN_SPOOFS_FOR_INTERVAL = 50
 # resamples x trials held at once per thread: 2^23 float64 weights, 64 MiB per array
 _CHUNK_ELEMENTS = 1 << 23

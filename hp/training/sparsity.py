@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from hp.model.gates import HardConcrete
-from hp.schedules import TARGET_SHAPES, TargetSchedule
+from hp.training.schedules import TARGET_SHAPES, TargetSchedule
 
-# Fraction of the final target reached at training progress p in [0, 1] of the warm-up (hp.schedules).
+# Fraction of the final target reached at training progress p in [0, 1] of the warm-up (hp.training.schedules).
 SCHEDULES = TARGET_SHAPES
 
 

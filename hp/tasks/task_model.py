@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hp.backends import ECAPATDNN, MHFA, GradMultiply, subtract_mean
+from hp.heads.pooling import ECAPATDNN, MHFA, GradMultiply, subtract_mean
 from hp.model.config import WavLMConfig
 from hp.model.structure import WavLMStructure
 from hp.model.wavlm import WavLM, compact

@@ -1,8 +1,8 @@
-"""Benchmarks that print JSON: `python -m hp.bench compaction --shape base-plus --sparsity 0.7 --json`,
-`python -m hp.bench scoring --json`, `python -m hp.bench train --shape base-plus --batch 128 --json`,
-`python -m hp.bench loader --json`, `python -m hp.bench compaction --measure macs --json` (masks drawn to a MAC target),
-`python -m hp.bench train-compaction --shape base-plus --json` (a run with and without train-time compaction),
-`python -m hp.bench latency models/sv/compact other/models/sv/compact --json` (saved models timed side by side).
+"""Benchmarks that print JSON: `python -m hp.benchmarks.suite compaction --shape base-plus --sparsity 0.7 --json`,
+`python -m hp.benchmarks.suite scoring --json`, `python -m hp.benchmarks.suite train --shape base-plus --batch 128 --json`,
+`python -m hp.benchmarks.suite loader --json`, `python -m hp.benchmarks.suite compaction --measure macs --json` (masks drawn to a MAC target),
+`python -m hp.benchmarks.suite train-compaction --shape base-plus --json` (a run with and without train-time compaction),
+`python -m hp.benchmarks.suite latency models/sv/compact other/models/sv/compact --json` (saved models timed side by side).
 
 `train` sets hp's pruning step against plain fine-tuning: transformers' WavLMModel ("hf"), hp's WavLM without
 gates ("dense"), with all five gate types plus the sparsity Lagrangian at their init ("pruned") and at gates of
@@ -13,7 +13,7 @@ Reference: on one H100, transformers' WavLM Base+ shape, plain fine-tuning, runs
 with a 22.0 GiB peak.
 `loader` times the data path alone (decode, crop, MUSAN/RIR augmentation) for several DataLoader worker counts.
 `audio-check` times the manifests stage's audio check (manifests.check_audio: header | decode) on generated files:
-`python -m hp.bench audio-check --format flac --json`.
+`python -m hp.benchmarks.suite audio-check --format flac --json`.
 `corpus-scale` runs the SV prepare, manifests and score stages on a VoxCeleb-size tree (hp/benchmarks/corpus_scale.py).
 """
 from __future__ import annotations
@@ -46,11 +46,11 @@ from hp.model import SHAPES, UNIT_TYPES, WavLM, compact, save_compact
 from hp.measure import MEASURES, PARAMS, Measure
 from hp.model.gates import HardConcrete
 from hp.model.sampled import computed_units
-from hp.profile import count_macs, median_latencies
-from hp.score import sv_metrics
-from hp.score_norm import score_trials
-from hp.sparsity import SparsityController, param_groups
-from hp.train import CropDataset
+from hp.utils.profiling import count_macs, median_latencies
+from hp.evaluation.scoring import sv_metrics
+from hp.evaluation.score_norm import score_trials
+from hp.training.sparsity import SparsityController, param_groups
+from hp.training.loop import CropDataset
 
 # Saturated log_alpha: the deterministic mask then keeps exactly the chosen units (P(z != 0) is within 1e-4
 # of 0 or 1, far from moving round(n - E[L0])), with soft values of kept units within 1e-4 of 1.
@@ -193,7 +193,7 @@ def train_variant(variant: str, shape: str, batch: int, seconds: float, steps: i
     """Time `steps` training steps of one variant after `warmup` steps; run it in a fresh process (peak memory:
     every variant's process imports the same modules, this one's, so CPU peak RSS starts from the same base).
 
-    bf16 autocast on CUDA, float32 on CPU, as hp.train's "auto" precision.
+    bf16 autocast on CUDA, float32 on CPU, as hp.training.loop's "auto" precision.
     """
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -218,7 +218,7 @@ def train_variant(variant: str, shape: str, batch: int, seconds: float, steps: i
     if pruned:
         controller = SparsityController(target or 0.5, warmup_steps=0).to(device)
         main_groups, reg_groups = param_groups(model, controller, lr, reg_lr)
-        clipped = [p for p in model.parameters() if p.requires_grad]  # as hp.train: gates included
+        clipped = [p for p in model.parameters() if p.requires_grad]  # as hp.training.loop: gates included
         optimizers = [torch.optim.AdamW(main_groups), torch.optim.AdamW(reg_groups)]
     else:
         optimizers = [torch.optim.AdamW(model.parameters(), lr=lr)]
@@ -332,8 +332,8 @@ def train_compaction(args: argparse.Namespace) -> dict:
     (`compact_on_freeze: false`) or the compacted one (`true`). Step times before and after the switch, whole-run wall
     time, and how far apart the two final (compacted) models are (dropout and LayerDrop off: the same computation)."""
     from hp.params import Runtime
-    from hp.tasks.model import HeadConfig, TaskModel
-    from hp.train import TrainConfig, train as train_run
+    from hp.tasks.task_model import HeadConfig, TaskModel
+    from hp.training.loop import TrainConfig, train as train_run
 
     torch.set_num_threads(args.threads)
     config = SHAPES[args.shape].replace(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
@@ -389,7 +389,7 @@ def train_compaction(args: argparse.Namespace) -> dict:
 def latency(args: argparse.Namespace) -> dict:
     """Task models saved by the pipeline (models/<task>/compact, e.g. of two experiments) timed side by side in one
     process, runs alternating (batch 1, one `--seconds` utterance): front-end parameters and MACs, embedding latency."""
-    from hp.tasks.model import TaskModel
+    from hp.tasks.task_model import TaskModel
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -470,7 +470,7 @@ def _choices(kind, allowed=None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hp.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hp.benchmarks.suite", description=__doc__)
     sub = parser.add_subparsers(dest="benchmark", required=True)
     p = sub.add_parser("compaction", help="dense vs compacted model: params, MACs, CPU latency, parity")
     p.add_argument("--shape", choices=sorted(SHAPES), default="base-plus")

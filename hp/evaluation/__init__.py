@@ -1,0 +1,1 @@
+"""Scoring, score normalisation, calibration, metrics, bootstrap intervals and the training-free baseline."""

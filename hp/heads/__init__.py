@@ -1,0 +1,1 @@
+"""What sits on the front end: pooling back-ends over its hidden states and the task losses."""
