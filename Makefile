@@ -54,8 +54,8 @@ sweep: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m hp.reporting.sweep
 
 bench: $(STAMP)
-	$(BIN)/python -m hp.benchmarks.suite compaction --shape base-plus --sparsity 0.7 --seconds 4 --threads 2 --json
-	$(BIN)/python -m hp.benchmarks.suite scoring --json
+	$(BIN)/python -m hp.benchmarks compaction --shape base-plus --sparsity 0.7 --seconds 4 --threads 2 --json
+	$(BIN)/python -m hp.benchmarks scoring --json
 
 clean:
 	rm -rf $(VENV) .lock-venv .pytest_cache

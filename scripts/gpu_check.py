@@ -5,11 +5,11 @@
 1. Parity with transformers' WavLMModel on CUDA in float32 (TF32 off), Base+ and Large shapes, padded batch.
 2. Compaction at random masks on CUDA: compact == gated (eval), exact parameter counts.
 3. A bf16-autocast training step of the gated model with the Lagrangian: finite loss and gradients.
-4. With --bench: the training-throughput benchmark (python -m hp.benchmarks.suite train --target 0.7) at the brief's
+4. With --bench: the training-throughput benchmark (python -m hp.benchmarks train --target 0.7) at the brief's
    settings, Base+ 128 x 3 s and 64 x 3 s, Large 64 x 3 s: transformers vs hp dense, hp pruned at the gates' init,
    at gates of expected sparsity 0.7 with sampled execution and without; one JSON line each, then one line
    setting transformers' measured utt/s against the brief's anchors (§6: 802, 641 and 304 utt/s on one H100).
-   Imports the bench module, which needs pandas and soundfile only for its loader benchmark (carry a wheel).
+   Imports hp.benchmarks' entry point, which needs pandas and soundfile only for its data benchmarks (carry a wheel).
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def main() -> None:
                     and result["bf16_grads_finite"])
     print(json.dumps(result), flush=True)
     if "--bench" in sys.argv:
-        from hp.benchmarks import suite as bench
+        from hp.benchmarks import __main__ as bench
 
         anchors = {("base-plus", 128): 802, ("base-plus", 64): 641, ("large", 64): 304}  # BRIEF §6, one H100
         for (shape, batch), anchor in anchors.items():

@@ -4,12 +4,14 @@ import pytest
 import torch
 
 import hp
-from hp.benchmarks import suite as bench
+from hp.benchmarks.__main__ import main
+from hp.benchmarks.compaction import draw_masks
+from hp.benchmarks.loader import loader_corpus
 from hp.utils.profiling import count_macs
 
 
 def test_compaction_benchmark_prints_json_and_saves(tmp_path, capsys):
-    bench.main(["compaction", "--shape", "tiny", "--sparsity", "0.5", "--seconds", "1", "--repeats", "1",
+    main(["compaction", "--shape", "tiny", "--sparsity", "0.5", "--seconds", "1", "--repeats", "1",
                 "--threads", "1", "--json", "--save", str(tmp_path / "m")])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
@@ -29,7 +31,7 @@ def test_compaction_benchmark_prints_json_and_saves(tmp_path, capsys):
 def test_draw_masks_hits_target_and_uses_every_unit_type():
     torch.manual_seed(0)
     model = hp.WavLM(hp.SHAPES["tiny"].replace(num_hidden_layers=4, intermediate_size=512)).eval()
-    bench.draw_masks(model, 0.6, seed=1)
+    draw_masks(model, 0.6, seed=1)
     assert 1 - model.deterministic_num_params() / model.dense_num_params == pytest.approx(0.6, abs=0.005)
     kinds = {name.rsplit(".", 1)[-1] + ("" if "block" not in name else name.split(".")[-2])
              for name, g in model.gates().items() if g.num_pruned() > 0}
@@ -51,7 +53,7 @@ def test_mac_count_includes_attention():
 
 
 def test_scoring_benchmark_prints_json(capsys):
-    bench.main(["scoring", "--utterances", "200", "--trials", "3000", "--cohort", "50", "--top-n", "10",
+    main(["scoring", "--utterances", "200", "--trials", "3000", "--cohort", "50", "--top-n", "10",
                 "--dim", "16", "--threads", "1", "--json"])
     r = json.loads(capsys.readouterr().out)
     assert r["trials"] == 3000 and r["seconds"] > 0
@@ -60,7 +62,7 @@ def test_scoring_benchmark_prints_json(capsys):
 
 @pytest.mark.slow  # five training variants timed (~40 s)
 def test_train_benchmark_compares_the_variants(capsys):
-    bench.main(["train", "--shape", "tiny", "--batch", "2", "--seconds", "1", "--steps", "2", "--warmup", "1",
+    main(["train", "--shape", "tiny", "--batch", "2", "--seconds", "1", "--steps", "2", "--warmup", "1",
                 "--threads", "1", "--target", "0.7", "--rounds", "1", "--json"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
@@ -96,18 +98,18 @@ def test_train_benchmark_compares_the_variants(capsys):
 
 
 def test_train_benchmark_runs_only_the_variants_asked_for(capsys):
-    bench.main(["train", "--shape", "tiny", "--batch", "1", "--seconds", "1", "--steps", "1", "--warmup", "0",
+    main(["train", "--shape", "tiny", "--batch", "1", "--seconds", "1", "--steps", "1", "--warmup", "0",
                 "--threads", "1", "--variants", "dense,pruned_target", "--rounds", "1", "--json"])
     r = json.loads(capsys.readouterr().out)
     # the variants at a target run only with --target
     assert list(r["variants"]) == ["dense"] and r["variants"]["dense"]["utt_per_s"] > 0
     assert r["ratios"] == {} and r["targets"] == {}
     with pytest.raises(SystemExit):
-        bench.main(["train", "--variants", "dense,sparse"])
+        main(["train", "--variants", "dense,sparse"])
 
 
 def test_loader_benchmark_prints_json(capsys):
-    bench.main(["loader", "--utterances", "8", "--batch", "4", "--batches", "2", "--workers", "0,1", "--seconds", "1",
+    main(["loader", "--utterances", "8", "--batch", "4", "--batches", "2", "--workers", "0,1", "--seconds", "1",
                 "--json"])
     r = json.loads(capsys.readouterr().out)
     assert r["augment"] is True and r["cpus"] >= 1
@@ -116,9 +118,9 @@ def test_loader_benchmark_prints_json(capsys):
 
 
 def test_loader_corpus_augments_every_crop(tmp_path):
-    from hp.training.loop import CropDataset
+    from hp.training.feeding import CropDataset
 
-    table, augmenter = bench.loader_corpus(tmp_path, 3)
+    table, augmenter = loader_corpus(tmp_path, 3)
     assert set(augmenter.available) == {"reverb", "noise", "music", "babble"}
     assert table["duration_s"].between(4, 8).all()
     labels = sorted(set(table["label"]))
@@ -130,7 +132,7 @@ def test_loader_corpus_augments_every_crop(tmp_path):
 
 
 def test_compaction_benchmark_draws_masks_to_a_mac_target(capsys):
-    bench.main(["compaction", "--shape", "tiny", "--sparsity", "0.6", "--measure", "macs", "--seconds", "1",
+    main(["compaction", "--shape", "tiny", "--sparsity", "0.6", "--measure", "macs", "--seconds", "1",
                 "--repeats", "1", "--threads", "1", "--json"])
     r = json.loads(capsys.readouterr().out)
     assert r["measure"] == "macs" and r["macs_counted_equal_profiled"] is True
@@ -140,7 +142,7 @@ def test_compaction_benchmark_draws_masks_to_a_mac_target(capsys):
 
 
 def test_train_compaction_benchmark_runs_both_ways(capsys):
-    bench.main(["train-compaction", "--batch", "2", "--seconds", "0.5", "--steps", "8", "--switch", "3",
+    main(["train-compaction", "--batch", "2", "--seconds", "0.5", "--steps", "8", "--switch", "3",
                 "--threads", "1", "--json"])
     r = json.loads(capsys.readouterr().out)
     gated, compacted = r["runs"]["gated"], r["runs"]["compacted"]
@@ -156,10 +158,10 @@ def test_latency_benchmark_times_saved_models(tmp_path, capsys):
 
     torch.manual_seed(0)
     model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), ["bonafide", "spoof"], head_config())
-    bench.draw_masks(model.frontend, 0.5, seed=0)
+    draw_masks(model.frontend, 0.5, seed=0)
     model.save(tmp_path / "gated")
     model.compacted().save(tmp_path / "small")
-    bench.main(["latency", str(tmp_path / "gated"), str(tmp_path / "small"), "--seconds", "1", "--repeats", "2",
+    main(["latency", str(tmp_path / "gated"), str(tmp_path / "small"), "--seconds", "1", "--repeats", "2",
                 "--json"])
     gated, small = json.loads(capsys.readouterr().out)["models"]
     assert small["macs_frontend"] == gated["macs_frontend"] < hp.WavLM(hp.SHAPES["tiny"]).num_macs(1.0)

@@ -62,7 +62,7 @@ def test_the_benchmark_runs_the_stages_and_reports_each(tmp_path):
     compact_sv_model().save(model)
     (tmp_path / "compact.json").write_text("{}")
     out = tmp_path / "result.json"
-    subprocess.run([sys.executable, "-m", "hp.benchmarks.suite", "corpus-scale", "--scale", "0.001", "--root", str(tmp_path),
+    subprocess.run([sys.executable, "-m", "hp.benchmarks", "corpus-scale", "--scale", "0.001", "--root", str(tmp_path),
                     "--model", str(model), "--compact-metrics", str(tmp_path / "compact.json"), "--out", str(out),
                     "--real-length-files", "10", "--json"], cwd=ROOT, check=True, capture_output=True)
     result = json.loads(out.read_text())

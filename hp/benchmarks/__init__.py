@@ -1,1 +1,1 @@
-"""Benchmarks too large for hp.benchmarks.suite's one module: each runs real stages on data it writes and prints JSON."""
+"""Benchmarks that print JSON, one module each, run as `python -m hp.benchmarks <benchmark> ...` (__main__.py)."""

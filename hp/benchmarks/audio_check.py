@@ -1,6 +1,6 @@
 """The manifests stage's audio check (manifests.check_audio: header | decode) on generated files: files/s.
 
-    python -m hp.benchmarks.suite audio-check --format flac --seconds 4 --json
+    python -m hp.benchmarks audio-check --format flac --seconds 4 --json
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from hp.benchmarks.common import comma_list
 from hp.data.audio import SAMPLE_RATE
 from hp.data.manifest import Validation
 
@@ -51,3 +52,14 @@ def check_rates(files: int, mean_seconds: float, audio_format: str, processes: l
     return {"benchmark": "audio-check", "format": audio_format, "files": files,
             "mean_seconds": round(seconds / files, 2), "results": results, "cpus": os.cpu_count(),
             "soundfile": sf.__version__, "libsndfile": sf.__libsndfile_version__}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("audio-check", help="the manifests stage's audio check, headers vs full decode: files/s")
+    p.add_argument("--files", type=int, default=4000, help="(fewer than 2,048 are checked in one process)")
+    p.add_argument("--seconds", type=float, default=4.0, help="mean file length (uniform in 0.5x-1.5x)")
+    p.add_argument("--format", choices=("flac", "wav"), default="flac")
+    p.add_argument("--processes", type=comma_list(int), default=[1, 2], help="comma-separated process counts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
+    p.set_defaults(run=audio_check)

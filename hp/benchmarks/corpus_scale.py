@@ -1,6 +1,6 @@
 """VoxCeleb at its real size: the SV prepare, manifests and score stages on a tree of VoxCeleb's layout and counts.
 
-    python -m hp.benchmarks.suite corpus-scale [--root bench/corpus-scale] [--scale 1.0] [--out FILE] [--json]
+    python -m hp.benchmarks corpus-scale [--root bench/corpus-scale] [--scale 1.0] [--out FILE] [--json]
 
 writes (once; cached under --root, keyed by its spec) VoxCeleb1 (1,251 speakers, 153,516 utterances) and
 VoxCeleb2-dev (5,994 speakers, 1,092,009 utterances) as `wav/<speaker>/<video>/<NNNNN>.wav` of short synthetic
@@ -13,7 +13,7 @@ and prints per stage its wall time and peak RSS, and per section of the score st
 
 The clips are short so that the tree fits a laptop's disk: costs that scale with files, trials and speakers are
 real; costs that scale with audio length (decoding, embedding) are not, and `decode_check_real_length` measures the
-audio check again (hp.benchmarks.suite audio-check) on files of VoxCeleb1's mean length, 8.2 s, as WAV and as FLAC.
+audio check again (hp.benchmarks.audio_check) on files of VoxCeleb1's mean length, 8.2 s, as WAV and as FLAC.
 Counts are those of https://www.robots.ox.ac.uk/~vgg/data/voxceleb/ (VoxCeleb1: 1,251 speakers, 153,516 utterances;
 VoxCeleb2 dev: 5,994 speakers, 1,092,009 utterances) and the cleaned lists' line counts.
 """
@@ -263,7 +263,7 @@ def corpus_scale(args: argparse.Namespace) -> dict:
         "scoring_seconds": round(sum(s["seconds"] for s in scoring), 1),
         "score_stage_peak_rss_gb": score["peak_rss_gb"],
         "eer": {name: lst.get("asnorm", lst["cosine"])["eer"] for name, lst in scored["lists"].items()},
-        # the check's rate on files of VoxCeleb's length (hp.benchmarks.suite audio-check), per format
+        # the check's rate on files of VoxCeleb's length (hp.benchmarks.audio_check), per format
         "decode_check_real_length": {fmt: check_rates(args.real_length_files, REAL_LENGTH_SECONDS, fmt,
                                                       [2])["results"] for fmt in ("wav", "flac")},
         "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
@@ -287,4 +287,5 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
+    p.set_defaults(run=corpus_scale)
 
