@@ -5,7 +5,7 @@ import dataclasses
 
 from hp.params import Runtime
 from hp.tasks.task_model import HeadConfig
-from hp.training.loop import TrainConfig
+from hp.training.config import TrainConfig
 
 RUNTIME = Runtime(device="cpu", num_workers=0, log_every=10, checkpoint_every=None, nproc_per_node=1,
                   threads=None)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from hp.training.checkpoint import Checkpoints
 from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
-from hp.training.loop import ShardedSampler
+from hp.training.feeding import ShardedSampler
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = Path(__file__).with_name("training_run.py")
@@ -147,7 +147,7 @@ def test_sampled_execution_under_ddp_matches_the_masked_computation(train_table,
 
 
 def test_resumed_curves_continue_without_repeated_steps(tmp_path):
-    from hp.training.loop import LiveLogger
+    from hp.training.live_log import LiveLogger
 
     live, staging = tmp_path / "live", tmp_path / "checkpoints" / "dvclive"
     logger = LiveLogger(live, staging)

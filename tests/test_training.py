@@ -11,7 +11,8 @@ import hp
 from hp.errors import CheckpointError
 from hp.tasks import TaskModel
 from hp.training.schedules import MarginSchedule
-from hp.training.loop import ParameterAverage, train
+from hp.training.loop import train
+from hp.training.state import ParameterAverage
 from configs import head_config, train_config
 
 HEAD = head_config(heads=2, compression=8, embedding=8)
@@ -127,7 +128,7 @@ def test_the_decay_runs_from_step_zero_under_the_warm_up():
 def test_logged_lr_is_the_authors_schedule_at_every_step(corpus, tmp_path, from_zero, reference):
     """A real short run's DVCLive `lr` curve against the closed form above at every logged step (3 steps per
     epoch, 4 epochs, a 2-epoch warm-up; scale = batch / reference: 2, or 0.5, where not from zero means none)."""
-    from hp.training.loop import LiveLogger
+    from hp.training.live_log import LiveLogger
 
     labels = sorted(corpus["label"].unique())
     torch.manual_seed(0)
@@ -268,7 +269,7 @@ def test_recipes_set_the_authors_optimiser_details():
 def test_weight_decay_reaches_the_optimiser_as_the_params_say(corpus, monkeypatch, weight_decay):
     """finetune.<task>.weight_decay on the weights (0 on every group at the authors' 0); biases, norms, gates
     and lambdas never decay."""
-    import hp.training.loop as training
+    import hp.training.state as training
 
     made = []
     original = training.make_optimizer
@@ -310,7 +311,8 @@ def test_target_zero_fine_tunes_the_dense_model_without_gates(corpus, tmp_path):
     from hp.stages.compact import compact
     from hp.stages.finetune import finetune
     from hp.stages.training import pretrained_frontend
-    from hp.reporting.report import read_curves, training_figure
+    from hp.reporting.figures import training_figure
+    from hp.reporting.outputs import read_curves
 
     params = _dense_params(0)  # as `dvc exp run -S target_sparsity=0` writes it: an int
     manifests = tmp_path / "manifests"
@@ -398,7 +400,7 @@ def test_a_target_above_zero_needs_gates(corpus):
 
 def test_the_margin_ramp_scales_margin_and_penalty_together_and_restores_them():
     from hp.heads.losses import AAMSoftmax
-    from hp.training.loop import MarginRamp
+    from hp.training.state import MarginRamp
 
     loss = AAMSoftmax(4, 3, margin=0.2, topk=1, topk_penalty=0.1)
     ramp = MarginRamp(loss, MarginSchedule(1, 3))
@@ -418,7 +420,7 @@ def test_the_margin_ramp_scales_margin_and_penalty_together_and_restores_them():
 def test_global_batches_resumed_mid_epoch_continue_the_same_micro_batches(corpus):
     """12 utterances, global batch 4 as 2 accumulated micro-batches of 2: 3 steps per epoch. Read from step 4
     (mid-epoch 1), a fresh reader yields exactly the micro-batches the uninterrupted one does from there."""
-    from hp.training.loop import GlobalBatches
+    from hp.training.feeding import GlobalBatches
 
     labels = sorted(corpus["label"].unique())
     cfg = train_config(epochs=3, batch_size=4, grad_accumulation=2, crop_seconds=0.25, device="cpu")

@@ -13,7 +13,7 @@ What is not the same: dropout draws its masks for the computed units only, so wi
 (equally distributed) random masks than the masked computation would; sums over fewer terms round differently
 (float32: ~1e-6 relative).
 
-A frozen gate's fixed mask (hp.training.loop's GateFreeze, without train-time compaction) is skipped the same way in
+A frozen gate's fixed mask (hp.training.schedules.GateFreeze, without train-time compaction) is skipped the same way in
 training: its zeros are constants, so the argument holds unchanged. Eval mode, the switch off and compacted models
 (which hold no zero unit) compute every unit as before.
 """

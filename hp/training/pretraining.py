@@ -12,13 +12,12 @@ The recipe is HuBERT's first iteration (Hsu et al., 2021) with WavLM's utterance
 - utterance mixing: with probability `mix_prob` a segment of another utterance of the batch (at most half the
   crop, at -5..5 dB) is added to an utterance, whose own targets stay; the model must tell the main speaker
   from an interfering one, which is what WavLM adds for speaker tasks.
-The corpus is drawn from hp.data.synth's speech model with its own random streams (corpus code PRETRAIN), so
-none of its speakers is in any mini split, and no label of any kind is used. The model is transformers'
-WavLMModel, saved with save_pretrained: a genuine transformers checkpoint that hp.load_wavlm reads.
+The corpus is drawn from hp.data.synth.speech's model with its own random streams (corpus code PRETRAIN in
+hp.data.synth.streams), so none of its speakers is in any mini split, and no label of any kind is used. The model
+is transformers' WavLMModel, saved with save_pretrained: a genuine transformers checkpoint that hp.load_wavlm reads.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -30,12 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hp.data import synth
 from hp.data.audio import SAMPLE_RATE
+from hp.data.synth.speech import peak_normalise, recording_session, speaker_voice, synthesize
+from hp.data.synth.streams import PRETRAIN, SPEAKER, UTTERANCE, stream
 from hp.model.config import SHAPES
+from hp.training.provenance import PROVENANCE, provenance
 from hp.utils.files import atomic_dir, write_json
 
-PRETRAIN = 3  # corpus code in hp.data.synth's random-stream keys (SV is 1, CM 2)
 WINDOW, HOP = 400, 320  # samples: the WavLM CNN's receptive field and stride
 NFFT, MEL_BANDS, CEPSTRA = 512, 40, 13
 
@@ -68,11 +68,11 @@ class PretrainConfig:
 # ---- unlabeled corpus ------------------------------------------------------------------------------------
 def _utterance(args: tuple[int, int, int, float, float]) -> np.ndarray:
     seed, speaker, k, low, high = args
-    voice = synth.speaker_voice(synth._rng(seed, PRETRAIN, synth.SPEAKER, speaker))
-    rng = synth._rng(seed, PRETRAIN, synth.UTTERANCE, speaker, k)
-    session = synth.recording_session(rng)  # every utterance its own recording conditions
-    wave = synth.synthesize(rng, voice, session, rng.uniform(low, high)).wave
-    return synth._finish(rng, wave).astype(np.float32)
+    voice = speaker_voice(stream(seed, PRETRAIN, SPEAKER, speaker))
+    rng = stream(seed, PRETRAIN, UTTERANCE, speaker, k)
+    session = recording_session(rng)  # every utterance its own recording conditions
+    wave = synthesize(rng, voice, session, rng.uniform(low, high)).wave
+    return peak_normalise(rng, wave).astype(np.float32)
 
 
 def unlabeled_corpus(cfg: PretrainConfig, processes: int = 2, held_out: bool = False) -> list[np.ndarray]:
@@ -283,30 +283,3 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> dict:
         write_json(tmp / PROVENANCE, provenance(record))
     return record
 
-
-PROVENANCE = "hp_pretraining.json"  # beside config.json: says the checkpoint is hp's own (reports label it)
-
-
-def provenance(record: dict) -> dict:
-    """What the checkpoint directory says about itself: the recipe and the corpus, not the curves."""
-    return {"made_by": "hp.training.pretraining", **{k: record[k] for k in ("config", "utterances", "hours", "train_seconds",
-                                                               "held_out", "last")}}
-
-
-def is_hp_pretrained(source: str | Path) -> bool:
-    return (Path(source) / PROVENANCE).is_file()
-
-
-def pretraining_summary(directory: Path, name: str) -> str:
-    """One sentence on how well hp's own front end in `directory` (shown as `name`) learned, from its PROVENANCE
-    (checkpoints made before the held-out evaluation say only how long they trained)."""
-    record = json.loads((directory / PROVENANCE).read_text())
-    cfg, held = record["config"], record.get("held_out")
-    made = (f"`{name}`: {cfg['steps']:,} steps on {record['hours']:.1f} h of {cfg['speakers']} speakers "
-            f"({record['train_seconds'] / 60:.0f} min)")
-    if held is None:
-        return made + "."
-    return (f"{made}; on {held['utterances']} utterances of {cfg['held_out_speakers']} speakers it never heard, it "
-            f"names a masked frame's cluster {held['masked_accuracy']:.1%} of the time (always the most frequent "
-            f"cluster: {held['majority_accuracy']:.1%}), at a cross-entropy of {held['masked_loss']:.2f} nats "
-            f"against the targets' entropy of {held['chance_loss']:.2f}.")
