@@ -193,7 +193,7 @@ def test_a_flac_cut_mid_stream_fails_the_manifests_stage_naming_it(cm_trees, tmp
     assert summary["dev"] == 11 and [d["path"] for d in summary["dropped"]] == [str(cut)]
     assert summary["kept"] == {"train": {"listed": 12, "kept": 12}, "dev": {"listed": 12, "kept": 11},
                                "eval": {"listed": 12, "kept": 12}}
-    from hp.reporting.report import cm_data
+    from hp.reporting.summary import cm_data
     assert cm_data(summary, 2, "ASVspoof 5").endswith("**not the official lists** (drop_invalid): dev: 11 of 12 "
                                                       "kept, 1 lost")
 

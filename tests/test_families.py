@@ -157,7 +157,7 @@ def test_dense_counts_are_transformers_minus_masked_spec_embed(layout):
     assert model.num_params() == TINY_COUNTS[layout] - 32 == ref.num_parameters() - ref.masked_spec_embed.numel()
     assert model.num_params() == model.dense_num_params == model.deterministic_num_params()
     assert model.expected_num_params().item() == pytest.approx(model.num_params(), abs=0.5)
-    # hp's config written back as transformers' builds the same model (hp.benchmarks.suite and hp.training.pretraining do so for WavLM)
+    # hp's config written back as transformers' builds the same model (hp.benchmarks.training and hp.training.pretraining do so for WavLM)
     family = VARIANTS[layout][0]
     with torch.device("meta"):
         again = HF[family][1](HF[family][0](**model.config.to_dict()))

@@ -136,8 +136,8 @@ def test_the_corpus_is_deterministic_and_has_its_own_speakers():
     a, b = P.unlabeled_corpus(cfg, processes=1), P.unlabeled_corpus(cfg, processes=2)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     from hp.data import synth
-    sv = synth.speaker_voice(synth._rng(0, synth.SV, synth.SPEAKER, 0, 0))
-    mine = synth.speaker_voice(synth._rng(0, P.PRETRAIN, synth.SPEAKER, 0))
+    sv = synth.speaker_voice(synth.stream(0, synth.SV, synth.SPEAKER, 0, 0))
+    mine = synth.speaker_voice(synth.stream(0, P.PRETRAIN, synth.SPEAKER, 0))
     assert sv.f0_hz != mine.f0_hz  # other random streams than the SV corpus's speakers
 
 

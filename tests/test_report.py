@@ -6,7 +6,7 @@ import re
 import pytest
 
 from hp.reporting.document import Document
-from hp.reporting.report import ABSENT, changed_params, flatten
+from hp.reporting.summary import ABSENT, changed_params, flatten
 
 PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
 
@@ -104,7 +104,7 @@ def test_sv_section_sets_the_authors_numbers_beside_ours_on_their_data(tmp_path,
     the target (0.68 -> 70%), labelled as theirs; on the mini corpus or another shape, nothing of the kind."""
     from hp.reporting import published
     from hp.model.config import SHAPES
-    from hp.reporting.report import sv_section as _sv
+    from hp.reporting.sv_section import sv_section as _sv
 
     doc = Document("t")
     _sv(doc, sv_result(0.68), corpus, tmp_path, sv_scores(), SHAPES[shape].to_dict())
@@ -123,7 +123,7 @@ def test_cm_section_sets_the_authors_numbers_beside_ours_on_asvspoof5(tmp_path, 
     import pandas as pd
 
     from hp.model.config import SHAPES
-    from hp.reporting.report import cm_section as _cm
+    from hp.reporting.cm_section import cm_section as _cm
 
     split = {"bonafide": 10, "spoof": 30, "eer": 0.05, "min_dcf": 0.2, "act_dcf": 0.3, "cllr": 0.4,
              "raw": {"act_dcf": 0.5, "cllr": 0.6}, "attacks": {}, "codecs": {}}
@@ -159,7 +159,7 @@ def test_sv_section_shows_the_ltas_baseline_when_scored(tmp_path, with_baseline)
     baseline, with a note of what it is; metrics without it give no such row."""
     from hp.evaluation import baselines
     from hp.model.config import SHAPES
-    from hp.reporting.report import BASELINE_LTAS, sv_section as _sv
+    from hp.reporting.sv_section import BASELINE_LTAS, sv_section as _sv
 
     r = sv_result(0.3)
     if with_baseline:
@@ -183,7 +183,9 @@ def test_a_dense_run_beside_a_pruned_one(tmp_path):
     and marks the dense one's panels."""
     import pandas as pd
 
-    from hp.reporting.report import TaskOutputs, _summary, training_figure
+    from hp.reporting.figures import training_figure
+    from hp.reporting.outputs import TaskOutputs
+    from hp.reporting.summary import run_section
 
     steps = pd.DataFrame({"step": range(3), "task_loss": [3.0, 2.0, 1.0], "lr": [1e-3] * 3})
     gated = steps.assign(expected_sparsity=0.1, deterministic_sparsity=0.1, target_sparsity=0.2, lambda1=0.0,
@@ -201,7 +203,7 @@ def test_a_dense_run_beside_a_pruned_one(tmp_path):
 
     doc = Document("t")
     outs = {"cm": outputs(0.0, False, None), "sv": outputs(0.7, None, 2)}  # sv: a finetune.json from before
-    _summary(doc, outs, {"cm": "tiny", "sv": "tiny"}, {"cm": "mini", "sv": "mini"}, {}, [])
+    run_section(doc, outs, {"cm": "tiny", "sv": "tiny"}, {"cm": "mini", "sv": "mini"}, {}, [])
     doc.write(tmp_path / "r.md", tmp_path / "r.html")
     md = (tmp_path / "r.md").read_text()
     assert ("| sparsity (target / achieved, in target_measure) | 0.000 / 0.0000 (params) | 0.700 / 0.7000 (params) |"
@@ -218,7 +220,7 @@ def test_cm_section_marks_unseen_attacks_and_reports_them_pooled(tmp_path):
     import pandas as pd
 
     from hp.model.config import SHAPES
-    from hp.reporting.report import cm_section as _cm
+    from hp.reporting.cm_section import cm_section as _cm
 
     def group(eer, **extra):
         return {"eer": eer, "min_dcf": 0.2, "act_dcf": 0.3, "cllr": 0.4, **extra}
@@ -262,7 +264,8 @@ def test_cm_section_marks_unseen_attacks_and_reports_them_pooled(tmp_path):
 
 
 def test_summary_gives_the_last_loss_beside_its_chance_value(tmp_path):
-    from hp.reporting.report import TaskOutputs, _summary
+    from hp.reporting.outputs import TaskOutputs
+    from hp.reporting.summary import run_section
 
     machine = {"device": "cpu", "cpu": "x", "cores": 2, "torch_threads": 1, "gpu": None}
     data = {"train": 8, "dev": 4, "eval": 4, "test": 4, "trials_per_list": {"O": 6}}
@@ -275,14 +278,14 @@ def test_summary_gives_the_last_loss_beside_its_chance_value(tmp_path):
 
     doc = Document("t")
     outs = {"sv": outputs(final_task_loss=2.5, chance_task_loss=9.4897), "cm": outputs()}  # cm: an older run
-    _summary(doc, outs, {"sv": "tiny", "cm": "tiny"}, {"sv": "mini", "cm": "mini"}, {}, [])
+    run_section(doc, outs, {"sv": "tiny", "cm": "tiny"}, {"sv": "mini", "cm": "mini"}, {}, [])
     doc.write(tmp_path / "r.md", tmp_path / "r.html")
     assert "| task loss: last step / chance | 2.500 / 9.490 | not recorded |" in (tmp_path / "r.md").read_text()
 
 
 def test_a_front_end_pretrained_by_hp_is_told_by_its_provenance_file(tmp_path):
     """What write_report's toy-scale banner keys on (the e2e test reads the banner itself)."""
-    from hp.training.pretraining import PROVENANCE, is_hp_pretrained
+    from hp.training.provenance import PROVENANCE, is_hp_pretrained
 
     (tmp_path / "own").mkdir()
     (tmp_path / "own" / PROVENANCE).write_text("{}")
@@ -298,14 +301,14 @@ def test_a_front_end_pretrained_by_hp_is_told_by_its_provenance_file(tmp_path):
     (0.05, 0.6, "misses the target by -0.1000** (tolerance 0.05)"),  # as a run recorded before the check failed
 ])
 def test_the_report_marks_a_run_outside_its_sparsity_tolerance(tolerance, achieved, mark):
-    from hp.reporting.report import _sparsity
+    from hp.reporting.summary import _sparsity
 
     text = _sparsity({"target_sparsity": 0.7, "achieved_sparsity": achieved, "sparsity_tolerance": tolerance})
     assert text.startswith(f"0.700 / {achieved:.4f}") and (mark in text if mark else "misses" not in text)
 
 
 def test_the_report_gives_both_measures_of_a_run():
-    from hp.reporting.report import _measures, _sparsity
+    from hp.reporting.summary import _measures, _sparsity
 
     scored = {"target_sparsity": 0.7, "target_measure": "macs", "achieved_sparsity": 0.705, "sparsity_tolerance": 0.01,
               "params_sparsity": 0.4321, "macs_sparsity": 0.705, "macs_reference_seconds": 4.0}

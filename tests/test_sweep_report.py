@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from hp.reporting.sweep import collect, error_bars, main, pareto_front, write_sweep_report
+from hp.reporting.experiments import collect
+from hp.reporting.pareto import error_bars, pareto_front
+from hp.reporting.sweep import main
+from hp.reporting.sweep_report import write_sweep_report
 from pipeline_repo import run
 
 # The fake stage: parameters and latency fall with the target; SV's EER rises with it (every point on the front),
@@ -314,7 +317,8 @@ def test_each_run_is_compared_with_the_dense_one_on_the_same_trials(tmp_path):
     its row, without a comparison, and says so."""
     from hp.evaluation.bootstrap import Bootstrap, paired
     from hp.evaluation.metrics import SV_COSTS
-    from hp.reporting.sweep import cached_trials, vs_dense_sentence
+    from hp.reporting.sweep import cached_trials
+    from hp.reporting.sweep_report import vs_dense_sentence
 
     rng = np.random.default_rng(0)
     speakers = np.repeat(np.arange(10), 3)

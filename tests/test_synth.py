@@ -193,7 +193,7 @@ def test_replaces_root_only_when_complete(tmp_path, monkeypatch):
         return real(*args)
 
     real = synth.synthesize
-    monkeypatch.setattr(synth, "synthesize", crash_on_third)
+    monkeypatch.setattr(synth.speech, "synthesize", crash_on_third)  # the writers look it up there as they draw
     with pytest.raises(RuntimeError):
         synth.write_sv_corpus(root, train_speakers=2, test_speakers=2, min_seconds=1.0, max_seconds=1.0)
     assert [p.name for p in tmp_path.iterdir()] == ["corpus"] and [p.name for p in root.iterdir()] == ["stale.txt"]
@@ -304,7 +304,7 @@ def test_codec_channels():
     """Each channel of CM_CODECS on one utterance: same length, audibly changed; band limiting leaves nothing
     outside the band (the input had plenty there); quantisation leaves at most 2 ** bits levels, mu-law ones
     finer near zero than coarse linear ones."""
-    rng = synth._rng(0, 99)
+    rng = synth.stream(0, 99)
     voice = synth.speaker_voice(rng)
     wave = synth.synthesize(rng, voice, synth.recording_session(rng), 1.5).wave
     wave /= np.abs(wave).max()
@@ -334,14 +334,14 @@ def test_unseen_attacks_are_closer_to_bona_fide_than_the_seen_ones():
     faithfully as A02 does."""
     features, spectra = {name: [] for name in ["bonafide", *synth.CM_SPOOFERS]}, {a: [] for a in synth.CM_SPOOFERS}
     for s in range(6):
-        voice = synth.speaker_voice(synth._rng(7, s))
+        voice = synth.speaker_voice(synth.stream(7, s))
         for k in range(2):
-            rng = synth._rng(7, s, k)
+            rng = synth.stream(7, s, k)
             utterance = synth.synthesize(rng, voice, synth.recording_session(rng), 2.0)
             reference = log_spectrum(utterance.wave / np.abs(utterance.wave).max())
             features["bonafide"].append(spoof_features(utterance.wave / np.abs(utterance.wave).max()))
             for attack, spoof in synth.CM_SPOOFERS.items():
-                wave = spoof(synth._rng(8, s, k), utterance)
+                wave = spoof(synth.stream(8, s, k), utterance)
                 wave /= np.abs(wave).max()
                 features[attack].append(spoof_features(wave))
                 difference = (log_spectrum(wave) - reference)[:200]

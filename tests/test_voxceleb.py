@@ -87,7 +87,7 @@ def test_trial_naming_a_missing_file_fails_with_file_and_line(trees, tmp_path):
 def test_drop_invalid_says_per_list_how_many_trials_were_lost(trees, tmp_path):
     """A cut test file with drop_invalid: the trials naming it go, and summary.json (and the report's data line)
     say per official list how many of its trials were kept; blank lines in a list are no trials."""
-    from hp.reporting.report import sv_data
+    from hp.reporting.summary import sv_data
 
     vox1 = tmp_path / "vox1"
     shutil.copytree(trees["voxceleb1"], vox1)
