@@ -3,7 +3,7 @@
 A bundle is the directory the pipeline's export stage writes (models/<task>/export, see hp.deploy.export): the
 compacted model for PyTorch, the same graph as ONNX, and scoring.json (thresholds, the SV mean embedding, the CM
 calibration). Audio is read with soundfile (WAV, FLAC, OGG, ...), averaged over channels and resampled to 16 kHz
-(hp.data.resample). Every input is checked before the model runs, and output files are written whole or not at
+(hp.data.audio.read_audio). Every input is checked before the model runs, and output files are written whole or not at
 all: a user error (a missing or unreadable file, audio too short, the wrong bundle) prints one line naming the
 file and exits with status 2, leaving nothing behind.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from hp.data import audio
 from hp.data.audio import SAMPLE_RATE, pad_batch
-from hp.data.resample import resample
 from hp.errors import TRACEBACK_ENV, CheckpointError, HPError, one_line
 from hp.evaluation.scoring import length_batches
 from hp.utils.files import atomic_path
@@ -45,17 +45,6 @@ class AudioInfo:
     samples: int  # at 16 kHz, after resampling
 
 
-def _open_error(path: str, e: Exception) -> CliError:
-    if not os.path.exists(path):
-        return CliError(f"{path}: file not found")
-    if os.path.isdir(path):
-        return CliError(f"{path}: is a directory, not an audio file")
-    if not os.access(path, os.R_OK):
-        return CliError(f"{path}: permission denied")
-    reason = getattr(e, "error_string", None) or str(e)
-    return CliError(f"{path}: not a readable audio file ({reason.strip().rstrip('.')})")
-
-
 def probe_audio(path: str, min_samples: int) -> AudioInfo:
     """Length of `path` at 16 kHz from its header; errors (one line, naming the file) if it cannot be read, is
     empty or shorter than `min_samples`."""
@@ -63,7 +52,7 @@ def probe_audio(path: str, min_samples: int) -> AudioInfo:
         with sf.SoundFile(path) as f:
             frames, rate = f.frames, f.samplerate
     except (sf.SoundFileError, OSError) as e:
-        raise _open_error(path, e) from None
+        raise CliError(audio.unreadable(path, e)) from None
     samples = -(-frames * SAMPLE_RATE // rate)  # as resample() returns
     _check_length(path, samples, min_samples)
     return AudioInfo(path, samples)
@@ -78,15 +67,8 @@ def _check_length(path: str, samples: int, min_samples: int) -> None:
 
 
 def read_audio(path: str, min_samples: int = 0) -> np.ndarray:
-    """Mono float32 samples of `path` at 16 kHz: any format and rate soundfile reads, channels averaged."""
-    try:
-        wave, rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.SoundFileError, OSError) as e:
-        raise _open_error(path, e) from None
-    mono = wave[:, 0] if wave.shape[1] == 1 else wave.mean(axis=1, dtype=np.float64).astype(np.float32)
-    if not np.isfinite(mono).all():
-        raise CliError(f"{path}: holds NaN or infinite samples")
-    mono = resample(mono, rate, SAMPLE_RATE)
+    """`path` read as user input (hp.data.audio.read_audio: any rate, channels averaged), checked for length."""
+    mono = audio.read_audio(path, user_input=True)
     _check_length(path, len(mono), min_samples)
     return mono
 

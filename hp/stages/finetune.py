@@ -6,7 +6,8 @@ from pathlib import Path
 from hp.params import target_measure, target_sparsity
 from hp.stages.training import pretrained_frontend, run_training, training_configs, training_setup
 from hp.tasks.task_model import HeadConfig, TaskModel
-from hp.training.loop import TrainConfig, seed_everything
+from hp.training.config import TrainConfig
+from hp.training.state import seed_everything
 from hp.utils.files import write_json
 
 

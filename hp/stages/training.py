@@ -17,7 +17,9 @@ from hp.params import checked_keys, model_config, runtime, section, typed
 from hp.utils.profiling import hardware
 from hp.tasks import get_task
 from hp.tasks.task_model import HeadConfig, TaskModel
-from hp.training.loop import LiveLogger, TrainConfig, train
+from hp.training.config import TrainConfig
+from hp.training.live_log import LiveLogger
+from hp.training.loop import train
 
 TINY = "tiny"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from hp.params import checked_keys, section
 from hp.stages.training import head_config, pretrained_frontend, run_training, training_configs, training_setup
 from hp.tasks.task_model import TaskModel
-from hp.training.loop import TrainConfig, seed_everything
+from hp.training.config import TrainConfig
+from hp.training.state import seed_everything
 from hp.utils.files import atomic_dir, write_json
 
 
