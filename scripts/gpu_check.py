@@ -33,7 +33,7 @@ LARGE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, int
 def parity(shape: str, hf_kwargs: dict, device: torch.device) -> float:
     torch.manual_seed(0)
     ref = transformers.WavLMModel(transformers.WavLMConfig(**hf_kwargs)).eval().to(device)
-    model = hp.WavLM(hp.WavLMConfig.from_dict(ref.config.to_dict()), prune_units=()).eval()
+    model = hp.Frontend(hp.FrontendConfig.from_dict(ref.config.to_dict()), prune_units=()).eval()
     model.load_state_dict(state_dict_from_hf({k: v.cpu() for k, v in ref.state_dict().items()}, model.config, shape))
     model.to(device)
     wave = torch.randn(4, 48000, device=device)
@@ -49,7 +49,7 @@ def compaction(device: torch.device) -> dict:
     g = torch.Generator().manual_seed(0)
     worst, exact = 0.0, True
     for trial in range(5):
-        model = hp.WavLM(hp.SHAPES["base-plus"]).eval()
+        model = hp.Frontend(hp.SHAPES["base-plus"]).eval()
         with torch.no_grad():
             for gate in model.gates().values():
                 gate.log_alpha.copy_(torch.randn(gate.n, generator=g) * (1.0 + trial))
@@ -63,7 +63,7 @@ def compaction(device: torch.device) -> dict:
 
 
 def train_step(device: torch.device) -> dict:
-    model = hp.WavLM(hp.SHAPES["base-plus"]).train().to(device)
+    model = hp.Frontend(hp.SHAPES["base-plus"]).train().to(device)
     controller = hp.SparsityController(0.7, warmup_steps=10).to(device)
     main, reg = hp.param_groups(model, controller, lr=1e-4, reg_lr=0.05)
     opt, reg_opt = torch.optim.AdamW(main), torch.optim.AdamW(reg)

@@ -2,9 +2,9 @@
 import sys
 from pathlib import Path
 
-from hp.utils import distributed
 from hp.params import load_params, runtime
 from hp.stages.warmup import check, warmup
+from hp.utils import distributed
 
 task = sys.argv[1]
 params = load_params()

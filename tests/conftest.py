@@ -40,11 +40,11 @@ def random_hf_model(name: str, seed: int = 0, **changes) -> transformers.WavLMMo
     return model
 
 
-def hp_config(name: str, **changes) -> hp.WavLMConfig:
-    return hp.WavLMConfig.from_dict(hf_config(name, **changes).to_dict())
+def hp_config(name: str, **changes) -> hp.FrontendConfig:
+    return hp.FrontendConfig.from_dict(hf_config(name, **changes).to_dict())
 
 
-def randomise_gates(model: hp.WavLM, generator: torch.Generator, spread: float = 4.0) -> None:
+def randomise_gates(model: hp.Frontend, generator: torch.Generator, spread: float = 4.0) -> None:
     """log_alpha ~ N(0, spread^2): masks that prune a good share of every unit type, soft values in (0, 1)."""
     with torch.no_grad():
         for gate in model.gates().values():

@@ -13,15 +13,15 @@ import torch
 import yaml
 
 import hp
+from hp.data.manifest import DataError
+from hp.errors import ConfigError
 from hp.evaluation import metrics
 from hp.evaluation.bootstrap import Bootstrap
 from hp.evaluation.calibration import fit_logistic
-from hp.data.manifest import DataError
-from hp.errors import ConfigError
+from hp.evaluation.scoring import cm_breakdown, score_cm, seen_attacks
 from hp.heads.losses import SoftmaxClassifier
 from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
-from hp.evaluation.scoring import cm_breakdown, score_cm, seen_attacks
 from hp.tasks import CM_LABELS, TaskModel
 from configs import head_config
 
@@ -276,11 +276,11 @@ def test_class_weights_weight_the_cross_entropy():
     w = torch.tensor([0.1, 0.9])[y]
     assert torch.allclose(head(x, y), -(w * logp).sum() / w.sum())
     assert "weights" not in head.state_dict()  # they come from the config, checkpoints keep one layout
-    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS),
+    model = TaskModel("cm", hp.Frontend(hp.SHAPES["tiny"]), list(CM_LABELS),
                       head_config(heads=2, compression=8, embedding=8, class_weights={"bonafide": 0.9, "spoof": 0.1}))
     assert model.loss.weights.tolist() == pytest.approx([0.1, 0.9])  # in CM_LABELS order: spoof, bona fide
     with pytest.raises(ValueError, match="class_weights must name each of the labels"):
-        TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS), head_config(class_weights={"bonafide": 1.0}))
+        TaskModel("cm", hp.Frontend(hp.SHAPES["tiny"]), list(CM_LABELS), head_config(class_weights={"bonafide": 1.0}))
     with pytest.raises(ValueError, match="class_weights must be null or a mapping"):
         head_config(class_weights={"bonafide": -1.0, "spoof": 1.0})
 
@@ -304,7 +304,7 @@ def test_cm_projection_is_batch_norm_relu_linear_as_the_authors():
                + head.norm.bias)
     torch.testing.assert_close(head.logits(x), torch.relu(running) @ head.linear.weight.T + head.linear.bias)
     torch.testing.assert_close(head.logits(x[:1]), head.logits(x)[:1])
-    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS), head_config(heads=2, compression=8,
+    model = TaskModel("cm", hp.Frontend(hp.SHAPES["tiny"]), list(CM_LABELS), head_config(heads=2, compression=8,
                                                                                         embedding=8))
     assert [type(m).__name__ for m in model.loss.children()] == ["BatchNorm1d", "Linear"]
     assert {k for k in model.state_dict() if k.startswith("loss.")} == {
@@ -378,7 +378,7 @@ def _manifest(split: str, n: int, seed: int, tmp_path: Path) -> pd.DataFrame:
 
 def test_score_cm_calibrates_on_dev_and_applies_to_eval(tmp_path):
     torch.manual_seed(0)
-    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), list(CM_LABELS),
+    model = TaskModel("cm", hp.Frontend(hp.SHAPES["tiny"]), list(CM_LABELS),
                       head_config(heads=2, compression=8, embedding=8)).eval()
     with torch.no_grad():  # make the untrained model's logit difference vary between utterances
         model.loss.linear.weight.mul_(50)

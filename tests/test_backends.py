@@ -227,7 +227,7 @@ def test_mean_norm_setting_is_checked_and_used_by_the_task_model():
     with pytest.raises(ValueError, match="mean_norm must be null or one of"):
         head_config(mean_norm="time")
     torch.manual_seed(0)
-    frontend = hp.WavLM(hp.SHAPES["tiny"], prune_units=()).eval()
+    frontend = hp.Frontend(hp.SHAPES["tiny"], prune_units=()).eval()
     with torch.no_grad():  # a LayerNorm at its init (1, 0) leaves every frame's channel mean at 0 already
         for name, p in frontend.named_parameters():
             if "norm" in name:

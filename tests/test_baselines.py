@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from hp.evaluation import baselines
 from hp.data.audio import SAMPLE_RATE
+from hp.evaluation import baselines
 
 
 def reference_ltas(wave: np.ndarray, window=400, hop=160, n_fft=512, floor=1e-10) -> np.ndarray:

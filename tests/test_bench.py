@@ -30,7 +30,7 @@ def test_compaction_benchmark_prints_json_and_saves(tmp_path, capsys):
 
 def test_draw_masks_hits_target_and_uses_every_unit_type():
     torch.manual_seed(0)
-    model = hp.WavLM(hp.SHAPES["tiny"].replace(num_hidden_layers=4, intermediate_size=512)).eval()
+    model = hp.Frontend(hp.SHAPES["tiny"].replace(num_hidden_layers=4, intermediate_size=512)).eval()
     draw_masks(model, 0.6, seed=1)
     assert 1 - model.deterministic_num_params() / model.dense_num_params == pytest.approx(0.6, abs=0.005)
     kinds = {name.rsplit(".", 1)[-1] + ("" if "block" not in name else name.split(".")[-2])
@@ -42,7 +42,7 @@ def test_mac_count_includes_attention():
     """FlopCounterMode has no formula for CPU SDPA; count_macs adds it: 2 * T^2 * D per layer (QK^T, AV)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = hp.WavLM(hp.SHAPES["tiny"], prune_units=()).eval()
+    model = hp.Frontend(hp.SHAPES["tiny"], prune_units=()).eval()
     wave = torch.randn(1, 16000)
     frames = model.frame_lengths(torch.tensor(16000)).item()
     c = model.config
@@ -157,12 +157,12 @@ def test_latency_benchmark_times_saved_models(tmp_path, capsys):
     from configs import head_config
 
     torch.manual_seed(0)
-    model = TaskModel("cm", hp.WavLM(hp.SHAPES["tiny"]), ["bonafide", "spoof"], head_config())
+    model = TaskModel("cm", hp.Frontend(hp.SHAPES["tiny"]), ["bonafide", "spoof"], head_config())
     draw_masks(model.frontend, 0.5, seed=0)
     model.save(tmp_path / "gated")
     model.compacted().save(tmp_path / "small")
     main(["latency", str(tmp_path / "gated"), str(tmp_path / "small"), "--seconds", "1", "--repeats", "2",
                 "--json"])
     gated, small = json.loads(capsys.readouterr().out)["models"]
-    assert small["macs_frontend"] == gated["macs_frontend"] < hp.WavLM(hp.SHAPES["tiny"]).num_macs(1.0)
+    assert small["macs_frontend"] == gated["macs_frontend"] < hp.Frontend(hp.SHAPES["tiny"]).num_macs(1.0)
     assert small["macs"] < gated["macs"] and small["params_frontend"] < gated["params_frontend"]

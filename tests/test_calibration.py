@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from hp.evaluation.calibration import QMF_COLUMNS, LinearCalibration, fit_logistic, qmf_features, sample_trials
 from hp.errors import ConfigError
+from hp.evaluation.calibration import QMF_COLUMNS, LinearCalibration, fit_logistic, qmf_features, sample_trials
 from hp.evaluation.metrics import cllr
 
 # Two equal-variance Gaussian classes: the true LLR is linear, w = (mu1 - mu0) / sd^2, b = (mu0^2 - mu1^2) / 2sd^2.

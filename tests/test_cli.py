@@ -10,13 +10,13 @@ import pytest
 import soundfile as sf
 import torch
 
-import hp.deploy.cli
-from hp.deploy.cli import main
 from hp.data import resample as rs
 from hp.data.audio import SAMPLE_RATE
+import hp.deploy.cli
+from hp.deploy.cli import main
 from hp.deploy.export import Bundle
 from hp.model.config import SHAPES
-from hp.model.wavlm import WavLM
+from hp.model.frontend import Frontend
 from hp.tasks import TaskModel
 from hp.utils.files import write_json
 
@@ -36,7 +36,7 @@ def small_model(task: str, norm: str, seed: int) -> TaskModel:
                                     conv_bias=norm == "layer")
     torch.manual_seed(seed)
     labels = ["spk1", "spk2", "spk3"] if task == "sv" else ["spoof", "bonafide"]
-    model = TaskModel(task, WavLM(config), labels, HEAD)
+    model = TaskModel(task, Frontend(config), labels, HEAD)
     with torch.no_grad():
         randomise_gates(model.frontend, torch.Generator().manual_seed(seed), spread=1.5)
     return model.compacted()

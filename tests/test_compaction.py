@@ -32,7 +32,7 @@ def test_compact_equals_gated_eval_at_random_masks(name):
     wave, lengths = torch.randn(3, 9000), torch.tensor([9000, 7000, 3000])
     removed_blocks = 0
     for trial in range(12):
-        model = hp.WavLM(hp_config(name, num_hidden_layers=3)).eval()
+        model = hp.Frontend(hp_config(name, num_hidden_layers=3)).eval()
         randomise_gates(model, g, spread=2.0 + trial)  # wider spreads remove whole blocks more often
         small = hp.compact(model)
         assert not small.gates()
@@ -51,7 +51,7 @@ def test_compact_equals_gated_eval_at_random_masks(name):
 def test_counts_exact_for_any_subset_of_unit_types(name, units):
     g = torch.Generator().manual_seed(hash(units) % 1000)
     for _ in range(5):
-        model = hp.WavLM(hp_config(name), prune_units=units).eval()
+        model = hp.Frontend(hp_config(name), prune_units=units).eval()
         randomise_gates(model, g)
         small = hp.compact(model)
         assert small.num_params() == model.deterministic_num_params()
@@ -64,7 +64,7 @@ def test_counts_exact_for_any_subset_of_unit_types(name, units):
 
 
 def test_block_removed_entirely_and_heads_keep_original_indices():
-    model = hp.WavLM(hp_config("tiny-pre", num_hidden_layers=3)).eval()
+    model = hp.Frontend(hp_config("tiny-pre", num_hidden_layers=3)).eval()
     with torch.no_grad():
         for gate in model.gates().values():
             gate.log_alpha.fill_(10.0)
@@ -83,7 +83,7 @@ def test_block_removed_entirely_and_heads_keep_original_indices():
 
 def test_compacting_twice_is_stable():
     g = torch.Generator().manual_seed(3)
-    model = hp.WavLM(hp_config("tiny-post")).eval()
+    model = hp.Frontend(hp_config("tiny-post")).eval()
     randomise_gates(model, g)
     once = hp.compact(model)
     twice = hp.compact(once)
@@ -94,10 +94,10 @@ def test_compacting_twice_is_stable():
 
 def test_compacted_model_can_be_gated_and_pruned_again():
     g = torch.Generator().manual_seed(4)
-    model = hp.WavLM(hp_config("tiny-post")).eval()
+    model = hp.Frontend(hp_config("tiny-post")).eval()
     randomise_gates(model, g, spread=1.0)
     small = hp.compact(model)
-    regated = hp.WavLM(small.config, small.structure)
+    regated = hp.Frontend(small.config, small.structure)
     regated.load_state_dict(small.state_dict(), strict=False)
     randomise_gates(regated.eval(), g, spread=1.0)
     smaller = hp.compact(regated)
@@ -109,7 +109,7 @@ def test_compacted_model_can_be_gated_and_pruned_again():
 
 @pytest.mark.parametrize("name", LAYOUTS)
 def test_save_and_load_round_trip(tmp_path, name):
-    model = hp.WavLM(hp_config(name)).eval()
+    model = hp.Frontend(hp_config(name)).eval()
     randomise_gates(model, torch.Generator().manual_seed(5))
     small = hp.compact(model)
     hp.save_compact(small, tmp_path / "m")
@@ -122,12 +122,12 @@ def test_save_and_load_round_trip(tmp_path, name):
 
 def test_save_refuses_gated_model(tmp_path):
     with pytest.raises(ValueError, match="compact"):
-        hp.save_compact(hp.WavLM(hp.SHAPES["tiny"]), tmp_path / "m")
+        hp.save_compact(hp.Frontend(hp.SHAPES["tiny"]), tmp_path / "m")
     assert not (tmp_path / "m").exists()
 
 
 def test_load_compact_errors_name_the_file(tmp_path):
-    small = hp.compact(hp.WavLM(hp.SHAPES["tiny"]).eval())
+    small = hp.compact(hp.Frontend(hp.SHAPES["tiny"]).eval())
     d = tmp_path / "m"
     hp.save_compact(small, d)
     (d / "structure.json").write_text('{"conv_channels": [1, 2], "layers": []}')
@@ -171,8 +171,8 @@ def test_structure_json_round_trip_and_validation():
 def test_expected_count_is_exact_at_full_size():
     """float64 counting: at saturated gates the Base+ count (94M) is exact, not float32-rounded."""
     with torch.device("meta"):
-        shape = hp.WavLM(hp.SHAPES["base-plus"])
-    model = hp.WavLM(hp.SHAPES["base-plus"].replace(num_hidden_layers=2), prune_units=("head", "interm"))
+        shape = hp.Frontend(hp.SHAPES["base-plus"])
+    model = hp.Frontend(hp.SHAPES["base-plus"].replace(num_hidden_layers=2), prune_units=("head", "interm"))
     with torch.no_grad():
         for gate in model.gates().values():
             gate.log_alpha.fill_(40.0)

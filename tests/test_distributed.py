@@ -10,9 +10,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from hp.training.checkpoint import Checkpoints
 from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
+from hp.training.checkpoint import Checkpoints
 from hp.training.feeding import ShardedSampler
 
 ROOT = Path(__file__).resolve().parents[1]

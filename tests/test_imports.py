@@ -58,12 +58,71 @@ def test_circles_are_found():
 
 def test_no_import_circle():
     graph = import_graph()
-    assert "hp.model.wavlm" in graph["hp.model.io"] and "hp.tasks.base" in graph["hp.tasks.sv"]  # read as meant
+    assert "hp.model.frontend" in graph["hp.model.io"] and "hp.tasks.base" in graph["hp.tasks.sv"]  # read as meant
     assert [sorted(c) for c in circles(graph)] == []
-    # the circles broken in issue 34 would be caught: hp.model.wavlm's save() importing hp.model.io back, and a
+    # the circles broken in issue 34 would be caught: hp.model.frontend's save() importing hp.model.io back, and a
     # task forwarding its report section to hp.reporting.sv_section, which asked hp.tasks for the task
-    graph["hp.model.wavlm"].add("hp.model.io")
+    graph["hp.model.frontend"].add("hp.model.io")
     graph["hp.tasks.sv"].add("hp.reporting.sv_section")
     graph["hp.reporting.sv_section"].add("hp.tasks")
-    assert sorted(map(sorted, circles(graph))) == [["hp.model.io", "hp.model.wavlm"],
+    assert sorted(map(sorted, circles(graph))) == [["hp.model.frontend", "hp.model.io"],
                                                    ["hp.reporting.sv_section", "hp.tasks", "hp.tasks.sv"]]
+
+
+# hp's packages from the top down (ARCHITECTURE: stages -> tasks -> training/evaluation -> model/data): a module
+# imports only from its own package or from a lower layer, so the role folders read as a map of who uses whom.
+LAYERS = (
+    ("hp.__main__", "hp.stages", "hp.benchmarks"),  # entry points: a DVC stage, the CLI, the benchmarks
+    ("hp.reporting", "hp.deploy"),  # what reads a finished run: the report and the sweep, export and the CLI
+    ("hp.tasks",),  # what differs between SV and CM, and the network both train
+    ("hp.training",),
+    ("hp.params",),  # params.yaml read into typed configs
+    ("hp.evaluation", "hp.heads"),
+    ("hp.model", "hp.data"),
+    ("hp.measure", "hp.utils", "hp.errors", "hp.version"),
+)
+
+
+def layer(module: str) -> int:
+    for depth, packages in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in packages):
+            return depth
+    raise AssertionError(f"{module}: in no layer of LAYERS (add it where it belongs)")
+
+
+def package(module: str) -> str:
+    return next(p for packages in LAYERS for p in packages if module == p or module.startswith(p + "."))
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() if a != "hp" for b in targets
+                  if b != "hp" and package(a) != package(b) and layer(b) <= layer(a))
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph()
+    assert "hp.tasks.task_model" in graph["hp.stages.finetune"]  # read as meant
+    assert upward(graph) == []
+    graph["hp.training.loop"].add("hp.tasks.task_model")  # the arrow a runtime import of TaskModel would add
+    graph["hp.model.io"].add("hp.data.audio")  # a peer in the same layer: not down, so refused too
+    assert upward(graph) == ["hp.model.io -> hp.data.audio", "hp.training.loop -> hp.tasks.task_model"]
+
+
+def test_one_name_per_class():
+    """The code says Frontend and FrontendConfig; transformers' names WavLM and WavLMConfig are aliases at the
+    package's face only (hp, hp.model), for users."""
+    import ast
+
+    import hp
+
+    assert hp.WavLM is hp.Frontend and hp.WavLMConfig is hp.FrontendConfig
+    faces = {ROOT / "hp" / "__init__.py", ROOT / "hp" / "model" / "__init__.py"}
+    used = []
+    for path in sorted((ROOT / "hp").rglob("*.py")) + sorted((ROOT / "stages").rglob("*.py")):
+        if path in faces:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.id] if isinstance(node, ast.Name) else [a.asname or a.name for a in node.names]
+                     if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hp") else [])
+            used += [f"{path.relative_to(ROOT)}: {n}" for n in names if n in ("WavLM", "WavLMConfig")]
+    assert used == []

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from hp.evaluation import metrics
 from hp.data.interop import read_trial_scores
+from hp.evaluation import metrics
 from hp.evaluation.metrics import CM_C_FA, CM_C_MISS, CM_P_TARGET
 from pipeline_repo import ROOT, learning_cm, learning_sv, make_repo, run, small_params
 from stage_deps import recorded_mismatches

@@ -14,12 +14,12 @@ import hp
 from hp.data import asvspoof, manifest, voxceleb
 from hp.data.manifest import DataError, Validation, read_trials
 from hp.errors import ConfigError
-from hp.heads.pooling import MHFA, GradMultiply
 from hp.heads.losses import AAMSoftmax
+from hp.heads.pooling import MHFA, GradMultiply
 from hp.params import ExportConfig, ManifestsConfig, ScoreConfig, load_params, runtime, section, typed
+from hp.stages.training import training_configs
 from hp.tasks import get_task
 from hp.tasks import TaskModel
-from hp.stages.training import training_configs
 
 from conftest import ROOT_DIR
 from configs import head_config, train_config
@@ -169,7 +169,7 @@ def test_task_model_save_load_and_compaction(tmp_path, task):
     torch.manual_seed(0)
     labels = ["a", "b", "c"] if task == "sv" else ["spoof", "bonafide"]
     head = head_config(heads=4, compression=16, embedding=8, subcenters=2, topk=1)  # sub-centre weights round-trip
-    model = TaskModel(task, hp.WavLM(hp.SHAPES["tiny"]), labels, head)
+    model = TaskModel(task, hp.Frontend(hp.SHAPES["tiny"]), labels, head)
     model.save(tmp_path / "m")
     loaded = TaskModel.load(tmp_path / "m").eval()
     wave, lengths = torch.randn(2, 8000), torch.tensor([8000, 5000])
@@ -232,7 +232,8 @@ def test_train_freezes_the_structure_once_close_to_the_target(tmp_path, toleranc
         _wav(path, seconds=0.5)
         rows.append({"path": str(path), "duration_s": 0.5, "label": "ab"[i % 2]})
     torch.manual_seed(0)
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), ["a", "b"], head_config(heads=2, compression=8, embedding=8))
+    head = head_config(heads=2, compression=8, embedding=8)
+    model = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), ["a", "b"], head)
     cfg = train_config(target_sparsity=0.3, epochs=3, batch_size=4, crop_seconds=0.5, lr=1e-3, reg_lr=0.2,
                       sparsity_warmup_epochs=1, freeze_tolerance=tolerance, log_every=1)
     curves = _Curves(model)

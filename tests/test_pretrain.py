@@ -1,4 +1,5 @@
-"""The mini front end's self-supervised pretraining (hp/training/pretraining.py) and the committed checkpoint it made."""
+"""The mini front end's self-supervised pretraining (hp/training/pretraining.py) and the committed checkpoint it
+made."""
 import json
 import math
 
@@ -8,8 +9,8 @@ import torch
 import transformers
 
 import hp
-from hp.training import pretraining as P
 from hp.model.config import SHAPES
+from hp.training import pretraining as P
 from parity import compare
 
 from conftest import ROOT_DIR
@@ -58,7 +59,7 @@ def test_mfcc_matches_an_independent_reference_and_the_cnn_frames():
     expected = numpy_mfcc(wave)
     # float64 on both sides; log-mel values are O(10): 1e-8 is rounding, any formula slip is >1e-3
     np.testing.assert_allclose(got, expected, atol=1e-8)
-    model = hp.WavLM(SHAPES["tiny"], prune_units=())
+    model = hp.Frontend(SHAPES["tiny"], prune_units=())
     assert len(got) == int(model.frame_lengths(torch.tensor([len(wave)]))[0])  # one target per CNN frame
 
 

@@ -102,8 +102,8 @@ def sv_scores():
 def test_sv_section_sets_the_authors_numbers_beside_ours_on_their_data(tmp_path, corpus, shape, shown):
     """On VoxCeleb with a Base+ or Large front end the SV section shows their EER per list at their ratio nearest
     the target (0.68 -> 70%), labelled as theirs; on the mini corpus or another shape, nothing of the kind."""
-    from hp.reporting import published
     from hp.model.config import SHAPES
+    from hp.reporting import published
     from hp.reporting.sv_section import sv_section as _sv
 
     doc = Document("t")
@@ -142,8 +142,8 @@ def test_cm_section_sets_the_authors_numbers_beside_ours_on_asvspoof5(tmp_path, 
 
 
 def test_anchor_shapes_and_ratios():
-    from hp.reporting import published
     from hp.model.config import SHAPES
+    from hp.reporting import published
 
     hub_base_plus = {**SHAPES["base-plus"].to_dict(), "layerdrop": 0.05, "hidden_dropout": 0.1}
     assert published.shape_of(hub_base_plus) == "base-plus" and published.shape_of(SHAPES["large"].to_dict()) == "large"

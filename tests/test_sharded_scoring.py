@@ -10,10 +10,10 @@ import torch
 import yaml
 
 import hp
-from hp.utils import distributed
 from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
 from hp.tasks import CM_LABELS, TaskModel
+from hp.utils import distributed
 from configs import head_config
 from pipeline_repo import ROOT, run_stage, small_params
 
@@ -52,7 +52,7 @@ def test_two_gloo_processes_score_as_one(tmp_path, task):
     torch.manual_seed(0)
     labels = sorted(pd.read_parquet(data / "manifests" / "train.parquet")["label"].unique()) if task == "sv" \
         else list(CM_LABELS)
-    TaskModel(task, hp.WavLM(hp.SHAPES["tiny"], prune_units=()), labels,
+    TaskModel(task, hp.Frontend(hp.SHAPES["tiny"], prune_units=()), labels,
               head_config(heads=2, compression=8, embedding=8)).save(tmp_path / "models" / task / "compact")
     (tmp_path / "metrics" / task).mkdir(parents=True)
     (tmp_path / "metrics" / task / "compact.json").write_text(json.dumps(

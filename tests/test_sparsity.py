@@ -32,7 +32,7 @@ def test_lagrangian_value_and_gradient_signs():
 
 
 def test_param_groups_split_model_gates_and_lambdas():
-    model = hp.WavLM(hp.SHAPES["tiny"])
+    model = hp.Frontend(hp.SHAPES["tiny"])
     head = torch.nn.Linear(64, 3)  # a back-end in the same optimiser
     ctl = hp.SparsityController(0.5, 10)
     main, reg = hp.param_groups(torch.nn.ModuleList([model, head]), ctl, lr=1e-4, reg_lr=0.05, weight_decay=1e-7)
@@ -53,7 +53,7 @@ def test_param_groups_split_model_gates_and_lambdas():
 def test_controller_reaches_and_holds_target_against_a_dense_loving_task(target, schedule):
     """Only the gates train; the task loss rewards keeping every unit, the constraint must win exactly."""
     torch.manual_seed(0)
-    model = hp.WavLM(hp.SHAPES["tiny"])
+    model = hp.Frontend(hp.SHAPES["tiny"])
     ctl = hp.SparsityController(target, warmup_steps=200, schedule=schedule)
     _, reg = hp.param_groups(model, ctl, lr=1e-3, reg_lr=0.05)  # the authors' reg_lr
     opt = torch.optim.AdamW(reg)

@@ -10,8 +10,8 @@ import torch
 import hp
 from hp.errors import CheckpointError
 from hp.tasks import TaskModel
-from hp.training.schedules import MarginSchedule
 from hp.training.loop import train
+from hp.training.schedules import MarginSchedule
 from hp.training.state import ParameterAverage
 from configs import head_config, train_config
 
@@ -35,7 +35,7 @@ def test_margin_ramps_between_the_epochs_linearly_or_as_wespeaker():
 
 def test_parameter_average_means_weights_but_keeps_the_last_gates():
     torch.manual_seed(0)
-    model = hp.WavLM(hp.SHAPES["tiny"])
+    model = hp.Frontend(hp.SHAPES["tiny"])
     average = ParameterAverage(2)
     snapshots = []
     for _ in range(2):
@@ -79,7 +79,7 @@ def corpus(tmp_path):
 def test_frozen_frontend_phase_trains_only_the_head_and_hands_it_over(corpus, tmp_path):
     torch.manual_seed(0)
     labels = sorted(corpus["label"].unique())
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"], prune_units=()), labels, HEAD).freeze_frontend()
+    model = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"], prune_units=()), labels, HEAD).freeze_frontend()
     frontend_before = {k: v.clone() for k, v in model.frontend.state_dict().items()}
     head_before = {k: v.clone() for k, v in model.head_state().items()}
     cfg = train_config(epochs=2, batch_size=4, crop_seconds=0.5, optimizer="sgd", lr=0.1, final_lr=0.01,
@@ -91,11 +91,11 @@ def test_frozen_frontend_phase_trains_only_the_head_and_hands_it_over(corpus, tm
     assert model.loss.margin == HEAD.margin and model.loss.topk_penalty == HEAD.topk_penalty  # restored
     model.save_head(tmp_path / "warm", {"epochs": 2})
 
-    gated = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, HEAD)
+    gated = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), labels, HEAD)
     gated.load_head(tmp_path / "warm")
     for k, v in model.head_state().items():
         assert torch.equal(gated.state_dict()[k], v)
-    other = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, head_config(heads=2, compression=8, embedding=16))
+    other = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), labels, head_config(heads=2, compression=8, embedding=16))
     with pytest.raises(CheckpointError, match="head.json: head differs from this model's"):
         other.load_head(tmp_path / "warm")
 
@@ -132,7 +132,7 @@ def test_logged_lr_is_the_authors_schedule_at_every_step(corpus, tmp_path, from_
 
     labels = sorted(corpus["label"].unique())
     torch.manual_seed(0)
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, HEAD)
+    model = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), labels, HEAD)
     cfg = train_config(target_sparsity=0.3, epochs=4, batch_size=4, crop_seconds=0.5, lr=1e-3, final_lr=1e-5,
                       lr_reference_batch=reference, warmup_epochs=2, warmup_from_zero=from_zero,
                       sparsity_warmup_epochs=2, log_every=1, device="cpu")
@@ -207,7 +207,7 @@ def test_lambda1_is_clamped_in_training_when_asked(corpus, clamp):
     """clamp_lambda1 (the authors'): lambda1 >= 0 after every step. Ascent drives it negative while the expected
     sparsity lags the warming-up target, so without the clamp it does go below 0 here."""
     torch.manual_seed(0)
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
+    model = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
     cfg = train_config(target_sparsity=0.6, epochs=4, batch_size=4, crop_seconds=0.5, sparsity_warmup_epochs=2,
                       reg_lr=0.05, clamp_lambda1=clamp, log_every=1, device="cpu")
     lambdas = _Lambdas()
@@ -229,7 +229,7 @@ def test_gradient_clipping_covers_the_whole_model_gates_included(corpus, monkeyp
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
     torch.manual_seed(0)
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
+    model = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
     cfg = train_config(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5, grad_clip=grad_clip,
                       device="cpu")
     run = train(model, corpus, cfg)
@@ -260,7 +260,7 @@ def test_recipes_set_the_authors_optimiser_details():
             group = params["finetune"][task]
             assert group["weight_decay"] == 0.0 and group["clamp_lambda1"] is True, (recipe.name, task)
             assert group["grad_clip"] == clip and group["warmup_from_zero"] is True, (recipe.name, task)
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), ["a", "b"], HEAD)
+    model = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), ["a", "b"], HEAD)
     main, reg = param_groups(model, SparsityController(0.5, 10), lr=1e-4, reg_lr=0.05, weight_decay=0.0)
     assert all(g["weight_decay"] == 0.0 for g in main + reg)
 
@@ -275,7 +275,7 @@ def test_weight_decay_reaches_the_optimiser_as_the_params_say(corpus, monkeypatc
     original = training.make_optimizer
     monkeypatch.setattr(training, "make_optimizer", lambda cfg, groups: made.append(groups) or original(cfg, groups))
     torch.manual_seed(0)
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
+    model = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), sorted(corpus["label"].unique()), HEAD)
     train(model, corpus, train_config(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5,
                                      weight_decay=weight_decay, device="cpu"))
     (groups,) = made
@@ -308,11 +308,11 @@ def test_target_zero_fine_tunes_the_dense_model_without_gates(corpus, tmp_path):
 
     from safetensors.torch import load_file
 
+    from hp.reporting.figures import training_figure
+    from hp.reporting.outputs import read_curves
     from hp.stages.compact import compact
     from hp.stages.finetune import finetune
     from hp.stages.training import pretrained_frontend
-    from hp.reporting.figures import training_figure
-    from hp.reporting.outputs import read_curves
 
     params = _dense_params(0)  # as `dvc exp run -S target_sparsity=0` writes it: an int
     manifests = tmp_path / "manifests"
@@ -365,7 +365,7 @@ def test_compact_fails_when_the_sparsity_misses_its_target_beyond_the_tolerance(
     from hp.stages.compact import compact
 
     torch.manual_seed(0)
-    TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), ["a", "b"], HEAD).save(tmp_path / "finetuned")
+    TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), ["a", "b"], HEAD).save(tmp_path / "finetuned")
     params = _dense_params(0.7)
     with pytest.raises(SparsityError, match=r"params.yaml: sparsity_tolerance: .*finetuned compacts to params "
                                             r"sparsity 0\.\d{4}, target_sparsity 0\.7 missed by -0\.\d{4}, more than 0\.01 "):
@@ -392,7 +392,7 @@ def test_compact_fails_when_the_sparsity_misses_its_target_beyond_the_tolerance(
 
 def test_a_target_above_zero_needs_gates(corpus):
     torch.manual_seed(0)
-    model = TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"], prune_units=()), sorted(corpus["label"].unique()), HEAD)
+    model = TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"], prune_units=()), sorted(corpus["label"].unique()), HEAD)
     with pytest.raises(ValueError, match="target_sparsity 0.3 needs gates"):
         train(model, corpus, train_config(target_sparsity=0.3, epochs=1, batch_size=4, crop_seconds=0.5,
                                          device="cpu"))
@@ -477,7 +477,7 @@ def test_a_run_resumed_from_a_mid_run_checkpoint_ends_with_the_uninterrupted_wei
 
     def fresh():
         torch.manual_seed(0)
-        return TaskModel("sv", hp.WavLM(hp.SHAPES["tiny"]), labels, HEAD)
+        return TaskModel("sv", hp.Frontend(hp.SHAPES["tiny"]), labels, HEAD)
 
     reference = fresh()
     uninterrupted = train(reference, corpus, cfg, _KillAt(), None, Checkpoints(tmp_path / "a", "run", every))
@@ -518,7 +518,7 @@ def _compaction_run(corpus, tmp_path, name, compact_on_freeze, die_at=None, opti
                       optimizer=optimizer, **extra)
     torch.manual_seed(0)
     config = hp.SHAPES["tiny"].replace(attention_dropout=0.0, activation_dropout=0.0, hidden_dropout=0.0)
-    model = TaskModel("sv", hp.WavLM(config), labels, HEAD)
+    model = TaskModel("sv", hp.Frontend(config), labels, HEAD)
     run = train(model, corpus, cfg, _KillAt(die_at), None, Checkpoints(tmp_path / name, "run", 1))
     return model, run
 

@@ -10,7 +10,7 @@ from parity import ATOL, compare
 
 
 def hp_from_hf(name, ref, prune_units=()):
-    model = hp.WavLM(hp_config(name), prune_units=prune_units)
+    model = hp.Frontend(hp_config(name), prune_units=prune_units)
     model.load_state_dict(state_dict_from_hf(ref.state_dict(), model.config, "test"), strict=not prune_units)
     return model.eval()
 
@@ -59,7 +59,7 @@ def test_gated_model_at_init_is_close_to_dense_except_ffn():
 def test_num_params_matches_transformers(name):
     with torch.device("meta"):
         ref = __import__("transformers").WavLMModel(hf_config(name))
-        model = hp.WavLM(hp_config(name), prune_units=())
+        model = hp.Frontend(hp_config(name), prune_units=())
     # masked_spec_embed (hidden_size values, SpecAugment only) is not part of hp's model
     assert model.num_params() == ref.num_parameters() - ref.config.hidden_size
     assert model.num_params() == model.dense_num_params == model.deterministic_num_params()
@@ -69,14 +69,15 @@ def test_num_params_matches_transformers(name):
 def test_brief_parameter_counts():
     """Brief §6: HF WavLMModel Base+ shape 94.38M (CNN 4.20M), Large 315.45M (with masked_spec_embed)."""
     with torch.device("meta"):
-        base, large = hp.WavLM(hp.SHAPES["base-plus"], prune_units=()), hp.WavLM(hp.SHAPES["large"], prune_units=())
+        base = hp.Frontend(hp.SHAPES["base-plus"], prune_units=())
+        large = hp.Frontend(hp.SHAPES["large"], prune_units=())
     assert round((base.num_params() + 768) / 1e6, 2) == 94.38
     assert round(sum(p.numel() for p in base.cnn.parameters()) / 1e6, 2) == 4.20
     assert round((large.num_params() + 1024) / 1e6, 2) == 315.45
 
 
 def test_gradients_reach_every_parameter_and_gate():
-    model = hp.WavLM(hp.SHAPES["tiny"]).train()
+    model = hp.Frontend(hp.SHAPES["tiny"]).train()
     out = model(torch.randn(2, 8000), torch.tensor([8000, 6000]))
     (sum(h.pow(2).mean() for h in out) + model.expected_sparsity()).backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
@@ -84,7 +85,7 @@ def test_gradients_reach_every_parameter_and_gate():
 
 
 def test_layerdrop_keeps_hidden_state_count():
-    model = hp.WavLM(hp.SHAPES["tiny"].replace(layerdrop=1.0, num_hidden_layers=3), prune_units=()).train()
+    model = hp.Frontend(hp.SHAPES["tiny"].replace(layerdrop=1.0, num_hidden_layers=3), prune_units=()).train()
     states = model(torch.randn(1, 4000))
     assert len(states) == 4
     assert torch.equal(states[1], states[2]) and torch.equal(states[2], states[3])  # layers 1, 2 dropped
@@ -92,7 +93,7 @@ def test_layerdrop_keeps_hidden_state_count():
 
 
 def test_bad_lengths_rejected():
-    model = hp.WavLM(hp.SHAPES["tiny"], prune_units=())
+    model = hp.Frontend(hp.SHAPES["tiny"], prune_units=())
     with pytest.raises(ValueError, match="lengths"):
         model(torch.randn(2, 4000), torch.tensor([4000, 100]))  # 100 samples make no frame
     with pytest.raises(ValueError, match="lengths"):

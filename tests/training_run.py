@@ -19,11 +19,11 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from hp.utils import distributed
-from hp.training.checkpoint import Checkpoints, fingerprint
-from hp.model import SHAPES, WavLM
+from hp.model import SHAPES, Frontend
 from hp.tasks import CM_LABELS, TaskModel
+from hp.training.checkpoint import Checkpoints, fingerprint
 from hp.training.loop import train
+from hp.utils import distributed
 from configs import head_config, train_config
 
 SETTINGS = dict(target_sparsity=0.5, epochs=3, batch_size=8, crop_seconds=0.5, lr=2e-3, final_lr=1e-4,
@@ -51,7 +51,7 @@ def main(manifest: str, out: str, *overrides: str) -> None:
     config = replace(SHAPES["tiny"], hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
                      layerdrop=0.0)
     torch.manual_seed(0)
-    model = TaskModel(task, WavLM(config), list(CM_LABELS), head_config(heads=2, compression=16, embedding=16))
+    model = TaskModel(task, Frontend(config), list(CM_LABELS), head_config(heads=2, compression=16, embedding=16))
     table = pd.read_parquet(manifest)
     cfg = train_config(**{**SETTINGS, **changes})
     out = Path(out)

@@ -15,7 +15,7 @@ import random
 import torch
 
 from hp.measure import MEASURES, PARAMS, Measure
-from hp.model import SHAPES, WavLM, compact, save_compact
+from hp.model import SHAPES, Frontend, compact, save_compact
 from hp.model.gates import HardConcrete
 from hp.utils.profiling import count_macs, median_latencies
 
@@ -33,7 +33,7 @@ def _set_gate(gate: HardConcrete, keep: int, rng: random.Random) -> None:
             gate.log_alpha[i] = rng.uniform(lo, hi)
 
 
-def draw_masks(model: WavLM, sparsity: float, seed: int, block_fraction: float = 1 / 12,
+def draw_masks(model: Frontend, sparsity: float, seed: int, block_fraction: float = 1 / 12,
                measure: Measure = PARAMS) -> float:
     """Random structured masks over all five unit types whose compaction removes `sparsity` of the dense cost in
     `measure` (N0, or the MACs on the measure's utterance).
@@ -77,8 +77,8 @@ def compaction(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     config = SHAPES[args.shape]
-    dense = WavLM(config, prune_units=()).eval()
-    gated = WavLM(config).eval()
+    dense = Frontend(config, prune_units=()).eval()
+    gated = Frontend(config).eval()
     gated.load_state_dict(dense.state_dict(), strict=False)
     measure = Measure(args.measure, args.seconds)  # MACs at the timed length
     keep_fraction = draw_masks(gated, args.sparsity, args.seed, measure=measure)

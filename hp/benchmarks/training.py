@@ -30,7 +30,7 @@ import transformers
 from hp.benchmarks.common import comma_list, write_noise
 from hp.benchmarks.compaction import draw_masks
 from hp.data.audio import SAMPLE_RATE
-from hp.model import SHAPES, UNIT_TYPES, WavLM
+from hp.model import SHAPES, UNIT_TYPES, Frontend
 from hp.model.sampled import computed_units
 from hp.training.sparsity import SparsityController, param_groups
 
@@ -69,7 +69,7 @@ def train_variant(variant: str, shape: str, batch: int, seconds: float, steps: i
         model = transformers.WavLMModel(transformers.WavLMConfig(**config.to_dict(), apply_spec_augment=False))
         forward = lambda wave: model(wave, output_hidden_states=True).hidden_states  # noqa: E731
     else:
-        model = forward = WavLM(config, prune_units=UNIT_TYPES if pruned else ())
+        model = forward = Frontend(config, prune_units=UNIT_TYPES if pruned else ())
     expected = None
     if variant in AT_TARGET:
         # trained gates saturate: each unit's log_alpha far from 0, so that the expected sparsity is the target
@@ -223,7 +223,7 @@ def train_compaction(args: argparse.Namespace) -> dict:
                               sparsity_warmup_epochs=args.switch / 2, freeze_tolerance=1.0,
                               compact_on_freeze=compact_on_freeze)
             torch.manual_seed(args.seed)
-            model = TaskModel("sv", WavLM(config), sorted(table["label"].unique()), head)
+            model = TaskModel("sv", Frontend(config), sorted(table["label"].unique()), head)
             draw_masks(model.frontend, args.sparsity, args.seed)
             clock = _StepClock()
             start = time.perf_counter()

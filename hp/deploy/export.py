@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from hp.evaluation.calibration import LinearCalibration
 from hp.data.audio import SAMPLE_RATE, pad_batch
 from hp.errors import CheckpointError, ExportError
-from hp.model import WavLM
-from hp.utils.profiling import count_macs, hardware, median_latencies
+from hp.evaluation.calibration import LinearCalibration
+from hp.model import Frontend
 from hp.tasks import get_task
 from hp.tasks.task_model import TaskModel
 from hp.utils.files import atomic_dir, read_json, write_json
+from hp.utils.profiling import count_macs, hardware, median_latencies
 
 CHECKED = ("embeddings", "scores")
 OPSET = 18
@@ -217,7 +217,7 @@ class Bundle:
 def dense_counterpart(model: TaskModel) -> TaskModel:
     """The same task model over the unpruned front end of the same shape: what compaction is measured against.
     Its weights are a fresh initialisation (cost does not depend on them)."""
-    frontend = WavLM(model.frontend.config, prune_units=())
+    frontend = Frontend(model.frontend.config, prune_units=())
     return TaskModel(model.task, frontend, model.labels, model.head_config).eval()
 
 

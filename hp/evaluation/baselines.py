@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
-from hp.utils import distributed
 from hp.data.audio import read_audio
-from hp.evaluation.scoring import sv_metrics, trial_indices
 from hp.evaluation.score_norm import TRIAL_CHUNK
+from hp.evaluation.scoring import sv_metrics, trial_indices
+from hp.utils import distributed
 
 WINDOW, HOP, N_FFT = 400, 160, 512  # 25 ms / 10 ms at 16 kHz
 FLOOR = 1e-10  # of the mean power (a float32 wave in [-1, 1]): log(FLOOR) = -23 for digital silence

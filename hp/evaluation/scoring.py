@@ -8,13 +8,13 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hp.utils import distributed
+from hp.data.audio import pad_batch, read_audio
 from hp.evaluation import metrics
 from hp.evaluation.bootstrap import MIN_SPOOFS_FOR_INTERVAL, Bootstrap
 from hp.evaluation.calibration import LinearCalibration, fit_logistic, qmf_features, sample_trials
-from hp.data.audio import pad_batch, read_audio
 from hp.evaluation.metrics import CM_C_FA, CM_C_MISS, CM_COSTS, CM_P_TARGET, SV_COSTS
 from hp.evaluation.score_norm import score_trials
+from hp.utils import distributed
 from hp.utils.timing import timed
 
 if TYPE_CHECKING:  # annotations only: scoring takes any model with embed() and cm_scores()

@@ -146,8 +146,6 @@ class FrontendConfig:
             raise ConfigError(f"{source}: {e}") from None
 
 
-# WavLM's name for the class, kept for the code and the task.json files that use it
-WavLMConfig = FrontendConfig
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(FrontendConfig)}
 
 

@@ -13,9 +13,9 @@ from safetensors.torch import load_file, save_file
 
 from hp.errors import CheckpointError, ConfigError
 from hp.model.config import FAMILIES, FAMILY_NAMES, FrontendConfig
+from hp.model.frontend import Frontend
 from hp.model.gates import UNIT_TYPES
 from hp.model.structure import WavLMStructure
-from hp.model.wavlm import Frontend
 from hp.utils.files import atomic_dir, read_json, write_json
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -104,7 +104,8 @@ def _normalise_keys(weights: dict[str, torch.Tensor], model_type: str = "wavlm")
     return out
 
 
-def state_dict_from_hf(weights: dict[str, torch.Tensor], config: FrontendConfig, source: str) -> dict[str, torch.Tensor]:
+def state_dict_from_hf(weights: dict[str, torch.Tensor], config: FrontendConfig,
+                       source: str) -> dict[str, torch.Tensor]:
     """Map a transformers state dict of `config`'s family onto hp's dense parameter names, checking keys and
     shapes."""
     weights = _normalise_keys(weights, config.model_type)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from hp.errors import HPError
 from hp.evaluation.bootstrap import Bootstrap, Trials, compare
+from hp.measure import prunes
 from hp.params import misses_target
 from hp.reporting.headlines import HEADLINES, TASKS
 from hp.reporting.pareto import FRONTS, mark_fronts
@@ -171,7 +172,7 @@ def _pair_with_dense(table: pd.DataFrame, sources: list[tuple[dict, dict]], tria
     same trials, paired over the same speaker resamples (the dense run's score.bootstrap_* settings)."""
     for task in TASKS:
         rows = table.index[table["task"] == task]
-        dense = [i for i in rows if table.at[i, "target_sparsity"] == 0]
+        dense = [i for i in rows if not prunes(table.at[i, "target_sparsity"])]
         if not dense:
             continue
         entry, params = sources[dense[0]]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hp.measure import prunes
 from hp.params import REPORT_TOLERANCE
 from hp.reporting.document import Document
 from hp.reporting.headlines import TASKS
@@ -113,7 +114,7 @@ def write_sweep_report(table: pd.DataFrame, out: Path, notes: list[str] | None =
                             _cell(r.latency_ms, ".1f"), _eer_cell(r), _vs_dense_cell(r), f"{r.min_dcf:.4f}",
                             _yes(r.front_params),
                             _yes(r.front_macs), _yes(r.front_latency)] for r in rows.itertuples()])
-        paired = rows[(rows["target_sparsity"] > 0) & np.isfinite(rows["eer_vs_dense"].astype(float))]
+        paired = rows[rows["target_sparsity"].map(prunes) & np.isfinite(rows["eer_vs_dense"].astype(float))]
         if len(paired):
             doc.paragraph("Against the dense fine-tune (target 0), on the same trials and the same resamples of the "
                           "test speakers (the difference's own 95 % interval, `hp/evaluation/bootstrap.py`): "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hp.measure import prunes
 from hp.params import target_measure, target_sparsity
 from hp.stages.training import pretrained_frontend, run_training, training_configs, training_setup
 from hp.tasks.task_model import HeadConfig, TaskModel
@@ -25,7 +26,7 @@ def finetune(task: str, params: dict, manifests_dir: Path, warmup_dir: Path, out
     cfg, head, table, labels, augmenter = training_setup(task, params, "finetune", manifests_dir,
                                                         target_sparsity(params), target_measure(params))
     seed_everything(cfg.seed)
-    model = TaskModel(task, pretrained_frontend(params, task, prune=cfg.target_sparsity != 0), labels, head)
+    model = TaskModel(task, pretrained_frontend(params, task, prune=prunes(cfg.target_sparsity)), labels, head)
     if (warmup_dir / "head.safetensors").is_file():
         model.load_head(warmup_dir)
     run, checkpoints = run_training(model, table, cfg, augmenter, live_dir, checkpoint_dir)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from hp.utils import distributed
 from hp.params import runtime, section, typed
 from hp.training.pretraining import PretrainConfig, pretrain as run_pretraining
+from hp.utils import distributed
 from hp.utils.files import atomic_path, write_json
 
 

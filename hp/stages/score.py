@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hp.utils import distributed
 from hp.data.manifest import write_parquet
-from hp.params import ScoreConfig, model_config, runtime, score_config, section
 from hp.evaluation.scoring import det_table
+from hp.params import ScoreConfig, model_config, runtime, score_config, section
 from hp.tasks import get_task
 from hp.tasks.task_model import TaskModel
+from hp.utils import distributed
 from hp.utils.files import atomic_dir, atomic_path, write_json
 from hp.utils.timing import timed
 

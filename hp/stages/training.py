@@ -7,24 +7,24 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from hp.utils import distributed
-from hp.training.checkpoint import Checkpoints, fingerprint
 from hp.data.augment import AugmentConfig, Augmenter
 from hp.errors import ConfigError
 from hp.measure import PARAMS, Measure
-from hp.model import SHAPES, WavLM, load_frontend
+from hp.model import SHAPES, Frontend, load_frontend
 from hp.params import checked_keys, model_config, runtime, section, typed
-from hp.utils.profiling import hardware
 from hp.tasks import get_task
 from hp.tasks.task_model import HeadConfig, TaskModel
+from hp.training.checkpoint import Checkpoints, fingerprint
 from hp.training.config import TrainConfig
 from hp.training.live_log import LiveLogger
 from hp.training.loop import train
+from hp.utils import distributed
+from hp.utils.profiling import hardware
 
 TINY = "tiny"
 
 
-def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
+def pretrained_frontend(params: dict, task: str, prune: bool = True) -> Frontend:
     """The pretrained front end of `model.pretrained.<task>`, with gates on `model.prune_units` (none if not
     `prune`) and the LayerDrop of `model.layerdrop` in place of its config's (transformers' default is 0.1, the
     hub's Base+ config 0.05; the authors run every layer: 0)."""
@@ -34,10 +34,10 @@ def pretrained_frontend(params: dict, task: str, prune: bool = True) -> WavLM:
         return load_frontend(cfg.source(task), prune_units=units if prune else (), layerdrop=drop)
     torch.manual_seed(cfg.seed)
     config = SHAPES[TINY].replace(layerdrop=drop)
-    model = WavLM(config, prune_units=units)  # the gates' initialisation draws from the same generator
+    model = Frontend(config, prune_units=units)  # the gates' initialisation draws from the same generator
     if prune:
         return model
-    dense = WavLM(config, prune_units=())  # so copy the weights: both phases must see the same random front end
+    dense = Frontend(config, prune_units=())  # so copy the weights: both phases must see the same random front end
     missing, _ = dense.load_state_dict(model.state_dict(), strict=False)
     assert not missing, missing
     return dense

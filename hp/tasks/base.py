@@ -14,8 +14,8 @@ if TYPE_CHECKING:  # annotations only
     import pandas as pd
     from torch import nn
 
-    from hp.evaluation.bootstrap import Bootstrap
     from hp.data.manifest import Validation
+    from hp.evaluation.bootstrap import Bootstrap
     from hp.tasks.task_model import HeadConfig, TaskModel
 
 

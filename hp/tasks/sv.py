@@ -116,8 +116,8 @@ class SpeakerVerification(Task):
         training-free hp.evaluation.baselines.score_ltas (metrics under "baseline_ltas": {list: EER, minDCF})."""
         import pandas as pd
 
-        from hp.evaluation.baselines import score_ltas
         from hp.data.interop import write_trial_scores
+        from hp.evaluation.baselines import score_ltas
         from hp.evaluation.scoring import score_sv
         from hp.utils.files import write_json
         from hp.utils.timing import timed

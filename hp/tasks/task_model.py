@@ -11,12 +11,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from hp.heads.pooling import ECAPATDNN, MHFA, GradMultiply, subtract_mean
-from hp.model.config import WavLMConfig
-from hp.model.structure import WavLMStructure
-from hp.model.wavlm import WavLM, compact
-from hp.tasks import get_task
 from hp.errors import CheckpointError
+from hp.heads.pooling import ECAPATDNN, MHFA, GradMultiply, subtract_mean
+from hp.model.config import FrontendConfig
+from hp.model.frontend import Frontend, compact
+from hp.model.structure import WavLMStructure
+from hp.tasks import get_task
 from hp.utils.files import atomic_dir, read_json, write_json
 
 
@@ -71,7 +71,7 @@ class HeadConfig:
 
 
 class TaskModel(nn.Module):
-    def __init__(self, task: str, frontend: WavLM, labels: list[str], head: HeadConfig):
+    def __init__(self, task: str, frontend: Frontend, labels: list[str], head: HeadConfig):
         super().__init__()
         spec = get_task(task)  # a ValueError for an unknown task
         self.task, self.labels, self.head_config = task, list(labels), head
@@ -169,9 +169,9 @@ class TaskModel(nn.Module):
         directory = Path(directory)
         meta = read_json(directory / "task.json", CheckpointError)
         try:
-            config = WavLMConfig.from_dict(meta["frontend"], str(directory / "task.json"))
+            config = FrontendConfig.from_dict(meta["frontend"], str(directory / "task.json"))
             structure = WavLMStructure.from_dict(meta["structure"], str(directory / "task.json"))
-            frontend = WavLM(config, structure, prune_units=meta["prune_units"])
+            frontend = Frontend(config, structure, prune_units=meta["prune_units"])
             model = cls(meta["task"], frontend, meta["labels"], HeadConfig(**meta["head"]))
         except (KeyError, TypeError) as e:
             raise CheckpointError(f"{directory / 'task.json'}: malformed ({type(e).__name__}: {e})") from None

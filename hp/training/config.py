@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hp.measure import PARAMS, Measure
+from hp.measure import PARAMS, Measure, prunes
 from hp.params import Runtime
 from hp.training.schedules import LRSchedule, MarginSchedule
 from hp.training.sparsity import CONSTRAINED
@@ -76,7 +76,7 @@ class TrainConfig:
     def read_only_by(cls, values: dict, target_sparsity: float, margin: bool) -> tuple[str, ...]:
         """The defaulted fields a run with these settings reads, whose keys its group must therefore hold."""
         return ((cls.SGD if values.get("optimizer") == "sgd" else ()) + (cls.MARGIN if margin else ())
-                + (cls.PRUNING if target_sparsity > 0 else ()))
+                + (cls.PRUNING if prunes(target_sparsity) else ()))
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -95,7 +95,7 @@ class TrainConfig:
             raise ValueError(f"constrain must be one of {list(CONSTRAINED)}, got {self.constrain!r}")
         if self.freeze_tolerance is not None and self.freeze_tolerance < 0:
             raise ValueError(f"freeze_tolerance must be >= 0 or null, got {self.freeze_tolerance}")
-        if self.compact_on_freeze and self.freeze_tolerance is None and self.target_sparsity > 0:
+        if self.compact_on_freeze and self.freeze_tolerance is None and prunes(self.target_sparsity):
             raise ValueError("compact_on_freeze needs freeze_tolerance: gates that never freeze never fix the "
                              "structure")
         if self.grad_accumulation < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -10,13 +11,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from hp.utils import distributed
-from hp.training.checkpoint import Checkpoints
 from hp.data.augment import Augmenter
+from hp.training.checkpoint import Checkpoints
 from hp.training.config import TrainConfig
 from hp.training.feeding import GlobalBatches
 from hp.training.state import TrainState, seed_everything
-from hp.tasks.task_model import TaskModel
+from hp.utils import distributed
+
+if TYPE_CHECKING:  # a type only: training runs any model of TaskModel's interface (tasks sit above training)
+    from hp.tasks.task_model import TaskModel
 
 
 def step(state: TrainState, batches, autocast: torch.autocast, logging: bool) -> tuple[torch.Tensor, dict | None]:

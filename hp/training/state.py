@@ -3,22 +3,25 @@ random generators, with the optimiser surgery of train-time compaction and what 
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from hp.utils import distributed
-from hp.training.checkpoint import Checkpoints, rng_state, set_rng_state
-from hp.measure import Measure
+from hp.measure import Measure, prunes
+from hp.model.frontend import Frontend, pruned_like
 from hp.model.gates import HardConcrete
 from hp.model.structure import WavLMStructure
-from hp.model.wavlm import Frontend, pruned_like
+from hp.training.checkpoint import Checkpoints, rng_state, set_rng_state
 from hp.training.config import TrainConfig
 from hp.training.schedules import GateFreeze, MarginSchedule
 from hp.training.sparsity import SparsityController, param_groups
-from hp.tasks.task_model import TaskModel
+from hp.utils import distributed
+
+if TYPE_CHECKING:  # a type only: training runs any model of TaskModel's interface (tasks sit above training)
+    from hp.tasks.task_model import TaskModel
 
 
 def seed_everything(seed: int) -> None:
@@ -132,7 +135,7 @@ class TrainState:
         warmup = round(cfg.sparsity_warmup_epochs * steps_per_epoch)
         self.controller = SparsityController(cfg.target_sparsity, warmup, cfg.sparsity_schedule, cfg.clamp_lambda1,
                                              cfg.lambda2_init, cfg.constrain).to(device)
-        if not model.frontend_frozen and not self.pruning and cfg.target_sparsity != 0:
+        if not model.frontend_frozen and not self.pruning and prunes(cfg.target_sparsity):
             raise ValueError(f"target_sparsity {cfg.target_sparsity} needs gates, but the front end has none "
                              "(prune_units empty)")
         self.lr, self.targets = cfg.lr_schedule(steps_per_epoch), self.controller.targets

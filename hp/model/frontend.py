@@ -10,10 +10,10 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from hp.measure import PARAMS, Measure
 from hp.model.cnn import FeatureExtractor, FeatureProjection, frame_lengths
 from hp.model.config import FrontendConfig
 from hp.model.gates import UNIT_TYPES, HardConcrete
-from hp.measure import PARAMS, Measure
 from hp.model.structure import WavLMStructure
 from hp.model.transformer import Encoder
 
@@ -214,10 +214,6 @@ class Frontend(nn.Module):
         for layer in self.encoder.layers:
             layer.prune(fold)
         return self.structure
-
-
-# WavLM's name for the class, kept for the code that uses it
-WavLM = Frontend
 
 
 @functools.cache
