@@ -1,4 +1,4 @@
-"""Metrics against brute-force references written straight from the definitions (brief §5)."""
+"""Metrics against brute-force references written straight from their definitions (docs/references.md §5)."""
 import math
 
 import numpy as np
@@ -82,7 +82,8 @@ def test_bad_input(scores, labels, match):
 
 
 def brute_act_dcf(llrs, labels, p, c_miss=1.0, c_fa=1.0):
-    """Straight from brief §5: accept (bona fide / target) when llr >= -ln(beta), beta = c_miss p / (c_fa (1-p))."""
+    """Straight from docs/references.md §5: accept (bona fide / target) when llr >= -ln(beta),
+    beta = c_miss p / (c_fa (1-p))."""
     tau = math.log(c_fa * (1 - p) / (c_miss * p))
     tar = [s for s, l in zip(llrs, labels) if l == 1]
     non = [s for s, l in zip(llrs, labels) if l == 0]

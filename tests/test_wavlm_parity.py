@@ -67,7 +67,7 @@ def test_num_params_matches_transformers(name):
 
 
 def test_brief_parameter_counts():
-    """Brief §6: HF WavLMModel Base+ shape 94.38M (CNN 4.20M), Large 315.45M (with masked_spec_embed)."""
+    """docs/references.md §6: HF WavLMModel Base+ 94.38M (CNN 4.20M), Large 315.45M (with masked_spec_embed)."""
     with torch.device("meta"):
         base = hp.Frontend(hp.SHAPES["base-plus"], prune_units=())
         large = hp.Frontend(hp.SHAPES["large"], prune_units=())

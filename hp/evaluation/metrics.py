@@ -1,4 +1,4 @@
-"""Detection metrics (brief §5). Labels: 1 = target / bona fide (positive), 0 = non-target / spoof.
+"""Detection metrics (docs/references.md §5). Labels: 1 = target / bona fide (positive), 0 = non-target / spoof.
 
 All functions take a threshold sweep over the distinct scores: tied scores form one threshold, so no
 order among equal scores can change a result. Results are fractions, not percentages.
@@ -9,10 +9,10 @@ import math
 
 import numpy as np
 
-# ASVspoof5 CM costs (brief §5): bona fide is the positive class, P(spoof) = 0.05, C_fa = 10.
+# ASVspoof5 CM costs (docs/references.md §5): bona fide is the positive class, P(spoof) = 0.05, C_fa = 10.
 CM_P_TARGET, CM_C_MISS, CM_C_FA = 0.95, 1.0, 10.0
 # the minimum DCFs hp reports, by name: (p_target, c_miss, c_fa). SV: p = 0.01 (WeSpeaker, 3D-Speaker, SpeechBrain)
-# and 0.05 (ESPnet), brief §5; CM: ASVspoof5's
+# and 0.05 (ESPnet), docs/references.md §5; CM: ASVspoof5's
 SV_COSTS = {"min_dcf_0.01": (0.01, 1.0, 1.0), "min_dcf_0.05": (0.05, 1.0, 1.0)}
 CM_COSTS = {"min_dcf": (CM_P_TARGET, CM_C_MISS, CM_C_FA)}
 
@@ -140,8 +140,8 @@ def act_dcf(llrs, labels, p_target: float, c_miss: float = 1.0, c_fa: float = 1.
 def cllr(llrs, labels) -> float:
     """Cllr in bits: 0.5 * (mean_targets log2(1 + e^-llr) + mean_nontargets log2(1 + e^llr)).
 
-    The calibration loss of natural-log LLRs (brief §5): 1 bit for llr = 0 everywhere, 0 for perfect, confident
-    LLRs (log(1 + e^x) as logaddexp, so no overflow).
+    The calibration loss of natural-log LLRs (docs/references.md §5): 1 bit for llr = 0 everywhere, 0 for
+    perfect, confident LLRs (log(1 + e^x) as logaddexp, so no overflow).
     """
     llrs = np.asarray(llrs, dtype=np.float64).ravel()
     labels = check_labels(labels, llrs.size, "llrs")

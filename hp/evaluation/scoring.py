@@ -93,8 +93,8 @@ def sv_metrics(scores: np.ndarray, labels: np.ndarray, speakers: tuple[np.ndarra
 
 def cm_metrics(llrs: np.ndarray, labels: np.ndarray, speakers: np.ndarray | None = None,
                bootstrap: Bootstrap | None = None) -> dict:
-    """ASVspoof5's four (brief §5); actDCF and Cllr only mean something for calibrated LLRs. With `bootstrap`, EER
-    and minDCF intervals over the utterances' `speakers`."""
+    """ASVspoof5's four (docs/references.md §5); actDCF and Cllr only mean something for calibrated LLRs. With
+    `bootstrap`, EER and minDCF intervals over the utterances' `speakers`."""
     result = {"eer": metrics.eer(llrs, labels), "min_dcf": metrics.min_dcf(llrs, labels, *CM_COSTS["min_dcf"]),
               "act_dcf": metrics.act_dcf(llrs, labels, *CM_COSTS["min_dcf"]), "cllr": metrics.cllr(llrs, labels)}
     if bootstrap is not None:

@@ -1,4 +1,5 @@
-"""Back-ends: pooling WavLM's hidden states (all layers) into one utterance embedding (brief §2)."""
+"""Back-ends: pooling the front end's hidden states (all layers) into one utterance embedding (docs/references.md
+§2)."""
 from __future__ import annotations
 
 import torch

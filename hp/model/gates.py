@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The five prunable unit types (brief §1); `prune_units` picks a subset of these names.
+# The five prunable unit types (docs/references.md §1); `prune_units` picks a subset of these names.
 UNIT_TYPES = ("conv", "head", "attlayer", "interm", "ffnlayer")
 
 
