@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # tested install, whatever PyPI holds today.
 LOCK   := constraints.txt
 
-.PHONY: install lock test repro sweep bench clean
+.PHONY: install lock test test-fast repro sweep bench clean
 
 install: $(STAMP)
 
@@ -33,8 +33,13 @@ lock:
 	mv $(LOCK).tmp $(LOCK)
 	rm -rf .lock-venv
 
+# Every tier (tests/unit, tests/pipeline, tests/gpu: skipped without CUDA), as CI runs it.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The inner loop: no DVC stages in scratch repositories, no subprocess training (see pyproject.toml's markers).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not pipeline"
 
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro

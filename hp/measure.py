@@ -20,8 +20,8 @@ def prunes(target_sparsity: float) -> bool:
 @dataclass(frozen=True)
 class Measure:
     """`params`: the front end's parameters. `macs`: the multiply-accumulates of its forward over one utterance of
-    `seconds` (batch 1) as hp.utils.profiling.count_macs counts them: convolutions, matmuls and attention. Compute depends
-    on the length (attention's scores grow with its square), hence the reference length."""
+    `seconds` (batch 1) as hp.utils.profiling.count_macs counts them: convolutions, matmuls and attention. Compute
+    depends on the length (attention's scores grow with its square), hence the reference length."""
 
     name: str = "params"
     seconds: float = 4.0

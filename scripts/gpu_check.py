@@ -2,6 +2,8 @@
 
     python scripts/gpu_check.py [--bench]  # needs torch, transformers, safetensors (no dvc, no soundfile)
 
+The same checks run as tests (tests/gpu/test_cuda.py) where pytest is installed.
+
 1. Parity with transformers' WavLMModel on CUDA in float32 (TF32 off), Base+ and Large shapes, padded batch.
 2. Compaction at random masks on CUDA: compact == gated (eval), exact parameter counts.
 3. A bf16-autocast training step of the gated model with the Lagrangian: finite loss and gradients.

@@ -1,4 +1,5 @@
-"""export@<task>: the deployable bundle (ONNX included) and dense-vs-compact cost.  Usage: python -m stages.export {sv,cm}"""
+"""export@<task>: the deployable bundle (ONNX included) and dense-vs-compact cost.
+Usage: python -m stages.export {sv,cm}"""
 import sys
 from pathlib import Path
 

@@ -1,54 +1,28 @@
+"""Hooks and fixtures of every tier; the helpers tests import by name are in helpers.py (a conftest.py is not
+imported by name: tests/pipeline has one of its own)."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; the hub path is tested on a local cache
 
-import pytest
-import torch
-import transformers
+from pathlib import Path  # noqa: E402
 
-import hp
-from pathlib import Path
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-ROOT_DIR = Path(__file__).resolve().parents[1]
+from helpers import noise_wav, random_hf_model  # noqa: E402
 
-# transformers configs for the layouts hp must reproduce. The tiny ones keep every code path (group/layer
-# norm CNN, conv bias on/off, post-LN/pre-LN, even pos-conv kernel) at a size that runs in milliseconds.
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, conv_dim=(32,) * 7,
-            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, num_buckets=64, max_bucket_distance=128)
-HF_CONFIGS = {
-    "tiny-post": dict(TINY),
-    "tiny-pre": dict(TINY, do_stable_layer_norm=True, feat_extract_norm="layer", conv_bias=True),
-    "base-plus": dict(),  # transformers' defaults are WavLM Base+'s shape
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                  do_stable_layer_norm=True, feat_extract_norm="layer"),
-}
+TESTS = Path(__file__).resolve().parent
 
 
-def hf_config(name: str, **changes) -> transformers.WavLMConfig:
-    return transformers.WavLMConfig(**{**HF_CONFIGS[name], **changes})
-
-
-def random_hf_model(name: str, seed: int = 0, **changes) -> transformers.WavLMModel:
-    """A transformers WavLMModel with random weights, norms, biases and bias-gate constants perturbed too,
-    so that a swapped or dropped affine parameter cannot go unnoticed."""
-    torch.manual_seed(seed)
-    model = transformers.WavLMModel(hf_config(name, **changes)).eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "norm" in n or n.endswith("bias") or "gru_rel_pos" in n or "weight_g" in n or "original0" in n:
-                p.add_(torch.randn_like(p) * 0.2)
-    return model
-
-
-def hp_config(name: str, **changes) -> hp.FrontendConfig:
-    return hp.FrontendConfig.from_dict(hf_config(name, **changes).to_dict())
-
-
-def randomise_gates(model: hp.Frontend, generator: torch.Generator, spread: float = 4.0) -> None:
-    """log_alpha ~ N(0, spread^2): masks that prune a good share of every unit type, soft values in (0, 1)."""
-    with torch.no_grad():
-        for gate in model.gates().values():
-            gate.log_alpha.copy_(torch.randn(gate.n, generator=generator) * spread)
+def pytest_collection_modifyitems(config, items):
+    """The tier is the folder: tests/pipeline are `pipeline` tests, tests/gpu `gpu` ones, skipped without CUDA."""
+    no_cuda = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        tier = Path(item.fspath).resolve().relative_to(TESTS).parts[0]
+        if tier in ("pipeline", "gpu"):
+            item.add_marker(tier)
+        if tier == "gpu" and not torch.cuda.is_available():
+            item.add_marker(no_cuda)
 
 
 @pytest.fixture
@@ -57,20 +31,6 @@ def tiny_checkpoint(tmp_path):
     model = random_hf_model("tiny-post")
     model.save_pretrained(tmp_path / "ckpt")
     return tmp_path / "ckpt", model
-
-
-def noise_wav(path: Path, seconds: float, seed: int, decay: float | None = None, fmt: str = "WAV") -> None:
-    """White noise at 16 kHz (an RIR with `decay`: a direct path, then an exponentially decaying tail)."""
-    import numpy as np
-    import soundfile as sf
-
-    rng = np.random.default_rng(seed)
-    wave = rng.normal(0, 0.1, int(seconds * 16000))
-    if decay is not None:
-        wave *= np.exp(-np.arange(len(wave)) / (decay * 16000))
-        wave[0] = 1.0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, wave.astype(np.float32), 16000, format=fmt)
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,20 @@ def tiny_params() -> dict:
     return p
 
 
+# the pretrain stage at its smallest, run by hand (it is frozen in dvc.yaml: `dvc repro` would skip it)
+PRETRAIN = dict(speakers=12, utterances_per_speaker=2, clusters=8, kmeans_frames=2000, kmeans_iterations=5, steps=12,
+                batch_size=4, warmup_steps=3, held_out_speakers=2, log_every=4)
+
+
+def reference_params(**runtime) -> dict:
+    """tiny_params with the small pretraining, at runtime.threads 1 (a CI machine's core count must not matter)
+    and `runtime`'s other settings; runtime is no stage's dependency, so it cannot change an output."""
+    params = tiny_params()
+    params["pretrain"].update(PRETRAIN)
+    params["runtime"].update(threads=1, **runtime)
+    return params
+
+
 def learning_sv(params: dict) -> dict:
     """`params` with SV at the smallest size found where the pretrained front end generalises to unseen speakers
     (24 training speakers of 1.5 s crops: EER ~0.25 on 12 test speakers, the LTAS baseline ~0.31; 8 speakers learn
@@ -95,15 +109,17 @@ def run(args, cwd, env: dict | None = None):
     return result.stdout
 
 
-def make_repo(tmp_path: Path, params: dict) -> Path:
-    """A git repository holding the pipeline (dvc.yaml, stages, hp, the pretrain stage's outputs) and `params`,
-    committed."""
+PRETRAINED = ("models/pretrained/tiny", "metrics/pretrain.json", "plots/pretrain/loss.csv")
+
+
+def make_repo(tmp_path: Path, params: dict, pretrained_from: Path = ROOT) -> Path:
+    """A git repository holding the pipeline (dvc.yaml, stages, hp, the pretrain stage's outputs, from this
+    checkout or from another repository's pretraining) and `params`, committed."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    # with the frozen pretrain stage's committed outputs: the mini front end the other stages start from
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "stages", "hp", "models/pretrained/tiny",
-                 "metrics/pretrain.json", "plots/pretrain/loss.csv"):
-        src, dst = ROOT / name, repo / name
+    # with the frozen pretrain stage's outputs: the mini front end the other stages start from
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", "stages", "hp") + PRETRAINED:
+        src, dst = (pretrained_from if name in PRETRAINED else ROOT) / name, repo / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
          else shutil.copy(src, dst))

@@ -111,7 +111,8 @@ def make_runner(bundle, runtime: str, threads: int | None):
 
 def run(runner, infos: list[AudioInfo], min_samples: int, batch_seconds: float) -> dict[str, np.ndarray]:
     """The runner's outputs for every file, in input order: files are decoded a batch at a time, in batches of
-    similar length (hp.evaluation.scoring.length_batches), zero-padded (the model's outputs do not depend on the padding)."""
+    similar length (hp.evaluation.scoring.length_batches), zero-padded (the model's outputs do not depend on the
+    padding)."""
     outputs: dict[str, np.ndarray] = {}
     durations = np.array([info.samples for info in infos]) / SAMPLE_RATE
     for rows in length_batches(durations, batch_seconds):

@@ -92,8 +92,8 @@ def score_ltas(test: pd.DataFrame, trials: pd.DataFrame, train: pd.DataFrame, at
 
     The mean LTAS is over the training utterances `mean_subsample(len(train), at_most, seed)` picks: at real
     scale (a million VoxCeleb2 utterances) all of them would take as long as scoring does, and 2000 utterances
-    pin a 257-bin mean down well enough. Returns the score of each trial and {list: hp.evaluation.scoring.sv_metrics (EER
-    and minDCF at the P_targets the model's scores use)}."""
+    pin a 257-bin mean down well enough. Returns the score of each trial and {list: hp.evaluation.scoring.sv_metrics
+    (EER and minDCF at the P_targets the model's scores use)}."""
     mean = ltas_table(train.iloc[mean_subsample(len(train), at_most, seed)], num_workers).mean(0)
     enroll, test_idx = trial_indices(test["utt"].tolist(), trials)
     scores = cosine_scores(ltas_table(test, num_workers), mean, enroll, test_idx)

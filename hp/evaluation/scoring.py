@@ -155,8 +155,8 @@ def score_cm(model: TaskModel, dev: pd.DataFrame, evaluation: pd.DataFrame, batc
     Under torchrun every rank embeds a share and only rank 0 scores: the others get None.
     With `train` (the training manifest; its label and attack columns are read), each attack is marked unseen or
     not and each split has "unseen": its bona fide utterances against the spoofs of attacks unseen in training,
-    pooled (cm_breakdown). With `bootstrap` (speaker-level, hp.evaluation.bootstrap), each split's EER and minDCF, and each
-    attack's with enough spoofs, get intervals, and the results say how ("bootstrap": Bootstrap.describe).
+    pooled (cm_breakdown). With `bootstrap` (speaker-level, hp.evaluation.bootstrap), each split's EER and minDCF, and
+    each attack's with enough spoofs, get intervals, and the results say how ("bootstrap": Bootstrap.describe).
     """
     if prior is None:
         prior = metrics.effective_prior(CM_P_TARGET, CM_C_MISS, CM_C_FA)
@@ -200,8 +200,8 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
     and what scoring a new trial by cosine needs: {"mean": the training mean embedding (None without mean
     subtraction), "threshold": the EER threshold of the first list's cosine scores, "threshold_rule": saying so}.
     Under torchrun every rank embeds a share and only rank 0 scores: the others get None. With `bootstrap`
-    (speaker-level, hp.evaluation.bootstrap), every EER and minDCF gets an interval, and the results say how ("bootstrap":
-    Bootstrap.describe).
+    (speaker-level, hp.evaluation.bootstrap), every EER and minDCF gets an interval, and the results say how
+    ("bootstrap": Bootstrap.describe).
     """
     with timed("embed test", len(test)):
         test_emb = embed_utterances(model, test, batch_seconds, num_workers)
@@ -242,7 +242,8 @@ def score_sv(model: TaskModel, test: pd.DataFrame, trials: pd.DataFrame, train: 
               "threshold_rule": f"EER of the cosine scores on trial list {trials['list'].iat[0]} (fitted on the "
                                 "evaluation trials themselves, so optimistic: set one from held-out trials)"}
     evaluated = {"lists": results, **({"bootstrap": bootstrap.describe(speakers)} if bootstrap is not None else {})}
-    # each trial's speakers beside its scores: what a paired bootstrap of two systems resamples (hp.evaluation.bootstrap.paired)
+    # each trial's speakers beside its scores: what a paired bootstrap of two systems resamples
+    # (hp.evaluation.bootstrap.paired)
     table = trials.assign(enroll_speaker=speaker[enroll], test_speaker=speaker[test_idx],
                           **{f"score_{kind}": score for kind, score in columns.items()})
     return table, evaluated, cosine

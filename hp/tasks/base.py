@@ -57,11 +57,11 @@ class Task:
         """Raise ValueError for head params this task cannot use (before the front end loads)."""
 
     # ---- scoring -----------------------------------------------------------------------------------------
-    def score_settings(self, params: dict) -> dict:
-        """`score.<task>` typed and checked, before any work."""
+    def score_settings(self, params: dict):
+        """`score.<task>` typed (the task's own dataclass) and checked, before any work."""
         raise NotImplementedError
 
-    def score(self, model: TaskModel, manifests: Path, batch_seconds: float, workers: int, settings: dict,
+    def score(self, model: TaskModel, manifests: Path, batch_seconds: float, workers: int, settings,
               bootstrap: Bootstrap | None = None):
         """(scores table, metrics, {file name: writer}, (DET scores, DET labels)); under torchrun every rank embeds
         a share of the utterances (hp.utils.distributed.share) and the ranks other than 0 return None. With `bootstrap`,

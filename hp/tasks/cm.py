@@ -102,11 +102,11 @@ class AntiSpoofing(Task):
     def score_settings(self, params):
         from hp.params import section, typed
 
-        return {"prior": typed(CMScoring, section(params, "score.cm"), "score.cm").calibration_prior}
+        return typed(CMScoring, section(params, "score.cm"), "score.cm")
 
     def score(self, model, manifests, batch_seconds, workers, settings, bootstrap=None):
-        """hp.evaluation.scoring.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split, attack, codec,
-        and on the attacks the training manifest does not carry (unseen), pooled."""
+        """hp.evaluation.scoring.score_cm: raw scores of dev and eval, LLRs calibrated on dev, metrics per split,
+        attack, codec, and on the attacks the training manifest does not carry (unseen), pooled."""
         import pandas as pd
 
         from hp.data.interop import write_cm_scores
@@ -115,7 +115,7 @@ class AntiSpoofing(Task):
 
         dev, evaluation = (pd.read_parquet(manifests / f"{split}.parquet") for split in ("dev", "eval"))
         train = pd.read_parquet(manifests / "train.parquet", columns=["label", "attack"])
-        scored = score_cm(model, dev, evaluation, batch_seconds, settings["prior"], workers, train=train,
+        scored = score_cm(model, dev, evaluation, batch_seconds, settings.calibration_prior, workers, train=train,
                           bootstrap=bootstrap)
         if scored is None:  # a rank other than 0 under torchrun
             return None

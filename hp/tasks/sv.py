@@ -109,11 +109,12 @@ class SpeakerVerification(Task):
             raise ValueError("class_weights is a CM setting; SV's AAM-softmax takes none")
 
     def score_settings(self, params):
-        return asdict(typed(SVScoring, section(params, "score.sv"), "score.sv"))
+        return typed(SVScoring, section(params, "score.sv"), "score.sv")
 
     def score(self, model, manifests, batch_seconds, workers, settings, bootstrap=None):
-        """hp.evaluation.scoring.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks; beside them the
-        training-free hp.evaluation.baselines.score_ltas (metrics under "baseline_ltas": {list: EER, minDCF})."""
+        """hp.evaluation.scoring.score_sv on every trial list: cosine, AS-norm and QMF scores as `score.sv` asks; beside
+        them the training-free hp.evaluation.baselines.score_ltas (metrics under "baseline_ltas": {list: EER,
+        minDCF})."""
         import pandas as pd
 
         from hp.data.interop import write_trial_scores
@@ -123,11 +124,11 @@ class SpeakerVerification(Task):
         from hp.utils.timing import timed
 
         trials, train, test = (pd.read_parquet(manifests / f"{name}.parquet") for name in ("trials", "train", "test"))
-        top_n = settings["asnorm_top_n"]
+        top_n = settings.asnorm_top_n
         with timed("LTAS baseline", len(test)):  # first: every rank takes a share
             baseline = score_ltas(test, trials, train, num_workers=workers)[1]
-        scored = score_sv(model, test, trials, train, batch_seconds, settings["mean_subtraction"], top_n,
-                          settings["qmf_trials"], settings["qmf_seed"], workers, bootstrap)
+        scored = score_sv(model, test, trials, train, batch_seconds, settings.mean_subtraction, top_n,
+                          settings.qmf_trials, settings.qmf_seed, workers, bootstrap)
         if scored is None:  # a rank other than 0 under torchrun
             return None
         table, task_metrics, cosine = scored
@@ -138,7 +139,7 @@ class SpeakerVerification(Task):
         first = table[table["list"] == table["list"].iat[0]]
         if top_n is not None:
             task_metrics["asnorm_top_n"] = min(top_n, train["speaker"].nunique())
-        task_metrics.update(qmf_trials=settings["qmf_trials"], det=f"{table['list'].iat[0]} {final}")
+        task_metrics.update(qmf_trials=settings.qmf_trials, det=f"{table['list'].iat[0]} {final}")
         task_metrics["baseline_ltas"] = baseline
         return table, task_metrics, exports, (first[final].to_numpy(), first["label"].to_numpy())
 

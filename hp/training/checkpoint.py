@@ -4,8 +4,8 @@ A checkpoint holds the model, both optimisers (the model's and the gates' + lamb
 controller (lambdas), the lr schedule, the position in the epoch, the gate-freeze step, the running parameter
 average, and every rank's random number generator states: hp.training.state.TrainState.state_dict(), which
 TrainState.load_state_dict() resumes from. It is written atomically (temp file, then rename),
-so a kill mid-write leaves the previous one. A fingerprint of the run's settings, data, starting weights and code guards resumption:
-a checkpoint of another run is ignored, not silently continued.
+so a kill mid-write leaves the previous one. A fingerprint of the run's settings, data, starting weights and code guards
+resumption: a checkpoint of another run is ignored, not silently continued.
 """
 from __future__ import annotations
 

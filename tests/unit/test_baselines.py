@@ -1,5 +1,5 @@
-"""The training-free SV baseline (hp.evaluation.baselines): the LTAS itself, the training-mean subtraction, and that cosine of
-mean-subtracted LTAS separates speakers whose spectra differ and nobody else."""
+"""The training-free SV baseline (hp.evaluation.baselines): the LTAS itself, the training-mean subtraction, and that
+cosine of mean-subtracted LTAS separates speakers whose spectra differ and nobody else."""
 from itertools import combinations
 
 import numpy as np

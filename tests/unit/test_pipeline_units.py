@@ -21,7 +21,7 @@ from hp.stages.training import training_configs
 from hp.tasks import get_task
 from hp.tasks import TaskModel
 
-from conftest import ROOT_DIR
+from helpers import ROOT_DIR
 from configs import head_config, train_config
 
 
@@ -110,7 +110,7 @@ def test_voxceleb_tree_and_trial_syntax(tmp_path):
     table = voxceleb.voxceleb_tree(wav, "test", Validation(min_seconds=0.5))
     assert list(table["utt"])[0] == "id00001/vid/00001.wav" and set(table["speaker"]) == {"id00001", "id00002"}
     assert (table["duration_s"] == 1.0).all() and (table["sample_rate"] == 16000).all()
-    trials = tmp_path / "trials.txt"  # lists naming missing files: tests/test_voxceleb.py
+    trials = tmp_path / "trials.txt"  # lists naming missing files: tests/unit/test_voxceleb.py
     trials.write_text("1 a b\nyes a b\n")
     with pytest.raises(DataError, match=r"trials.txt:2: expected"):
         read_trials(trials)

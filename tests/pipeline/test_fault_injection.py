@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline_repo import BIN, make_repo, outputs, repo_env, run, tiny_params, untimed
+from pipeline_repo import BIN, make_repo, outputs, reference_params, repo_env, run, untimed
 
 KINDS = ("prepare", "manifests", "finetune", "compact", "score", "export", "report")
 
@@ -95,14 +95,12 @@ def cache_is_sound(repo: Path) -> None:
         assert hashlib.md5(path.read_bytes()).hexdigest() == name, f"{path}: its content is not what it is named"
 
 
-@pytest.mark.slow  # two runs of the whole DAG and seven killed ones (minutes)
-def test_killed_in_every_stage_kind_and_rerun_equals_an_uninterrupted_run(tmp_path):
-    params = tiny_params()
-    (tmp_path / "reference").mkdir()
-    (tmp_path / "faulted").mkdir()
-    reference = make_repo(tmp_path / "reference", params)
-    run(["dvc", "repro"], reference)
-    repo = make_repo(tmp_path / "faulted", params)
+@pytest.mark.slow  # a run of the whole DAG killed seven times, against the suite's reference run (minutes)
+def test_killed_in_every_stage_kind_and_rerun_equals_an_uninterrupted_run(reference_run, tmp_path):
+    reference = reference_run
+    # the reference's settings and pretrained front end, with a checkpoint every 2 steps: a kill inside finetune
+    # resumes from one (runtime is no stage's dependency, so the outputs must still be the reference's)
+    repo = make_repo(tmp_path, reference_params(checkpoint_every=2), pretrained_from=reference)
     for kind in KINDS:  # each rerun goes on from where the last one was killed, to the next stage kind
         changed = repro_killed_inside(repo, kind)
         print(f"killed in {kind} after it changed {changed[:3]}")

@@ -12,12 +12,12 @@ import hp
 from hp.model.sampled import computed_units, skips_zeros
 from hp.training.sparsity import SparsityController, param_groups
 
-from conftest import hf_config as wavlm_config
+from helpers import hf_config as wavlm_config
 from test_families import VARIANTS, hf_config
 
 NO_DROPOUT = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
                   layerdrop=0.0)
-# WavLM (its Base / Large layouts), then HuBERT and wav2vec 2.0 (tests/test_families.py)
+# WavLM (its Base / Large layouts), then HuBERT and wav2vec 2.0 (tests/unit/test_families.py)
 CONFIGS = {"wavlm-base": hp.FrontendConfig.from_dict(wavlm_config("tiny-post").to_dict()),
            "wavlm-large": hp.FrontendConfig.from_dict(wavlm_config("tiny-pre").to_dict()),
            **{name: hp.FrontendConfig.from_dict(hf_config(name).to_dict()) for name in VARIANTS}}

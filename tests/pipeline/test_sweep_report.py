@@ -1,5 +1,5 @@
-"""hp.reporting.sweep, the sweep report, on the output of a real `dvc exp show --json`: a throw-away DVC repository whose
-one stage writes fake metrics from target_sparsity, swept through the experiment queue."""
+"""hp.reporting.sweep, the sweep report, on the output of a real `dvc exp show --json`: a throw-away DVC repository
+whose one stage writes fake metrics from target_sparsity, swept through the experiment queue."""
 import copy
 import re
 import json
@@ -251,9 +251,9 @@ def test_bad_input(tmp_path, capsys, content, message):
 
 @pytest.mark.slow  # a DVC experiment queue of five fake runs (~30 s)
 def test_make_sweep_targets_with_the_baseline_give_six_points_dense_included(tmp_path):
-    """`make sweep`'s SPARSITIES queued as it queues them, beside the committed baseline (0.7): hp.reporting.sweep reports the
-    six targets 0, 0.3, 0.5, 0.7, 0.8, 0.9 per task; the dense run (0: nothing removed, compact = dense parameters) is
-    a row of its own and, with the lowest SV EER, on SV's front vs parameters."""
+    """`make sweep`'s SPARSITIES queued as it queues them, beside the committed baseline (0.7): hp.reporting.sweep
+    reports the six targets 0, 0.3, 0.5, 0.7, 0.8, 0.9 per task; the dense run (0: nothing removed, compact = dense
+    parameters) is a row of its own and, with the lowest SV EER, on SV's front vs parameters."""
     from pipeline_repo import ROOT
 
     if shutil.which("git") is None:
@@ -313,8 +313,8 @@ def _cache_dir_out(cache: Path, files: dict[str, bytes]) -> str:
 
 def test_each_run_is_compared_with_the_dense_one_on_the_same_trials(tmp_path):
     """collect() with the DVC cache's scored trials: each SV row's EER minus the dense fine-tune's, with the paired
-    interval hp.evaluation.bootstrap.paired gives on the same trials and resamples; a run whose scores are not cached keeps
-    its row, without a comparison, and says so."""
+    interval hp.evaluation.bootstrap.paired gives on the same trials and resamples; a run whose scores are not cached
+    keeps its row, without a comparison, and says so."""
     from hp.evaluation.bootstrap import Bootstrap, paired
     from hp.evaluation.metrics import SV_COSTS
     from hp.reporting.sweep import cached_trials

@@ -15,8 +15,8 @@ from hp.stages.prepare import prepare
 from hp.training.checkpoint import Checkpoints
 from hp.training.feeding import ShardedSampler
 
-ROOT = Path(__file__).resolve().parents[1]
-RUNNER = Path(__file__).with_name("training_run.py")
+ROOT = Path(__file__).resolve().parents[2]
+RUNNER = ROOT / "tests" / "training_run.py"
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from hp.data import convert
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECONDS = 0.25
 FAKE_FFMPEG = """\
 #!{python}

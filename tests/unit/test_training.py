@@ -154,7 +154,7 @@ def test_training_runs_every_layer_unless_layerdrop_is_asked_for(corpus, tiny_ch
 
     import yaml
 
-    from conftest import ROOT_DIR
+    from helpers import ROOT_DIR
     from hp.stages.training import pretrained_frontend
 
     path, _ = tiny_checkpoint
@@ -182,7 +182,7 @@ def test_training_runs_every_layer_unless_layerdrop_is_asked_for(corpus, tiny_ch
 def test_layerdrop_param_is_checked():
     import yaml
 
-    from conftest import ROOT_DIR
+    from helpers import ROOT_DIR
     from hp.errors import ConfigError
     from hp.params import ModelConfig, typed
 
@@ -247,7 +247,7 @@ def test_recipes_set_the_authors_optimiser_details():
     as their code of each task: none in the SV paper-era executor, 3.0 in the CM one; LayerDrop 0."""
     import yaml
 
-    from conftest import ROOT_DIR
+    from helpers import ROOT_DIR
     from hp.training.sparsity import SparsityController, param_groups
 
     recipes = sorted((ROOT_DIR / "recipes").glob("*.yaml"))
@@ -289,7 +289,7 @@ def _dense_params(target: float) -> dict:
     """params.yaml with the SV fine-tuning cut to a few steps on the `corpus` fixture, at `target`."""
     import yaml
 
-    from conftest import ROOT_DIR
+    from helpers import ROOT_DIR
 
     params = yaml.safe_load((ROOT_DIR / "params.yaml").read_text())
     params["target_sparsity"] = target

@@ -148,7 +148,8 @@ def test_train_compaction_benchmark_runs_both_ways(capsys):
     gated, compacted = r["runs"]["gated"], r["runs"]["compacted"]
     assert gated["frozen_at"] == compacted["frozen_at"] == compacted["compacted_at"] == 3 and gated["compacted_at"] is None
     assert compacted["params_training"] < gated["params_training"]
-    assert r["final_max_abs_diff"] < 1e-3  # the same run (no dropout): float reorderings only (tests/test_training.py)
+    # the same run (no dropout): float reorderings only (tests/unit/test_training.py)
+    assert r["final_max_abs_diff"] < 1e-3
 
 
 def test_latency_benchmark_times_saved_models(tmp_path, capsys):

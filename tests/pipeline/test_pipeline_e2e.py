@@ -1,5 +1,6 @@
 """The DVC pipeline end to end in a throw-away git repository, then the README's next commands as a new user
-types them in a new shell (`dvc exp run -S ...`, `dvc exp show`, `dvc metrics diff`, plots, `python -m hp.reporting.sweep`)."""
+types them in a new shell (`dvc exp run -S ...`, `dvc exp show`, `dvc metrics diff`, plots, `python -m
+hp.reporting.sweep`)."""
 import json
 import os
 import re
@@ -21,7 +22,8 @@ from stage_deps import recorded_mismatches
 
 def readme_commands() -> list[str]:
     """What the README tells a user to type after `make repro`: the block that starts by activating the
-    environment (exp run, exp show, metrics diff, plots) and the sweep report's `python -m hp.reporting.sweep`, verbatim."""
+    environment (exp run, exp show, metrics diff, plots) and the sweep report's `python -m hp.reporting.sweep`,
+    verbatim."""
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```\n(.*?)```", text, flags=re.S)
     first = next(b for b in blocks if "dvc exp run -S target_sparsity" in b).strip().splitlines()
@@ -39,7 +41,6 @@ def new_shell_env() -> dict:
             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
 
 
-@pytest.mark.slow  # runs `dvc repro`: `pytest -m 'not slow'` skips it
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 @pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="runs the README's commands in the suite's virtualenv")
 def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from hp.errors import ConfigError
 from hp.stages.manifests import manifests
 from hp.stages.prepare import prepare
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_voxceleb1_dev_speakers_train_with_o_only(trees, tmp_path):
     assert set(train["speaker"]) == {f"id0000{i}" for i in range(1, 7)} | {"id10003", "id10004"}
 
 
-@pytest.mark.slow  # runs `dvc repro`: `pytest -m 'not slow'` skips it
+@pytest.mark.pipeline  # runs `dvc repro` in a scratch repository (`make test-fast` skips it)
 def test_sv_stages_on_voxceleb_under_dvc(trees, tmp_path):
     """prepare -> manifests -> warmup -> finetune -> compact -> score on the VoxCeleb-shaped tree, with MUSAN/RIR
     augmentation, the frozen-front-end phase, ECAPA-TDNN, checkpoint averaging and QMF."""

@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from conftest import ROOT_DIR
+from helpers import ROOT_DIR
 from pipeline_repo import run_stage as stage
 
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 import hp
 from hp.errors import CheckpointError
 
-from conftest import random_hf_model
+from helpers import random_hf_model
 
 
 def outputs_match(model, ref, wave):

@@ -13,7 +13,6 @@ import yaml
 
 from pipeline_repo import ROOT, make_repo, run, small_params
 
-pytestmark = pytest.mark.slow  # DVC experiment queues: `pytest -m 'not slow'` skips them
 
 
 def tiny_params() -> dict:

@@ -1,5 +1,6 @@
-"""The speaker-level bootstrap (hp.evaluation.bootstrap) against a naive one that re-forms each resample's trial list from
-speaker copies, one by one, and scores it with hp.evaluation.metrics; the intervals it puts in hp.evaluation.scoring's metrics."""
+"""The speaker-level bootstrap (hp.evaluation.bootstrap) against a naive one that re-forms each resample's trial list
+from speaker copies, one by one, and scores it with hp.evaluation.metrics; the intervals it puts in
+hp.evaluation.scoring's metrics."""
 import itertools
 
 import numpy as np

@@ -20,7 +20,7 @@ from hp.model.frontend import Frontend
 from hp.tasks import TaskModel
 from hp.utils.files import write_json
 
-from conftest import ROOT_DIR, randomise_gates
+from helpers import ROOT_DIR, randomise_gates
 from configs import head_config
 
 HEAD = head_config(heads=2, compression=8, embedding=16)

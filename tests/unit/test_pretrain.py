@@ -13,7 +13,7 @@ from hp.model.config import SHAPES
 from hp.training import pretraining as P
 from parity import compare
 
-from conftest import ROOT_DIR
+from helpers import ROOT_DIR
 
 COMMITTED = ROOT_DIR / "models" / "pretrained" / "tiny"
 

@@ -16,10 +16,10 @@ from hp.model.gates import UNIT_TYPES
 from hp.model.io import state_dict_from_hf
 from hp.tasks import TaskModel
 
-from conftest import randomise_gates
+from helpers import randomise_gates
 from configs import head_config
 
-# As for WavLM (tests/test_wavlm_parity.py, test_compaction.py): float32 differences are ~1e-6 (summation order
+# As for WavLM (tests/unit/test_wavlm_parity.py, test_compaction.py): float32 differences are ~1e-6 (summation order
 # of other kernels, folded masks); 1e-4 leaves room for that and catches any real mismatch.
 ATOL = 1e-4
 

@@ -9,7 +9,7 @@ import copy
 import pytest
 import yaml
 
-from conftest import ROOT_DIR
+from helpers import ROOT_DIR
 from hp.errors import ConfigError
 from hp.params import load_params
 from hp.stages import compact, export, finetune, manifests, prepare, pretrain, report, score, warmup

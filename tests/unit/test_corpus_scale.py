@@ -14,7 +14,7 @@ from hp.data.manifest import Validation, read_trials
 from hp.data.voxceleb import TRIAL_LISTS, voxceleb_tree
 from test_export import compact_sv_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_full_scale_counts_are_voxcelebs():

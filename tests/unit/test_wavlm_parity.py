@@ -5,7 +5,7 @@ import torch
 import hp
 from hp.model.io import state_dict_from_hf
 
-from conftest import hf_config, hp_config, random_hf_model
+from helpers import hf_config, hp_config, random_hf_model
 from parity import ATOL, compare
 
 

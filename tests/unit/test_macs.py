@@ -1,5 +1,5 @@
-"""The MAC polynomial: at a deterministic mask it is the compact model's MACs as hp.utils.profiling.count_macs measures them,
-exactly, for every family and layout, unit type and utterance length; its expectation is differentiable in every
+"""The MAC polynomial: at a deterministic mask it is the compact model's MACs as hp.utils.profiling.count_macs measures
+them, exactly, for every family and layout, unit type and utterance length; its expectation is differentiable in every
 gate, and the MAC target drives the Lagrangian as the parameter one does."""
 import pytest
 import torch
@@ -8,10 +8,10 @@ import hp
 from hp.measure import PARAMS, Measure
 from hp.utils.profiling import count_macs
 
-from conftest import hp_config, randomise_gates
+from helpers import hp_config, randomise_gates
 from test_families import VARIANTS, hf_config
 
-# WavLM's two layouts (tests/conftest.py) and the other families' (tests/test_families.py)
+# WavLM's two layouts (tests/conftest.py) and the other families' (tests/unit/test_families.py)
 CONFIGS = {**{name: (lambda name=name, **c: hp_config(name, **c)) for name in ("tiny-post", "tiny-pre")},
            **{name: (lambda name=name, **c: hp.FrontendConfig.from_dict(hf_config(name, **c).to_dict()))
               for name in VARIANTS}}

@@ -1,19 +1,16 @@
-"""docs/pipeline.md, "What reproduces": two from-scratch runs of the default DAG, training stages included (the frozen pretrain
-stage run by hand, then `dvc repro`), in two repositories at different paths, one decoding audio in the main
-process and checkpointing never, the other with two DataLoader workers and a checkpoint every 3 steps, both at
-runtime.threads 1 (a CI machine's core count must not matter), give bitwise-identical outputs: every file dvc.lock
-records, the pretrained front end and the training curves; the files that hold wall-clock times (timed, below)
-agree in everything else."""
+"""docs/pipeline.md, "What reproduces": two from-scratch runs of the default DAG, training stages included (the frozen
+pretrain stage run by hand, then `dvc repro`), in two repositories at different paths give bitwise-identical outputs:
+every file dvc.lock records, the pretrained front end and the training curves; the files that hold wall-clock times
+(timed, below) agree in everything else. The first is the suite's reference run (tests/pipeline/conftest.py:
+decoding in the main process, no checkpoints), the second decodes in two DataLoader workers and checkpoints every 3
+steps; both at runtime.threads 1 (a CI machine's core count must not matter)."""
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from pipeline_repo import make_repo, outputs, run, tiny_params, untimed
-
-PRETRAIN = dict(speakers=12, utterances_per_speaker=2, clusters=8, kmeans_frames=2000, kmeans_iterations=5, steps=12,
-                batch_size=4, warmup_steps=3, held_out_speakers=2, log_every=4)
+from pipeline_repo import make_repo, outputs, reference_params, run, untimed
 
 
 def files_under(repo: Path, *folders: str) -> dict[str, bytes]:
@@ -21,18 +18,12 @@ def files_under(repo: Path, *folders: str) -> dict[str, bytes]:
             for p in sorted((repo / folder).rglob("*")) if p.is_file()}
 
 
-@pytest.mark.slow  # two runs of the whole DAG at its smallest (minutes)
-def test_two_runs_from_scratch_give_identical_outputs(tmp_path):
-    repos = []
-    for name, workers, every in (("first", 0, None), ("second", 2, 3)):
-        params = tiny_params()
-        params["pretrain"].update(PRETRAIN)
-        params["runtime"].update(num_workers=workers, checkpoint_every=every, threads=1)
-        (tmp_path / name).mkdir()
-        repo = make_repo(tmp_path / name, params)
-        run([sys.executable, "-m", "stages.pretrain"], repo)  # frozen in dvc.yaml: `dvc repro` would skip it
-        run(["dvc", "repro"], repo)
-        repos.append(repo)
+@pytest.mark.slow  # a second run of the whole DAG at its smallest, against the suite's reference run (minutes)
+def test_two_runs_from_scratch_give_identical_outputs(reference_run, tmp_path):
+    second = make_repo(tmp_path, reference_params(num_workers=2, checkpoint_every=3))
+    run([sys.executable, "-m", "stages.pretrain"], second)  # frozen in dvc.yaml: `dvc repro` would skip it
+    run(["dvc", "repro"], second)
+    repos = [reference_run, second]
     first = repos[0]
     # the pretraining record (in metrics/ and beside the weights) holds its wall-clock times: compared apart
     pretrained = ("metrics/pretrain.json", "models/pretrained/tiny")

@@ -8,7 +8,7 @@ import hp
 from hp.errors import CheckpointError, ConfigError
 from hp.model.gates import UNIT_TYPES
 
-from conftest import hp_config, randomise_gates
+from helpers import hp_config, randomise_gates
 
 # Compaction reorders float32 sums (folded masks, smaller matmuls); observed differences are ~1e-6.
 ATOL = 1e-4

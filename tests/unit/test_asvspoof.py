@@ -25,7 +25,7 @@ from hp.stages.prepare import prepare
 from hp.tasks import CM_LABELS, TaskModel
 from configs import head_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SR = 16000
 # per split: (file-name prefix, attacks, codecs) -- dev and eval attacks differ from train's, as in ASVspoof5
 SPLITS = {"train": ("T", ("A01", "A02"), ("-",)), "dev": ("D", ("A09", "A10"), ("-",)),
@@ -424,7 +424,7 @@ def test_score_cm_calibrates_on_dev_and_applies_to_eval(tmp_path):
 
 
 # ---- the CM stages under DVC ------------------------------------------------------------------------------
-@pytest.mark.slow  # runs `dvc repro`: `pytest -m 'not slow'` skips it
+@pytest.mark.pipeline  # runs `dvc repro` in a scratch repository (`make test-fast` skips it)
 @pytest.mark.parametrize("corpus", ["asvspoof5", "asvspoof2019la"])
 def test_cm_stages_on_released_trees_under_dvc(cm_trees, tmp_path, corpus):
     """prepare -> manifests -> warmup (skipped) -> finetune -> compact -> score@cm on each tree, with MUSAN/RIR

@@ -13,7 +13,7 @@ from hp.errors import CheckpointError, ExportError
 from hp.model import Frontend
 from hp.model.config import SHAPES
 from hp.tasks import TaskModel
-from conftest import randomise_gates
+from helpers import randomise_gates
 from configs import head_config
 
 SCORING = {"mean": None, "threshold": 0.3, "threshold_rule": "EER of the cosine scores on trial list O"}
