@@ -33,13 +33,16 @@ lock:
 	mv $(LOCK).tmp $(LOCK)
 	rm -rf .lock-venv
 
-# Every tier (tests/unit, tests/pipeline, tests/gpu: skipped without CUDA), as CI runs it.
+# Every tier (tests/unit, tests/pipeline, tests/gpu: skipped without CUDA), as CI runs it, in TEST_WORKERS
+# processes (pytest-xdist; each test's torch uses every core, so more workers than cores only contend). Tests marked
+# with one xdist_group share a worker: the tests compared against the one reference run of the DAG.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 # The inner loop: no DVC stages in scratch repositories, no subprocess training (see pyproject.toml's markers).
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not pipeline"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow and not pipeline"
 
 repro: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
