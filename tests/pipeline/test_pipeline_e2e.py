@@ -1,6 +1,6 @@
-"""The DVC pipeline end to end in a throw-away git repository, then the README's next commands as a new user
-types them in a new shell (`dvc exp run -S ...`, `dvc exp show`, `dvc metrics diff`, plots, `python -m
-hp.reporting.sweep`)."""
+"""The DVC pipeline end to end in a throw-away git repository at a size where both tasks learn; then, on the
+suite's smallest reference run, the README's next commands as a new user types them in a new shell (`dvc exp run
+-S ...`, `dvc exp show`, `dvc metrics diff`, plots, `python -m hp.reporting.sweep`)."""
 import json
 import os
 import re
@@ -43,7 +43,7 @@ def new_shell_env() -> dict:
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 @pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="runs the README's commands in the suite's virtualenv")
-def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path, monkeypatch):
+def test_dvc_repro_on_a_learning_size_corpus(tmp_path, monkeypatch):
     params = learning_cm(learning_sv(small_params(yaml.safe_load((ROOT / "params.yaml").read_text()))))
     tolerance = {task: params["finetune"][task]["freeze_tolerance"] for task in ("sv", "cm")}
     repo = make_repo(tmp_path, params)
@@ -62,7 +62,6 @@ def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path, monkeypatch
         trained = json.loads((repo / "metrics" / task / "finetune.json").read_text())
         assert trained["layerdrop"] == 0.0 and trained["peak_lr"] > 0
     assert (repo / "data" / "sv" / "manifests" / "kaldi" / "train" / "wav.scp").is_file()
-    baseline = {task: json.loads((repo / "metrics" / f"{task}.json").read_text()) for task in ("sv", "cm")}
     check_sv_scores(repo)
     check_cm_scores(repo)
     check_report(repo / "reports")
@@ -77,6 +76,18 @@ def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path, monkeypatch
     assert "up to date" in run(["dvc", "status"], repo)
     run(["git", "checkout", "params.yaml"], repo)
 
+
+@pytest.mark.xdist_group("reference_run")  # with the other users of the session's reference run (make test)
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+@pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="runs the README's commands in the suite's virtualenv")
+def test_the_readme_commands_in_a_new_shell(reference_run, tmp_path):
+    """After `make repro`, the README's next commands as a new user types them, on a copy of the suite's reference
+    run (the smallest DAG: what is checked here is that the commands work, not what the model learns)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(reference_run, repo, symlinks=True)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    baseline = {task: json.loads((repo / "metrics" / f"{task}.json").read_text()) for task in ("sv", "cm")}
     # a new shell, in the checkout that `make repro` set up: .venv is there, not on PATH, and nothing finds torch
     (repo / ".venv").symlink_to(Path(sys.prefix))
     env = new_shell_env()
@@ -88,11 +99,8 @@ def test_dvc_repro_then_the_readme_commands_in_a_new_shell(tmp_path, monkeypatch
     assert result.returncode == 0, f"the README's commands failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     for task in ("sv", "cm"):  # the experiment's results are in the workspace: every stage reran at 0.5
         m = json.loads((repo / "metrics" / f"{task}.json").read_text())
-        # this small setting's structure swings by a whole attention block (7% of it) around 0.5, so the
-        # structure need not settle within freeze_tolerance here (the 0.7 run above holds to it): half-way to
-        # 0.7 would mean the override never reached training
-        assert m["target_sparsity"] == 0.5 and abs(m["achieved_sparsity"] - 0.5) < 0.1
-        assert m["params_compact"] > baseline[task]["params_compact"]
+        # a few steps of training leave the structure short of either target; a smaller target keeps more
+        assert m["target_sparsity"] == 0.5 and m["params_compact"] > baseline[task]["params_compact"]
     assert "metrics/sv.json" in result.stdout  # dvc metrics diff listed what changed
     assert (repo / "dvc_plots" / "index.html").is_file()
     table = pd.read_csv(repo / "reports" / "sweep" / "sweep.csv")  # the experiment beside the committed baseline
