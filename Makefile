@@ -34,11 +34,11 @@ lock:
 	rm -rf .lock-venv
 
 # Every tier (tests/unit, tests/pipeline, tests/gpu: skipped without CUDA), as CI runs it, in TEST_WORKERS
-# processes (pytest-xdist; each test's torch uses every core, so more workers than cores only contend). Tests marked
-# with one xdist_group share a worker: the tests compared against the one reference run of the DAG.
+# processes (pytest-xdist; each test's torch uses every core, so more workers than cores only contend). The workers
+# build the DAG's one reference run once between them (tests/pipeline/conftest.py).
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # The inner loop: no DVC stages in scratch repositories, no subprocess training (see pyproject.toml's markers).
 test-fast: $(STAMP)

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="benchmark", required=True)
     for module in MODULES:
         module.add_parser(sub)  # each sets `run`, its benchmark's function of the parsed arguments
+    for benchmark in sub.choices.values():  # every benchmark prints its result the same way
+        benchmark.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     args = parser.parse_args(argv)
     json.dump(args.run(args), sys.stdout, indent=None if args.json else 2)
     print()

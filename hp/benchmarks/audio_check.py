@@ -61,5 +61,4 @@ def add_parser(sub) -> None:
     p.add_argument("--format", choices=("flac", "wav"), default="flac")
     p.add_argument("--processes", type=comma_list(int), default=[1, 2], help="comma-separated process counts")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p.set_defaults(run=audio_check)

@@ -120,5 +120,4 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=11, help="timed runs after 2 warm-up runs; the median is kept")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", metavar="DIR", help="save the compact model here for hp.load_compact")
-    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p.set_defaults(run=compaction)

@@ -286,6 +286,5 @@ def add_parser(sub) -> None:
                    help="files of VoxCeleb1's mean length the audio check is timed on again, per format")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the JSON here")
-    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p.set_defaults(run=corpus_scale)
 

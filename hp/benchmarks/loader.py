@@ -78,5 +78,4 @@ def add_parser(sub) -> None:
     p.add_argument("--batches", type=int, default=8, help="timed batches, after one warm-up batch")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process (workers use 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p.set_defaults(run=loader)

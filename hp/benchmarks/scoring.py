@@ -55,5 +55,4 @@ def add_parser(sub) -> None:
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p.set_defaults(run=scoring)

@@ -264,7 +264,6 @@ def add_parser(sub) -> None:
                    help="sparsity of the gates of pruned_target and pruned_target_masked (log_alpha drawn so)")
     p.add_argument("--rounds", type=int, default=3, help="each variant timed this many times in turn; the median")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p.set_defaults(run=train)
     p = sub.add_parser("train-compaction", help="a run with and without train-time compaction: step times, wall time")
     p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
@@ -275,5 +274,4 @@ def add_parser(sub) -> None:
     p.add_argument("--switch", type=int, default=10, help="the step at which the gates freeze")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true", help="print one JSON line (default: indented JSON)")
     p.set_defaults(run=train_compaction)

@@ -95,7 +95,6 @@ def cache_is_sound(repo: Path) -> None:
         assert hashlib.md5(path.read_bytes()).hexdigest() == name, f"{path}: its content is not what it is named"
 
 
-@pytest.mark.xdist_group("reference_run")  # with the other users of the session's reference run (make test)
 @pytest.mark.slow  # a run of the whole DAG killed seven times, against the suite's reference run (minutes)
 def test_killed_in_every_stage_kind_and_rerun_equals_an_uninterrupted_run(reference_run, tmp_path):
     reference = reference_run

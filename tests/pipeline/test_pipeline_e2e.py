@@ -77,7 +77,6 @@ def test_dvc_repro_on_a_learning_size_corpus(tmp_path, monkeypatch):
     run(["git", "checkout", "params.yaml"], repo)
 
 
-@pytest.mark.xdist_group("reference_run")  # with the other users of the session's reference run (make test)
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 @pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="runs the README's commands in the suite's virtualenv")
 def test_the_readme_commands_in_a_new_shell(reference_run, tmp_path):

@@ -18,7 +18,6 @@ def files_under(repo: Path, *folders: str) -> dict[str, bytes]:
             for p in sorted((repo / folder).rglob("*")) if p.is_file()}
 
 
-@pytest.mark.xdist_group("reference_run")  # with the other users of the session's reference run (make test)
 @pytest.mark.slow  # a second run of the whole DAG at its smallest, against the suite's reference run (minutes)
 def test_two_runs_from_scratch_give_identical_outputs(reference_run, tmp_path):
     second = make_repo(tmp_path, reference_params(num_workers=2, checkpoint_every=3))
