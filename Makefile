@@ -35,10 +35,11 @@ lock:
 
 # Every tier (tests/unit, tests/pipeline, tests/gpu: skipped without CUDA), as CI runs it, in TEST_WORKERS
 # processes (pytest-xdist; each test's torch uses every core, so more workers than cores only contend). The workers
-# build the DAG's one reference run once between them (tests/pipeline/conftest.py).
+# build the DAG's one reference run once between them (tests/pipeline/conftest.py). worksteal: an idle worker takes
+# tests queued for the other, so minutes-long pipeline tests dealt to one worker do not run one after another.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # The inner loop: no DVC stages in scratch repositories, no subprocess training (see pyproject.toml's markers).
 test-fast: $(STAMP)
