@@ -9,7 +9,6 @@ MEASURES = ("params", "macs")
 SAMPLE_RATE = 16000  # every family's input rate (hp.data.audio resamples to it)
 
 
-
 def prunes(target_sparsity: float) -> bool:
     """Whether a run prunes: the one place that decides what target_sparsity 0 means. At 0 the dense front end is
     fine-tuned plainly (no gates, no Lagrangian, nothing to compact): the sweep's dense point, which every pruned

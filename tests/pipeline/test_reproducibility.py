@@ -24,7 +24,6 @@ def test_two_runs_from_scratch_give_identical_outputs(reference_run, tmp_path):
     run([sys.executable, "-m", "stages.pretrain"], second)  # frozen in dvc.yaml: `dvc repro` would skip it
     run(["dvc", "repro"], second)
     repos = [reference_run, second]
-    first = repos[0]
     # the pretraining record (in metrics/ and beside the weights) holds its wall-clock times: compared apart
     pretrained = ("metrics/pretrain.json", "models/pretrained/tiny")
     expected, got = (outputs(r) for r in repos)
@@ -40,4 +39,4 @@ def test_two_runs_from_scratch_give_identical_outputs(reference_run, tmp_path):
         a, b = (json.loads((r / path).read_text()) for r in repos)
         assert untimed(a) == untimed(b), path
     for task in ("sv", "cm"):  # runtime.threads reached the training stage
-        assert json.loads((first / f"metrics/{task}/finetune.json").read_text())["hardware"]["torch_threads"] == 1
+        assert json.loads((reference_run / f"metrics/{task}/finetune.json").read_text())["hardware"]["torch_threads"] == 1
