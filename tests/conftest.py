@@ -3,6 +3,11 @@ imported by name: tests/pipeline has one of its own)."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub; the hub path is tested on a local cache
+# pytest-xdist's workers share the cores: each worker, and every stage it starts (OMP_NUM_THREADS is inherited),
+# runs on its share, so that 2 workers on 2 cores do not run 4 threads that wait on each other
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
 
 from pathlib import Path  # noqa: E402
 
@@ -12,6 +17,8 @@ import torch  # noqa: E402
 from helpers import noise_wav, random_hf_model  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
+if _WORKERS > 1:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def pytest_collection_modifyitems(config, items):
