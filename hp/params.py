@@ -277,6 +277,8 @@ class ExportConfig:
     parity_seconds: list  # random utterance lengths run through ONNX and PyTorch
     tolerance: float  # most |ONNX - PyTorch| / (1 + |PyTorch|) allowed
     exporter: str  # torchscript | dynamo (hp.deploy.export.export_onnx)
+    int8: str  # dynamic | static (hp.deploy.quantize)
+    calibration_utterances: int  # static int8: training utterances that fix the activation ranges
 
     def __post_init__(self):
         positive(self.seconds, "export.seconds")
@@ -288,6 +290,8 @@ class ExportConfig:
         object.__setattr__(self, "parity_seconds", [positive(s, "export.parity_seconds") for s in self.parity_seconds])
         positive(self.tolerance, "export.tolerance")
         choice(self.exporter, "export.exporter", ("torchscript", "dynamo"))
+        choice(self.int8, "export.int8", ("dynamic", "static"))
+        integer(self.calibration_utterances, "export.calibration_utterances", minimum=1)
 
 
 @dataclass(frozen=True)

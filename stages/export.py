@@ -8,5 +8,5 @@ from hp.stages.export import export
 
 task = sys.argv[1]
 result = export(task, load_params(), Path("models") / task / "compact", Path("scores") / task,
-                Path("models") / task / "export", Path("metrics") / task / "export.json")
-print({name: result[name]["latency_ms"] for name in ("dense", "compact")})
+                Path("data") / task / "manifests", Path("metrics") / task, Path("models") / task / "export")
+print({name: result[name]["latency_ms"] for name in ("dense", "compact")}, {"int8": result["int8"]["latency_ms"]})

@@ -1,11 +1,15 @@
 """What many tests build: transformers reference models and configs, hp configs from them, random gates, noise
-files; and the repository root."""
+files, a small compacted SV model and its scoring.json settings; and the repository root."""
 from pathlib import Path
 
 import torch
 import transformers
 
 import hp
+from configs import head_config
+from hp.model import Frontend
+from hp.model.config import SHAPES
+from hp.tasks import TaskModel
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 
@@ -61,3 +65,19 @@ def noise_wav(path: Path, seconds: float, seed: int, decay: float | None = None,
         wave[0] = 1.0
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, wave.astype(np.float32), 16000, format=fmt)
+
+
+SV_SCORING = {"mean": None, "threshold": 0.3, "threshold_rule": "EER of the cosine scores on trial list O"}
+
+
+def compact_sv_model() -> TaskModel:
+    """A compacted two-layer SV model with the ECAPA-TDNN back-end (batch norm, masked statistics) and some
+    heads, units, channels and one block removed."""
+    config = SHAPES["tiny"].replace(num_hidden_layers=2, intermediate_size=64, conv_dim=(16,) * 7)
+    torch.manual_seed(0)
+    head = head_config(backend="ecapa", ecapa_channels=16, ecapa_mfa_channels=48, embedding=12)
+    model = TaskModel("sv", Frontend(config), ["a", "b", "c"], head)
+    with torch.no_grad():
+        randomise_gates(model.frontend, torch.Generator().manual_seed(0), spread=1.5)
+        model.frontend.encoder.layers[1].feed_forward.block_gate.log_alpha.fill_(-20.0)  # a whole block off
+    return model.compacted()

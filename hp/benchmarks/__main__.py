@@ -8,6 +8,7 @@ latency           saved task models timed side by side: params, MACs, CPU latenc
 loader            the training data path alone (decode, crop, augmentation): utt/s per worker count (loader.py)
 audio-check       the manifests stage's audio check, headers vs full decode: files/s (audio_check.py)
 corpus-scale      SV prepare, manifests and score on a VoxCeleb-size tree: time, memory (corpus_scale.py)
+int8              fp32 vs int8 ONNX of a compacted front end: size, CPU latency, agreement (int8.py)
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import argparse
 import json
 import sys
 
-from hp.benchmarks import audio_check, compaction, corpus_scale, latency, loader, scoring, training
+from hp.benchmarks import audio_check, compaction, corpus_scale, int8, latency, loader, scoring, training
 
-MODULES = (compaction, scoring, training, latency, loader, audio_check, corpus_scale)  # the order of --help
+MODULES = (compaction, scoring, training, latency, loader, audio_check, corpus_scale, int8)  # the order of --help
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -88,9 +88,10 @@ def load_bundle(directory: str | None, task: str | None, verb: str):
     from safetensors import SafetensorError
 
     from hp.deploy.export import Bundle
+    from hp.deploy.release import resolve
 
     try:
-        bundle = Bundle.load(directory)
+        bundle = Bundle.load(resolve(directory))
     except HPError:
         raise
     except (OSError, KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
@@ -102,7 +103,7 @@ def load_bundle(directory: str | None, task: str | None, verb: str):
 
 
 def make_runner(bundle, runtime: str, threads: int | None):
-    if runtime == "onnx":
+    if runtime in ("onnx", "int8"):
         if importlib.util.find_spec("onnxruntime") is None:
             raise CliError("--runtime onnx: onnxruntime is not installed (pip install onnxruntime, or use "
                            "--runtime torch)")
@@ -128,7 +129,7 @@ def model_outputs(args, bundle, paths: list[str]) -> dict[str, np.ndarray]:
     """Check every input, then run the model: its outputs by name, in the order of `paths`."""
     min_samples = max(round(MIN_SECONDS * SAMPLE_RATE), receptive_field(bundle.graph.model.frontend.config))
     infos = [probe_audio(p, min_samples) for p in paths]  # every file is checked before any model work
-    runner = make_runner(bundle, args.runtime, args.threads)
+    runner = make_runner(bundle, "int8" if args.int8 else args.runtime, args.threads)
     return run(runner, infos, min_samples, args.batch_seconds)
 
 
@@ -273,10 +274,14 @@ def _add_common(parser: argparse.ArgumentParser, task: str | None) -> None:
     default = (f"default {DEFAULT_MODELS[task]}" if task else
                f"default {DEFAULT_MODELS['sv']} (any bundle: a CM one gives its embeddings)")
     group.add_argument("--model", metavar="DIR",
-                       help="a model bundle written by the pipeline's export stage (model.safetensors, task.json, "
-                            f"model.onnx, scoring.json); {default}")
+                       help="a released model folder written by the pipeline's export stage (its files are checked "
+                            "against its SHA256SUMS first), or a Hugging Face hub id (owner/name) of one where the "
+                            f"hub is reachable; {default}")
     group.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
-                       help="run the PyTorch model or its ONNX graph (onnxruntime, CPU); default torch")
+                       help="run the PyTorch model or its fp32 ONNX graph (onnxruntime, CPU); default torch")
+    group.add_argument("--int8", action="store_true",
+                       help="run the int8 ONNX graph (model.int8.onnx, onnxruntime, CPU): smaller and faster, "
+                            "scores within the test-set interval the model card gives")
     group.add_argument("--threads", type=_positive(int), metavar="N",
                        help="CPU threads (torch.set_num_threads; onnxruntime's intra-op threads); default: the "
                             "libraries' own choice")

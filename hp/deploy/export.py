@@ -9,6 +9,9 @@ A bundle is one directory:
   scoring.json                  how outputs become decisions. SV: the training mean embedding subtracted before
                                 cosine scoring (or null) and a cosine threshold; CM: the calibration (already
                                 applied in `llrs`) and the Bayes threshold of the ASVspoof5 DCF.
+  model.int8.onnx, README.md    added by the export stage (hp.stages.export): the int8 graph (hp.deploy.quantize)
+                                and the model card (hp.deploy.card)
+  SHA256SUMS                    every other file's checksum (hp.deploy.release), checked by every loader
 
 onnx and onnxruntime are imported where they are used: the training stages must not need them (the GPU image
 used for training has neither).
@@ -18,6 +21,7 @@ from __future__ import annotations
 import copy
 import io
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 
 from hp.data.audio import SAMPLE_RATE, pad_batch
+from hp.deploy.release import FP32, INT8, OnnxModel, verify, write_manifest
 from hp.errors import CheckpointError, ExportError
 from hp.evaluation.calibration import LinearCalibration
 from hp.model import Frontend
@@ -109,29 +114,6 @@ def export_onnx(graph: InferenceGraph, path: Path, opset: int = OPSET, exporter:
         tmp.unlink(missing_ok=True)
 
 
-class OnnxGraph:
-    """An onnxruntime CPU session over an exported graph, called like InferenceGraph.run."""
-
-    def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's business
-        try:
-            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types, one per failure
-            raise CheckpointError(f"{path}: not a loadable ONNX model ({type(e).__name__}: {e})") from None
-        self.outputs = [o.name for o in self.session.get_outputs()]
-
-    def run(self, wave: np.ndarray, lengths: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(None, {"wave": np.ascontiguousarray(wave, dtype=np.float32),
-                                         "lengths": np.ascontiguousarray(lengths, dtype=np.int64)})
-        return dict(zip(self.outputs, values))
-
-
 def random_batch(seconds: list[float], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-noise utterances of the given lengths, zero-padded into one batch."""
     rng = np.random.default_rng(seed)
@@ -139,7 +121,7 @@ def random_batch(seconds: list[float], seed: int = 0) -> tuple[np.ndarray, np.nd
     return wave.numpy(), lengths.numpy()
 
 
-def parity(graph: InferenceGraph, onnx_graph: OnnxGraph, seconds: list[float], seed: int = 0) -> dict[str, dict]:
+def parity(graph: InferenceGraph, onnx_graph: OnnxModel, seconds: list[float], seed: int = 0) -> dict[str, dict]:
     """ONNX vs PyTorch per output over one padded batch of all `seconds` and each length alone: the largest
     |difference| ("abs") and |difference| / (1 + |PyTorch|) ("scaled": absolute where values are small, relative
     where large, as CM's raw score is an unbounded logit difference that float32 resolves to ~1e-7 of itself)."""
@@ -168,10 +150,13 @@ class Bundle:
 
     @classmethod
     def write(cls, model: TaskModel, scoring: dict, out: Path, parity_seconds: list[float],
-              tolerance: float = 1e-4, opset: int = OPSET, exporter: str = "torchscript") -> tuple[Bundle, dict]:
+              tolerance: float = 1e-4, opset: int = OPSET, exporter: str = "torchscript",
+              finish: Callable[[Bundle], None] | None = None) -> tuple[Bundle, dict]:
         """Save the model, export it to ONNX, check the ONNX graph against PyTorch on random utterances of
-        `parity_seconds` (see parity) and write scoring.json; the directory appears complete or, when the export
-        fails or its scaled difference exceeds `tolerance`, not at all. Returns the bundle and the parity.
+        `parity_seconds` (see parity), write scoring.json, call `finish` on the bundle (still in its temporary
+        directory: the export stage adds the int8 graph and the card there) and list every file in SHA256SUMS;
+        the directory appears complete or, when any step fails or the ONNX graph's scaled difference exceeds
+        `tolerance`, not at all. Returns the bundle and the parity.
         `scoring`: SV {"mean", "threshold", "threshold_rule"}; CM {"calibration", "threshold", "threshold_rule"}."""
         graph = InferenceGraph(model, get_task(model.task).calibration(scoring))
         with atomic_dir(out) as tmp:
@@ -180,13 +165,16 @@ class Bundle:
                 f.replace(tmp / f.name)
             (tmp / "model").rmdir()
             export_onnx(graph, tmp / "model.onnx", opset, exporter)
-            checked = parity(graph, OnnxGraph(tmp / "model.onnx"), parity_seconds)
+            checked = parity(graph, OnnxModel(tmp / "model.onnx"), parity_seconds)
             for name in CHECKED:  # the network's outputs; llrs = w * scores + b only scales the scores' error
                 if name in checked and not checked[name]["scaled"] <= tolerance:
                     raise ExportError(f"{out / 'model.onnx'}: ONNX {name} differ from PyTorch's by "
                                       f"{checked[name]['scaled']:.3g} (scaled) on random utterances of "
                                       f"{parity_seconds} s, above the tolerance {tolerance:g}")
             write_json(tmp / "scoring.json", {"task": model.task, "sample_rate": SAMPLE_RATE, **scoring})
+            if finish is not None:
+                finish(cls(tmp, graph, scoring))
+            write_manifest(tmp)
         return cls(Path(out), graph, scoring), checked
 
     @classmethod
@@ -194,6 +182,7 @@ class Bundle:
         directory = Path(directory)
         if not directory.is_dir():
             raise CheckpointError(f"{directory}: no such model directory (a bundle: models/<task>/export)")
+        verify(directory)  # a file changed since export is refused before anything is read
         scoring = read_json(directory / "scoring.json", CheckpointError)
         model = TaskModel.load(directory)
         if scoring.get("task") != model.task:
@@ -206,12 +195,16 @@ class Bundle:
         return cls(directory, InferenceGraph(model, calibration), scoring)
 
     def runner(self, runtime: str = "torch", threads: int | None = None):
-        """A callable (wave, lengths) -> outputs by name: PyTorch (`torch`) or onnxruntime (`onnx`)."""
+        """A callable (wave, lengths) -> outputs by name: PyTorch (`torch`), onnxruntime on the fp32 graph (`onnx`)
+        or on the int8 one (`int8`)."""
         if runtime == "torch":
             return self.graph.run
-        if runtime == "onnx":
-            return OnnxGraph(self.directory / "model.onnx", threads).run
-        raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
+        if runtime in ("onnx", "int8"):
+            path = self.directory / (INT8 if runtime == "int8" else FP32)
+            if not path.is_file():
+                raise CheckpointError(f"{path}: missing; this bundle has no {runtime} graph (re-export it)")
+            return OnnxModel(path, threads).run
+        raise ValueError(f"runtime must be 'torch', 'onnx' or 'int8', got {runtime!r}")
 
 
 def dense_counterpart(model: TaskModel) -> TaskModel:
@@ -239,12 +232,15 @@ def measure_costs(bundle: Bundle, seconds: float, repeats: int, threads: int | N
     inputs = torch.from_numpy(wave), torch.from_numpy(lengths)
     out = {name: {**_params(m), "macs": count_macs(m.embed, *inputs), "latency_ms": {}}
            for name, m in (("dense", dense_model), ("compact", compact_model))}
-    onnx_graph = OnnxGraph(bundle.directory / "model.onnx", threads)
-    dense_s, compact_s, onnx_s = median_latencies(
-        [lambda: dense_model.embed(*inputs), lambda: compact_model.embed(*inputs),
-         lambda: onnx_graph.run(wave, lengths)], repeats, warmup=3)
+    graphs = {"onnxruntime_cpu": OnnxModel(bundle.directory / FP32, threads)}
+    if (bundle.directory / INT8).is_file():
+        graphs["onnxruntime_int8_cpu"] = OnnxModel(bundle.directory / INT8, threads)
+    dense_s, compact_s, *onnx_s = median_latencies(  # one call: every runtime timed alike, interleaved
+        [lambda: dense_model.embed(*inputs), lambda: compact_model.embed(*inputs)]
+        + [lambda g=g: g.run(wave, lengths) for g in graphs.values()], repeats, warmup=3)
     out["dense"]["latency_ms"]["torch_cpu"] = round(1e3 * dense_s, 3)
-    out["compact"]["latency_ms"].update(torch_cpu=round(1e3 * compact_s, 3), onnxruntime_cpu=round(1e3 * onnx_s, 3))
+    out["compact"]["latency_ms"].update(torch_cpu=round(1e3 * compact_s, 3),
+                                        **{name: round(1e3 * t, 3) for name, t in zip(graphs, onnx_s)})
     if torch.cuda.is_available():
         cuda = [copy.deepcopy(m).cuda() for m in (dense_model, compact_model)]
         on_gpu = tuple(t.cuda() for t in inputs)

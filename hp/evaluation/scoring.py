@@ -69,6 +69,20 @@ def embed_utterances(model: TaskModel, table: pd.DataFrame, batch_seconds: float
     return distributed.all_sum(out)
 
 
+def run_utterances(run, table: pd.DataFrame, batch_seconds: float = 60.0) -> dict[str, np.ndarray]:
+    """The outputs of `run` (any callable (wave, lengths) -> {name: array} on numpy batches: an ONNX session, say)
+    for every utterance of `table`, in its row order, decoded in length batches as embed_utterances does."""
+    batches = PaddedBatches(table, batch_seconds)
+    out: dict[str, np.ndarray] = {}
+    for k in range(len(batches)):
+        rows, waves, lengths = batches[k]
+        for name, value in run(waves.numpy(), lengths.numpy()).items():
+            if name not in out:
+                out[name] = np.zeros((len(table), *value.shape[1:]), dtype=value.dtype)
+            out[name][rows.numpy()] = value
+    return out
+
+
 def trial_indices(utts: list[str], trials: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Row indices of each trial's enrollment and test utterance in `utts`."""
     index = pd.Index(utts)

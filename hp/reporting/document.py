@@ -81,7 +81,10 @@ class Document:
                 path, caption = args
                 out += [f"![{caption}]({path.relative_to(root).as_posix()})", ""]
             elif kind == "details":
-                out += [f"{args[0]}:", "", "```", args[1].rstrip("\n"), "```", ""]
+                # a fence longer than any backtick run inside, so a Markdown text with fences stays one block
+                # (CommonMark 0.31, "Fenced code blocks")
+                fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", args[1])), default=0))
+                out += [f"{args[0]}:", "", fence, args[1].rstrip("\n"), fence, ""]
         return "\n".join(out)
 
     def html(self) -> str:

@@ -18,6 +18,7 @@ class TaskOutputs:
     scored: dict  # metrics/<task>.json
     finetune: dict  # metrics/<task>/finetune.json
     export: dict  # metrics/<task>/export.json
+    card: str  # models/<task>/export/README.md, the released folder's model card
     model: dict  # models/<task>/compact/task.json
     data: dict  # data/<task>/manifests/summary.json
     det: pd.DataFrame
@@ -29,7 +30,8 @@ class TaskOutputs:
         def load(path: str) -> dict:
             return json.loads((root / path).read_text())
         return cls(load(f"metrics/{task}.json"), load(f"metrics/{task}/finetune.json"),
-                   load(f"metrics/{task}/export.json"), load(f"models/{task}/compact/task.json"),
+                   load(f"metrics/{task}/export.json"), (root / "models" / task / "export" / "README.md").read_text(),
+                   load(f"models/{task}/compact/task.json"),
                    load(f"data/{task}/manifests/summary.json"), pd.read_csv(root / "plots" / task / "det.csv"),
                    read_curves(root / "dvclive" / task), pd.read_parquet(root / "scores" / task / "scores.parquet"))
 

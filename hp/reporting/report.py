@@ -14,6 +14,7 @@ from hp.reporting.outputs import TaskOutputs
 from hp.reporting.summary import changed_params, cost_section, run_section
 from hp.reporting.sv_section import sv_section
 from hp.training.provenance import is_hp_pretrained, pretraining_summary
+from hp.utils.files import atomic_dir
 
 
 def _structure_bullets(models: dict[str, dict]) -> list[str]:
@@ -67,6 +68,16 @@ def write_report(tasks: list[str], params: dict, root: Path, out: Path, code: di
     architecture_figure(models, figures / "architecture.png")
     doc.figure(figures / "architecture.png", "kept structure per layer, " + " and ".join(tasks) + " side by side")
     doc.bullets(_structure_bullets(models))
+    for t, o in outs.items():
+        doc.details(f"Model card of {t} (models/{t}/export/README.md, also cards/{t}.md)", o.card)
     doc.details("All parameters of this run (params.yaml)", yaml.safe_dump(params, sort_keys=False))
+    write_cards({t: o.card for t, o in outs.items()}, out / "cards")
     doc.write(out / "report.md", out / "report.html")
     return doc
+
+
+def write_cards(cards: dict[str, str], out: Path) -> None:
+    """Each task's model card as <task>.md: the released folders live in DVC's cache, their cards in git."""
+    with atomic_dir(out) as tmp:
+        for task, card in cards.items():
+            (tmp / f"{task}.md").write_text(card)

@@ -138,7 +138,30 @@ def cost_section(doc: Document, outs: dict[str, TaskOutputs]) -> None:
                       "Inference parameters: front end and back-end (CM: and the classifier that gives the "
                       "score; SV's training-only AAM head is left out). onnxruntime runs the exported compact "
                       "graph.")
+    release_section(doc, outs)
     doc.bullets([f"{t}: ONNX export (`models/{t}/export/model.onnx`, {o.export['onnx']['bytes'] / 2**20:.1f} MiB) "
                  "matches PyTorch to " + ", ".join(f"{name} {p['abs']:.1e} (scaled {p['scaled']:.1e})"
                                                    for name, p in o.export["onnx"]["parity"].items())
                  + f" on random utterances of {o.export['onnx']['parity_seconds']} s" for t, o in outs.items()])
+
+
+def _eer(m: dict) -> str:
+    ci = m.get("eer_ci95")
+    return f"{100 * m['eer']:.2f}" + ("" if ci is None else f" [{100 * ci['lo']:.2f}, {100 * ci['hi']:.2f}]")
+
+
+def release_section(doc: Document, outs: dict[str, TaskOutputs]) -> None:
+    """fp32 vs int8 ONNX side by side (size, latency, test-set EER with its interval) and where each model card is."""
+    rows = []
+    for task, o in outs.items():
+        e, tested = o.export, o.export["test_set"]
+        for name, size, ms in (("fp32", e["onnx"]["bytes"], e["compact"]["latency_ms"]["onnxruntime_cpu"]),
+                               (f"int8 ({e['int8']['method']})", e["int8"]["bytes"], e["int8"]["latency_ms"])):
+            rows.append([task, name, f"{size / 2**20:.2f}", f"{ms:.2f}", tested["test_set"],
+                         _eer(tested[name.split()[0]])])
+    doc.table(["task", "ONNX graph", "MiB", "latency (ms)", "scored on", "EER % [95 % interval]"], rows,
+              caption="The released graphs (models/<task>/export), each scored on the test set as `python -m hp` "
+                      "scores (SV: cosine after scoring.json's mean; CM: the calibrated LLRs); latency as above, "
+                      "onnxruntime on CPU.")
+    doc.paragraph("Model cards (the released folders' README.md): "
+                  + ", ".join(f"[{t}](cards/{t}.md)" for t in outs) + "; shown in full at the end.")

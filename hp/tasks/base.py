@@ -11,6 +11,7 @@ from hp.errors import ConfigError
 from hp.params import typed_value
 
 if TYPE_CHECKING:  # annotations only
+    import numpy as np
     import pandas as pd
     from torch import nn
 
@@ -84,6 +85,13 @@ class Task:
     def inference_modules(self, model: TaskModel) -> tuple[nn.Module, ...]:
         """The modules inference runs (front end, back-end, and whatever turns embeddings into outputs)."""
         return model.frontend, model.backend
+
+    def score_exported(self, runs: dict, manifests: Path, scoring: dict, batch_seconds: float,
+                       bootstrap: Bootstrap | None = None) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
+        """Each exported graph's metrics on the task's first test set, scored as `python -m hp` scores with
+        scoring.json (`runs`: name -> (wave, lengths) -> outputs, e.g. fp32 and int8 ONNX sessions). Returns
+        ({"test_set": what was scored, "trials", name: metrics}, {name: the graph's outputs on its utterances})."""
+        raise NotImplementedError
 
 
 def group_keys(cfg, where: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:

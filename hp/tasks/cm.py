@@ -145,5 +145,20 @@ class AntiSpoofing(Task):
         weight, bias = calibration
         return embedding, score, score * weight + bias
 
+    def score_exported(self, runs, manifests, scoring, batch_seconds, bootstrap=None):
+        """The eval split by the graph's calibrated LLRs (`python -m hp detect`'s)."""
+        import pandas as pd
+
+        from hp.evaluation.scoring import cm_metrics, run_utterances
+
+        evaluation = pd.read_parquet(manifests / "eval.parquet")
+        labels = (evaluation["label"] == "bonafide").to_numpy().astype(int)
+        result, outputs = {"test_set": "eval", "trials": len(evaluation)}, {}
+        for graph, run in runs.items():
+            outputs[graph] = run_utterances(run, evaluation, batch_seconds)
+            result[graph] = cm_metrics(outputs[graph]["llrs"].astype("float64"), labels,
+                                       evaluation["speaker"].to_numpy(), bootstrap)
+        return result, outputs
+
     def inference_modules(self, model):
         return model.frontend, model.backend, model.loss  # the classifier whose logits give the score

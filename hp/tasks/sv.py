@@ -150,3 +150,26 @@ class SpeakerVerification(Task):
 
     def infer(self, model, embedding, calibration):
         return (embedding,)
+
+    def score_exported(self, runs, manifests, scoring, batch_seconds, bootstrap=None):
+        """The first trial list by cosine after scoring.json's mean (`python -m hp verify`'s score)."""
+        import numpy as np
+        import pandas as pd
+
+        from hp.evaluation.score_norm import trial_scores
+        from hp.evaluation.scoring import run_utterances, sv_metrics, trial_indices
+
+        trials, test = (pd.read_parquet(manifests / f"{name}.parquet") for name in ("trials", "test"))
+        name = trials["list"].iat[0]
+        trials = trials[trials["list"] == name]
+        test = test[test["utt"].isin(set(trials["enroll"]) | set(trials["test"]))].reset_index(drop=True)
+        enroll, tested = trial_indices(test["utt"].tolist(), trials)
+        speaker = test["speaker"].to_numpy()
+        mean = 0.0 if scoring.get("mean") is None else np.asarray(scoring["mean"])
+        result, outputs = {"test_set": f"trial list {name}", "trials": len(trials)}, {}
+        for graph, run in runs.items():
+            outputs[graph] = run_utterances(run, test, batch_seconds)
+            scores = trial_scores(outputs[graph]["embeddings"] - mean, enroll, tested)
+            result[graph] = sv_metrics(scores, trials["label"].to_numpy(), (speaker[enroll], speaker[tested]),
+                                       bootstrap)
+        return result, outputs

@@ -25,15 +25,18 @@ def test_two_runs_from_scratch_give_identical_outputs(reference_run, tmp_path):
     run(["dvc", "repro"], second)
     repos = [reference_run, second]
     # the pretraining record (in metrics/ and beside the weights) holds its wall-clock times: compared apart
-    pretrained = ("metrics/pretrain.json", "models/pretrained/tiny")
+    # so do the released folders' model cards (latency, training minutes) and the checksums that list them
+    apart = ("metrics/pretrain.json", "models/pretrained/tiny", "models/sv/export", "models/cm/export")
     expected, got = (outputs(r) for r in repos)
     assert got.keys() == expected.keys() and len(got) > 20
-    assert [path for path in got if got[path] != expected[path] and path not in pretrained] == []
-    files = [files_under(r, "models/pretrained", "plots/pretrain", "dvclive") for r in repos]
+    assert [path for path in got if got[path] != expected[path] and path not in apart] == []
+    files = [files_under(r, "models/pretrained", "plots/pretrain", "dvclive", "models/sv/export", "models/cm/export")
+             for r in repos]
     assert files[0].keys() == files[1].keys() and len(files[0]) > 10
-    record = "models/pretrained/tiny/hp_pretraining.json"  # wall-clock times: equal only when they round alike
-    assert [path for path in files[0] if files[0][path] != files[1][path] and path != record] == []
-    timed = [record, "metrics/pretrain.json"] + [f"metrics/{task}/{name}.json" for task in ("sv", "cm")
+    timed_files = ("models/pretrained/tiny/hp_pretraining.json",  # wall-clock times: equal when they round alike
+                   *(f"models/{task}/export/{name}" for task in ("sv", "cm") for name in ("README.md", "SHA256SUMS")))
+    assert [path for path in files[0] if files[0][path] != files[1][path] and path not in timed_files] == []
+    timed = [timed_files[0], "metrics/pretrain.json"] + [f"metrics/{task}/{name}.json" for task in ("sv", "cm")
                                                     for name in ("warmup", "finetune", "export")]
     for path in timed:
         a, b = (json.loads((r / path).read_text()) for r in repos)

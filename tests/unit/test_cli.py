@@ -15,6 +15,8 @@ from hp.data.audio import SAMPLE_RATE
 import hp.deploy.cli
 from hp.deploy.cli import main
 from hp.deploy.export import Bundle
+from hp.deploy.quantize import quantize
+from hp.deploy.release import FP32, INT8, write_manifest
 from hp.model.config import SHAPES
 from hp.model.frontend import Frontend
 from hp.tasks import TaskModel
@@ -52,7 +54,9 @@ def bundles(tmp_path_factory):
     mean = np.random.default_rng(0).normal(0, 0.1, HEAD.embedding).tolist()
     write_json(root / "sv" / "scoring.json", {"task": "sv", "sample_rate": SAMPLE_RATE, "mean": mean,
                                               **SV_SCORING})
-    Bundle.write(small_model("cm", "group", seed=1), CM_SCORING, root / "cm", parity_seconds=[0.5])
+    write_manifest(root / "sv")
+    Bundle.write(small_model("cm", "group", seed=1), CM_SCORING, root / "cm", parity_seconds=[0.5],
+                 finish=lambda b: quantize(b.directory / FP32, b.directory / INT8, "dynamic"))
     return {task: Bundle.load(root / task) for task in ("sv", "cm")}
 
 
@@ -178,15 +182,19 @@ def test_detect_llrs_and_decisions(bundles, audio, tmp_path, capsys):
 def test_onnx_runtime_matches_torch(bundles, audio, tmp_path, capsys):
     args = ["--model", bundles["cm"].directory, *audio]
     outputs = {}
-    for runtime in ("torch", "onnx"):
-        status, out, _ = run_cli(capsys, "detect", *args, "--runtime", runtime, "--threads", 1)
+    for runtime, options in (("torch", ["--runtime", "torch"]), ("onnx", ["--runtime", "onnx"]), ("int8", ["--int8"])):
+        status, out, _ = run_cli(capsys, "detect", *args, *options, "--threads", 1)
         assert status == 0
         llrs = [float(line.split("\t")[1]) for line in out.splitlines()[1:]]
-        status, _, _ = run_cli(capsys, "embed", *args, "--runtime", runtime, "--out", tmp_path / f"{runtime}.npy")
+        status, _, _ = run_cli(capsys, "embed", *args, *options, "--out", tmp_path / f"{runtime}.npy")
         assert status == 0
         outputs[runtime] = np.array(llrs), np.load(tmp_path / f"{runtime}.npy")
     for ours, theirs in zip(outputs["torch"], outputs["onnx"]):
         np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=1e-4)
+    # the int8 graph: another computation, close to fp32's (its rounding moves an LLR by a few hundredths here)
+    llrs, embeddings = outputs["int8"]
+    assert not np.array_equal(embeddings, outputs["onnx"][1])
+    np.testing.assert_allclose(llrs, outputs["onnx"][0], atol=0.1)
 
 
 def test_other_rates_and_channels_are_resampled_and_averaged(bundles, tmp_path, capsys):
@@ -249,8 +257,8 @@ def test_bundle_and_option_errors(bundles, audio, tmp_path, capsys):
         (["verify", good, good, "--model", cm], str(cm), "verify needs an SV bundle"),
         (["detect", good, "--model", sv, "--out", tmp_path / "cm.tsv"], str(sv), "detect needs a CM bundle"),
         (["embed", good, "--model", sv, "--out", tmp_path / "e.txt"], str(tmp_path / "e.txt"), ".npy"),
-        (["embed", good, "--model", tmp_path / "nowhere"], str(tmp_path / "nowhere"), "no such model directory"),
-        (["embed", good, "--model", sv, "--runtime", "onnx"], str(sv / "model.onnx"), "not a loadable ONNX"),
+        (["embed", good, "--model", tmp_path / "nowhere"], str(tmp_path / "nowhere"), "no such model folder"),
+        (["embed", good, "--model", sv, "--runtime", "onnx"], str(sv / "model.onnx"), "missing; this bundle has no onnx"),
         (["embed", good, "--model", sv, "--out", tmp_path], str(tmp_path), "is a directory"),
         (["detect", tmp_path / "a\tb.wav", "--model", cm], repr(str(tmp_path / "a\tb.wav")), "cannot be written"),
     ]
@@ -263,6 +271,10 @@ def test_bundle_and_option_errors(bundles, audio, tmp_path, capsys):
     shutil.copytree(sv, broken)
     scoring = json.loads((broken / "scoring.json").read_text())
     write_json(broken / "scoring.json", {**scoring, "mean": scoring["mean"][:-1]})
+    status, _, err = run_cli(capsys, "verify", good, good, "--model", broken)
+    assert status == 2 and err == f"python -m hp: error: {broken / 'scoring.json'}: checksum differs from " \
+                                  "SHA256SUMS's (changed or corrupt since export); re-download or re-export the model\n"
+    write_manifest(broken)  # the changed file listed anew: now its content is refused
     status, _, err = run_cli(capsys, "verify", good, good, "--model", broken)
     assert status == 2 and err == f"python -m hp: error: {broken / 'scoring.json'}: mean must be null or 16 finite " \
                                   "numbers (the embedding size)\n"

@@ -12,7 +12,7 @@ import pytest
 from hp.benchmarks import corpus_scale as C
 from hp.data.manifest import Validation, read_trials
 from hp.data.voxceleb import TRIAL_LISTS, voxceleb_tree
-from test_export import compact_sv_model
+from helpers import compact_sv_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,29 +8,14 @@ import pytest
 import torch
 
 import hp.deploy.export as export
-from hp.deploy.export import Bundle, OnnxGraph, dense_counterpart, measure_costs, parity, random_batch
+from hp.deploy.export import Bundle, OnnxModel, dense_counterpart, measure_costs, parity, random_batch
+from hp.deploy.release import write_manifest
 from hp.errors import CheckpointError, ExportError
 from hp.model import Frontend
 from hp.model.config import SHAPES
 from hp.tasks import TaskModel
-from helpers import randomise_gates
+from helpers import SV_SCORING as SCORING, compact_sv_model, randomise_gates
 from configs import head_config
-
-SCORING = {"mean": None, "threshold": 0.3, "threshold_rule": "EER of the cosine scores on trial list O"}
-
-
-def compact_sv_model() -> TaskModel:
-    """A compacted two-layer SV model with the ECAPA-TDNN back-end (batch norm, masked statistics) and some
-    heads, units, channels and one block removed."""
-    config = SHAPES["tiny"].replace(num_hidden_layers=2, intermediate_size=64, conv_dim=(16,) * 7)
-    torch.manual_seed(0)
-    head = head_config(backend="ecapa", ecapa_channels=16, ecapa_mfa_channels=48, embedding=12)
-    model = TaskModel("sv", Frontend(config), ["a", "b", "c"], head)
-    with torch.no_grad():
-        randomise_gates(model.frontend, torch.Generator().manual_seed(0), spread=1.5)
-        model.frontend.encoder.layers[1].feed_forward.block_gate.log_alpha.fill_(-20.0)  # a whole block off
-    return model.compacted()
-
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
@@ -41,7 +26,7 @@ def bundle(tmp_path_factory):
 
 def test_bundle_files_and_recorded_parity(bundle):
     written, checked = bundle
-    assert sorted(p.name for p in written.directory.iterdir()) == ["model.onnx", "model.safetensors",
+    assert sorted(p.name for p in written.directory.iterdir()) == ["SHA256SUMS", "model.onnx", "model.safetensors",
                                                                    "scoring.json", "task.json"]
     assert json.loads((written.directory / "scoring.json").read_text()) == {"task": "sv", "sample_rate": 16000,
                                                                             **SCORING}
@@ -60,7 +45,7 @@ def test_onnx_axes_are_dynamic(bundle):
 def test_onnx_matches_pytorch_on_unseen_shapes(bundle, seconds):
     """Batch sizes and lengths other than the export's example and the parity check's: padded batches included."""
     written, _ = bundle
-    onnx_graph = OnnxGraph(written.directory / "model.onnx")
+    onnx_graph = OnnxModel(written.directory / "model.onnx")
     wave, lengths = random_batch(seconds, seed=7)
     ours, theirs = written.graph.run(wave, lengths), onnx_graph.run(wave, lengths)
     assert theirs["embeddings"].shape == (len(seconds), 12)
@@ -90,6 +75,9 @@ def test_load_errors_name_the_file(bundle, tmp_path):
     for f in bundle[0].directory.iterdir():
         (broken / f.name).write_bytes(f.read_bytes())
     (broken / "scoring.json").write_text(json.dumps({"task": "cm", **SCORING}))
+    with pytest.raises(CheckpointError, match="scoring.json: checksum differs from SHA256SUMS's"):
+        Bundle.load(broken)  # changed after export
+    write_manifest(broken)  # changed, and listed again: now its content is what is wrong
     with pytest.raises(CheckpointError, match="scoring.json: task 'cm' differs"):
         Bundle.load(broken)
 
@@ -97,7 +85,7 @@ def test_load_errors_name_the_file(bundle, tmp_path):
 def test_failed_parity_leaves_nothing(tmp_path, monkeypatch):
     """An export that does not compute what PyTorch computes fails the stage, and no bundle appears."""
     monkeypatch.setattr(export, "export_onnx", lambda graph, path, opset, exporter: path.write_bytes(b"stub"))
-    monkeypatch.setattr(export, "OnnxGraph", lambda path, threads=None: None)
+    monkeypatch.setattr(export, "OnnxModel", lambda path, threads=None: None)
     monkeypatch.setattr(export, "parity", lambda *a, **k: {"embeddings": {"abs": 0.5, "scaled": 2e-3}})
     out = tmp_path / "bundle"
     with pytest.raises(ExportError, match=r"model.onnx: ONNX embeddings differ from PyTorch.s by 0.002"):
@@ -148,6 +136,6 @@ def test_cm_graph_with_the_authors_head_and_mean_norm_matches_pytorch(tmp_path, 
     written, checked = Bundle.write(model.compacted(), scoring, tmp_path / "cm", parity_seconds=[0.6, 1.3],
                                     exporter=exporter)
     assert set(checked) == {"embeddings", "scores", "llrs"} and max(c["scaled"] for c in checked.values()) <= 1e-4
-    onnx_graph = OnnxGraph(written.directory / "model.onnx")
+    onnx_graph = OnnxModel(written.directory / "model.onnx")
     worst = parity(written.graph, onnx_graph, [1.9, 0.5, 1.1], seed=5)
     assert max(w["scaled"] for w in worst.values()) <= 1e-4

@@ -10,7 +10,7 @@ import transformers
 from safetensors.torch import load_file
 
 import hp
-from hp.deploy.export import Bundle, OnnxGraph, parity, random_batch
+from hp.deploy.export import Bundle, OnnxModel, parity, random_batch
 from hp.errors import CheckpointError, ConfigError
 from hp.model.gates import UNIT_TYPES
 from hp.model.io import state_dict_from_hf
@@ -241,7 +241,7 @@ def test_onnx_export_of_a_task_model(tmp_path, layout):
     scoring = {"mean": None, "threshold": 0.3, "threshold_rule": "test"}
     written, checked = Bundle.write(model.compacted(), scoring, tmp_path / "sv", parity_seconds=[0.6, 1.3])
     assert checked["embeddings"]["scaled"] <= ATOL
-    worst = parity(written.graph, OnnxGraph(written.directory / "model.onnx"), [1.1, 0.45, 0.9], seed=3)
+    worst = parity(written.graph, OnnxModel(written.directory / "model.onnx"), [1.1, 0.45, 0.9], seed=3)
     assert worst["embeddings"]["scaled"] <= ATOL
     loaded = Bundle.load(written.directory)
     assert loaded.graph.model.frontend.config == written.graph.model.frontend.config

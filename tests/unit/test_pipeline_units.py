@@ -324,7 +324,7 @@ def test_score_names_a_bad_calibration_prior(tmp_path, bad):
 
 
 EXPORT = {"seconds": 4.0, "repeats": 20, "threads": 1, "parity_seconds": [1.0, 2.5], "tolerance": 1e-4,
-          "exporter": "torchscript"}
+          "exporter": "torchscript", "int8": "dynamic", "calibration_utterances": 8}
 
 
 @pytest.mark.parametrize("key, bad, message", [
@@ -334,13 +334,15 @@ EXPORT = {"seconds": 4.0, "repeats": 20, "threads": 1, "parity_seconds": [1.0, 2
     ("parity_seconds", [1.0, -1], "export.parity_seconds must be a positive number, got -1"),
     ("repeats", 2.5, "export.repeats must be an integer, got 2.5"),
     ("repeats", 0, "export.repeats must be a positive integer, got 0"),
-    ("threads", 0, "export.threads must be a positive integer or null, got 0")])
+    ("threads", 0, "export.threads must be a positive integer or null, got 0"),
+    ("int8", "float16", "export.int8 must be one of"),
+    ("calibration_utterances", 0, "export.calibration_utterances must be a positive integer, got 0")])
 def test_export_names_a_bad_setting_before_any_work(tmp_path, key, bad, message):
     from hp.stages.export import export
 
-    params = {"export": {**EXPORT, key: bad}}
+    params = {**yaml.safe_load((ROOT_DIR / "params.yaml").read_text()), "export": {**EXPORT, key: bad}}
     with pytest.raises(ConfigError, match=f"params.yaml: {re.escape(message)}"):
-        export("sv", params, *(tmp_path / name for name in ("compact", "scores", "out", "export.json")))
+        export("sv", params, *(tmp_path / name for name in ("compact", "scores", "manifests", "metrics", "out")))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -374,7 +376,7 @@ def test_export_and_manifests_name_unknown_and_missing_keys(tmp_path, change, me
         if "manifests" in message:
             manifests("sv", params, tmp_path / "corpus", tmp_path / "out")
         else:
-            export("sv", params, *(tmp_path / name for name in ("compact", "scores", "out", "export.json")))
+            export("sv", params, *(tmp_path / name for name in ("compact", "scores", "manifests", "metrics", "out")))
     assert list(tmp_path.iterdir()) == []
 
 

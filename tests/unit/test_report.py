@@ -199,7 +199,7 @@ def test_a_dense_run_beside_a_pruned_one(tmp_path):
                    "hardware": machine, "classes": 2, **({} if gates is None else {"gates": gates})}
         data = {"train": 8, "dev": 4, "eval": 4, "test": 4, "trials_per_list": {"O": 6}}
         return TaskOutputs({"target_sparsity": target, "achieved_sparsity": target}, trained,
-                           {"hardware": machine}, {}, data, None, None, None)
+                           {"hardware": machine}, "", {}, data, None, None, None)
 
     doc = Document("t")
     outs = {"cm": outputs(0.0, False, None), "sv": outputs(0.7, None, 2)}  # sv: a finetune.json from before
@@ -274,7 +274,7 @@ def test_summary_gives_the_last_loss_beside_its_chance_value(tmp_path):
         trained = {"steps": 3, "train_seconds": 1.0, "processes": 1, "gates_frozen_at_step": 2,
                    "hardware": machine, "classes": 2, **loss}
         return TaskOutputs({"target_sparsity": 0.7, "achieved_sparsity": 0.7}, trained, {"hardware": machine},
-                           {}, data, None, None, None)
+                           "", {}, data, None, None, None)
 
     doc = Document("t")
     outs = {"sv": outputs(final_task_loss=2.5, chance_task_loss=9.4897), "cm": outputs()}  # cm: an older run
