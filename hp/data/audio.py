@@ -49,8 +49,10 @@ def unreadable(path: str, error: Exception) -> str:
         return f"{path}: is a directory, not an audio file"
     if not os.access(path, os.R_OK):
         return f"{path}: permission denied"
-    reason = getattr(error, "error_string", None) or str(error)
-    return f"{path}: not a readable audio file ({reason.strip().rstrip('.')})"
+    reason = (getattr(error, "error_string", None) or str(error)).strip().rstrip(".")
+    if "does not exist" in reason:  # libsndfile's words when its MPEG decoder gives up on a file that does exist
+        reason = "its content could not be decoded"
+    return f"{path}: not a readable audio file ({reason})"
 
 
 def random_crop(path: str, num_frames: int, samples: int, rng: np.random.Generator) -> np.ndarray:

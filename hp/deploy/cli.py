@@ -4,8 +4,10 @@ A bundle is the directory the pipeline's export stage writes (models/<task>/expo
 compacted model for PyTorch, the same graph as ONNX, and scoring.json (thresholds, the SV mean embedding, the CM
 calibration). Audio is read with soundfile (WAV, FLAC, OGG, ...), averaged over channels and resampled to 16 kHz
 (hp.data.audio.read_audio). Every input is checked before the model runs, and output files are written whole or not at
-all: a user error (a missing or unreadable file, audio too short, the wrong bundle) prints one line naming the
-file and exits with status 2, leaving nothing behind.
+all. Of several files, one that cannot be used (missing, unreadable, too short) is skipped: the others' results are
+written, each skipped file gets one stderr line naming it, and the exit status is 1. Any other user error (every
+file unusable, either file of a trial, the wrong bundle, a bad option) prints one line naming the file and exits
+with status 2, leaving nothing behind.
 """
 from __future__ import annotations
 
@@ -110,27 +112,73 @@ def make_runner(bundle, runtime: str, threads: int | None):
     return bundle.runner(runtime, threads)
 
 
-def run(runner, infos: list[AudioInfo], min_samples: int, batch_seconds: float) -> dict[str, np.ndarray]:
+@dataclass
+class Outputs:
+    """The model's outputs for the files that could be read, in input order, and why the others could not."""
+    paths: list[str]  # the files read, in input order
+    rows: list[int]  # their positions among the inputs
+    values: dict[str, np.ndarray]  # output name -> [len(paths), ...]
+    skipped: list[str]  # one line per file that could not be used, naming it
+
+
+def run(runner, infos: list[AudioInfo], min_samples: int, batch_seconds: float
+        ) -> tuple[dict[str, np.ndarray], dict[int, str]]:
     """The runner's outputs for every file, in input order: files are decoded a batch at a time, in batches of
     similar length (hp.evaluation.scoring.length_batches), zero-padded (the model's outputs do not depend on the
-    padding)."""
+    padding). A file whose header was fine but whose audio cannot be decoded is left out: (outputs, {index: why})."""
     outputs: dict[str, np.ndarray] = {}
+    failed: dict[int, str] = {}
     durations = np.array([info.samples for info in infos]) / SAMPLE_RATE
     for rows in length_batches(durations, batch_seconds):
-        batch, lengths = pad_batch([read_audio(infos[i].path, min_samples) for i in rows])
+        waves, read = [], []
+        for i in rows:
+            try:
+                waves.append(read_audio(infos[i].path, min_samples))
+                read.append(int(i))
+            except HPError as e:
+                failed[int(i)] = one_line(e)
+        if not read:
+            continue
+        batch, lengths = pad_batch(waves)
         for name, value in runner(batch.numpy(), lengths.numpy()).items():
             if name not in outputs:
-                outputs[name] = np.zeros((len(infos), *value.shape[1:]), dtype=value.dtype)
-            outputs[name][rows] = value
-    return outputs
+                outputs[name] = np.full((len(infos), *value.shape[1:]), np.nan, dtype=value.dtype)
+            outputs[name][read] = value
+    return outputs, failed
 
 
-def model_outputs(args, bundle, paths: list[str]) -> dict[str, np.ndarray]:
-    """Check every input, then run the model: its outputs by name, in the order of `paths`."""
+def model_outputs(args, bundle, paths: list[str], every: bool = False) -> Outputs:
+    """Check every input, then run the model on those that can be used: a file that is missing, unreadable or too
+    short is skipped and named in `skipped` (`every`: all must be usable, else the first that is not is the error);
+    when no file is left, that is an error."""
     min_samples = max(round(MIN_SECONDS * SAMPLE_RATE), receptive_field(bundle.graph.model.frontend.config))
-    infos = [probe_audio(p, min_samples) for p in paths]  # every file is checked before any model work
-    runner = make_runner(bundle, "int8" if args.int8 else args.runtime, args.threads)
-    return run(runner, infos, min_samples, args.batch_seconds)
+    infos, rows, skipped = [], [], {}
+    for i, p in enumerate(paths):  # every file is checked before any model work
+        try:
+            infos.append(probe_audio(p, min_samples))
+            rows.append(i)
+        except HPError as e:
+            if every:
+                raise
+            skipped[i] = one_line(e)
+    values, failed = ({}, {}) if not infos else run(
+        make_runner(bundle, "int8" if args.int8 else args.runtime, args.threads), infos, min_samples,
+        args.batch_seconds)
+    if every and failed:
+        raise CliError(next(iter(failed.values())))
+    skipped.update({rows[k]: why for k, why in failed.items()})
+    kept = [k for k in range(len(rows)) if k not in failed]
+    if not kept:
+        raise CliError("no input could be used: " + "; ".join(skipped[i] for i in sorted(skipped)))
+    return Outputs([paths[rows[k]] for k in kept], [rows[k] for k in kept],
+                   {name: value[kept] for name, value in values.items()}, [skipped[i] for i in sorted(skipped)])
+
+
+def report_skipped(outputs: Outputs) -> int:
+    """One stderr line per input left out; the exit status: 1 when any was, else 0."""
+    for why in outputs.skipped:
+        print(f"{PROG}: skipped {why}", file=sys.stderr)
+    return 1 if outputs.skipped else 0
 
 
 def threshold_of(bundle, given: float | None) -> float:
@@ -165,23 +213,26 @@ def cmd_embed(args) -> int:
         for p in args.wav:
             _tsv_safe(p)
     bundle = load_bundle(args.model, None, "embed")
-    embeddings = model_outputs(args, bundle, args.wav)["embeddings"].astype(np.float32)
+    result = model_outputs(args, bundle, args.wav)
+    embeddings = result.values["embeddings"].astype(np.float32)
     if out is None:
-        sys.stdout.write("".join(f"{p}\t{' '.join(map(_fmt, e))}\n" for p, e in zip(args.wav, embeddings)))
-        return 0
+        sys.stdout.write("".join(f"{p}\t{' '.join(map(_fmt, e))}\n" for p, e in zip(result.paths, embeddings)))
+        return report_skipped(result)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:  # a file object: numpy would append a suffix to tmp
-        if Path(out).suffix.lower() == ".npy":
-            np.save(f, embeddings)
+        if Path(out).suffix.lower() == ".npy":  # no paths in the file: row i is input i, NaN where skipped
+            rows = np.full((len(args.wav), embeddings.shape[1]), np.nan, dtype=np.float32)
+            rows[result.rows] = embeddings
+            np.save(f, rows)
         else:
-            np.savez(f, paths=np.array(args.wav, dtype=str), embeddings=embeddings)
-    return 0
+            np.savez(f, paths=np.array(result.paths, dtype=str), embeddings=embeddings)
+    return report_skipped(result)
 
 
 def cmd_verify(args) -> int:
     bundle = load_bundle(args.model, "sv", "verify")
     threshold = threshold_of(bundle, args.threshold)
     mean = mean_of(bundle)
-    embeddings = model_outputs(args, bundle, [args.enroll, args.test])["embeddings"]
+    embeddings = model_outputs(args, bundle, [args.enroll, args.test], every=True).values["embeddings"]
     score = cosine_score(embeddings, mean)
     print(json.dumps({"enroll": args.enroll, "test": args.test, "score": score, "threshold": threshold,
                       "decision": "target" if score >= threshold else "nontarget"}))
@@ -220,15 +271,16 @@ def cmd_detect(args) -> int:
         _tsv_safe(p)
     bundle = load_bundle(args.model, "cm", "detect")
     threshold = threshold_of(bundle, args.threshold)
-    llrs = model_outputs(args, bundle, args.wav)["llrs"].astype(np.float64)
+    result = model_outputs(args, bundle, args.wav)
+    llrs = result.values["llrs"].astype(np.float64)
     lines = ["path\tllr\tdecision\n"] + [f"{p}\t{_fmt(llr)}\t{'bonafide' if llr >= threshold else 'spoof'}\n"
-                                         for p, llr in zip(args.wav, llrs)]
+                                         for p, llr in zip(result.paths, llrs)]
     if args.out is None:
         sys.stdout.write("".join(lines))
     else:
         with atomic_path(args.out) as tmp:
             tmp.write_text("".join(lines))
-    return 0
+    return report_skipped(result)
 
 
 def _check_out(out: str) -> None:
@@ -297,8 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "exported by the pipeline (dvc repro writes models/sv/export and models/cm/export).\n\n"
                     "Audio: any file soundfile reads (WAV, FLAC, OGG, ...), of any sample rate (resampled to "
                     "16 kHz) and any number of channels (averaged), at least 0.1 s long.\n\n"
-                    "Errors (an unreadable file, audio too short, the wrong bundle) print one line naming the "
-                    "file and exit with status 2; no output file is written then.",
+                    "Of several files, one that cannot be used (missing, unreadable, too short) is skipped with "
+                    "one stderr line naming it, the others are written, and the exit status is 1. Other errors "
+                    "(no usable file, the wrong bundle) print one line naming the file and exit with status 2; no "
+                    "output file is written then.",
         epilog="examples:\n"
                f"  {PROG} embed a.wav b.flac --out embeddings.npz\n"
                f"  {PROG} verify enroll.wav test.wav\n"
@@ -314,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(embed, None)
     embed.add_argument("wav", nargs="+", metavar="WAV", help="audio files")
     embed.add_argument("--out", metavar="FILE",
-                       help="write a .npy file (float32 [files, dim], in input order) or a .npz file (arrays "
-                            "`paths` and `embeddings`) instead of printing")
+                       help="write a .npy file (float32 [files, dim], in input order; NaN rows for skipped "
+                            "files) or a .npz file (arrays `paths` and `embeddings` of the files read) instead of "
+                            "printing")
     embed.set_defaults(func=cmd_embed)
 
     verify = verbs.add_parser(

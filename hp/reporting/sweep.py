@@ -3,6 +3,7 @@ Pareto fronts, from `dvc exp show --json`.
 
     dvc exp run --queue -S 'target_sparsity=0,0.3,0.5,0.9' -S sparsity_tolerance=null && dvc queue start
     python -m hp.reporting.sweep                     # reports/sweep/{sweep.md,sweep.html,sweep.csv,figures/pareto.png}
+    python -m hp.reporting.sweep --table             # the headline columns only, printed: nothing written
 """
 from __future__ import annotations
 
@@ -88,16 +89,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all-commits", action="store_true",
                         help="experiments of every commit, not only of HEAD (dvc exp show -A)")
     parser.add_argument("--out", type=Path, default=Path("reports/sweep"), help="default: reports/sweep")
+    parser.add_argument("--table", action="store_true",
+                        help="print one line per experiment and task (target, achieved sparsity, parameters, EER with "
+                             "its interval, latency), what `dvc exp show` buries among hundreds of columns; write "
+                             "nothing")
     args = parser.parse_args(argv)
     try:
         shown = _read_shown(args.json) if args.json else _run_dvc(args.repo, args.all_commits)
         source = f"`{args.json}`" if args.json else "`dvc exp show --json" + (" -A`" if args.all_commits else "`")
         notes: list[str] = []
-        table = collect(shown, notes, cached_trials(args.repo))
+        table = collect(shown, notes, None if args.table else cached_trials(args.repo))
         if table.empty:
             raise SweepError("no usable experiment (none has metrics/sv.json or metrics/cm.json)"
                              + ("" if args.json or args.all_commits else "; experiments of older commits need "
                                 "--all-commits"))
+        if args.table:
+            print(headline_table(table))
+            for note in notes:
+                print(f"note: {note}")
+            return 0
         written = write_sweep_report(table, args.out, notes, source)
         if not args.json:  # what the report was drawn from, so that `--json` redraws it
             with atomic_path(args.out / "experiments.json") as tmp:
@@ -110,6 +120,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{NAME}: wrote {', '.join(p.relative_to(args.out).as_posix() for p in written)} in {args.out} "
           f"({table['experiment'].nunique()} experiments; rows: {counts})")
     return 0
+
+
+def headline_table(table: pd.DataFrame) -> str:
+    """The columns a user compares, aligned: one line per experiment and task."""
+    shown = pd.DataFrame({
+        "experiment": table["experiment"], "task": table["task"],
+        "target": [f"{t:g} {m}" for t, m in zip(table["target_sparsity"], table["target_measure"])],
+        "achieved": table["achieved_sparsity"].map("{:.4f}".format),
+        "params": table["params_compact"].map("{:,}".format),
+        "EER % [95 %]": [f"{100 * e:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
+                         for e, lo, hi in zip(table["eer"], table["eer_ci95_lo"], table["eer_ci95_hi"])],
+        "scored on": table["scored"],
+        "latency ms": table["latency_ms"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}")})
+    return shown.to_string(index=False)
 
 
 if __name__ == "__main__":

@@ -230,24 +230,56 @@ def bad_inputs(root):
     write_wave(root / "empty.wav", np.zeros(0))
     write_wave(root / "short.wav", np.zeros(int(0.09 * SAMPLE_RATE)))
     write_wave(root / "short8k.wav", np.zeros(700), rate=8000)  # 1400 samples at 16 kHz: still < 0.1 s
+    (root / "bad.mp3").write_bytes(b"\xff\xfb\x90\x64" + np.random.default_rng(0).bytes(3000))
     return {"missing": (root / "missing.wav", "file not found"),
             "text": (root / "text.wav", "not a readable audio file"),
             "empty": (root / "empty.wav", "no audio samples"),
             "short": (root / "short.wav", "at least 0.1 s"),
-            "short8k": (root / "short8k.wav", "at least 0.1 s")}
+            "short8k": (root / "short8k.wav", "at least 0.1 s"),
+            # a damaged MP3: libsndfile's own words would be "File does not exist"
+            "mp3": (root / "bad.mp3", "not a readable audio file (its content could not be decoded)")}
 
 
-@pytest.mark.parametrize("case", ["missing", "text", "empty", "short", "short8k"])
+@pytest.mark.parametrize("case", ["missing", "text", "empty", "short", "short8k", "mp3"])
 @pytest.mark.parametrize("verb", ["embed", "detect"])
-def test_bad_audio_is_one_line_and_writes_nothing(bundles, audio, tmp_path, capsys, case, verb):
+def test_a_bad_file_is_skipped_with_one_line_and_the_others_are_written(bundles, audio, tmp_path, capsys, case,
+                                                                          verb):
     path, reason = bad_inputs(tmp_path)[case]
-    good = next(iter(audio))
-    out = tmp_path / "out" / ("e.npy" if verb == "embed" else "cm.tsv")
+    good = list(audio)[:2]
     task = "sv" if verb == "embed" else "cm"
-    status, stdout, err = run_cli(capsys, verb, good, path, "--model", bundles[task].directory, "--out", out)
-    assert status == 2 and stdout == ""
-    assert err.count("\n") == 1 and err.startswith(f"python -m hp: error: {path}: ") and reason in err, err
-    assert not out.parent.exists()
+    out = tmp_path / "out" / ("e.npz" if verb == "embed" else "cm.tsv")
+    status, stdout, err = run_cli(capsys, verb, good[0], path, good[1], "--model", bundles[task].directory,
+                                  "--out", out)
+    assert status == 1 and stdout == ""
+    assert err.count("\n") == 1 and err.startswith(f"python -m hp: skipped {path}: ") and reason in err, err
+    alone = run_cli(capsys, verb, *good, "--model", bundles[task].directory, "--out", tmp_path / out.name)[0]
+    assert alone == 0
+    if verb == "embed":  # the files read, as if the bad one had not been given
+        got, want = np.load(out), np.load(tmp_path / out.name)
+        assert got["paths"].tolist() == [str(g) for g in good]
+        np.testing.assert_array_equal(got["embeddings"], want["embeddings"])
+    else:
+        assert out.read_text() == (tmp_path / out.name).read_text()
+    # alone, or with nothing else usable, the bad file is an error: status 2, nothing written
+    status, stdout, err = run_cli(capsys, verb, path, "--model", bundles[task].directory, "--out",
+                                  tmp_path / "none" / out.name)
+    assert status == 2 and stdout == "" and err.count("\n") == 1
+    assert err.startswith(f"python -m hp: error: no input could be used: {path}: ") and reason in err, err
+    assert not (tmp_path / "none").exists()
+
+
+def test_npy_rows_stay_in_input_order_with_nan_for_a_skipped_file(bundles, audio, tmp_path, capsys):
+    good = list(audio)[:2]
+    status, _, err = run_cli(capsys, "embed", good[0], tmp_path / "gone.wav", good[1], "--model",
+                             bundles["sv"].directory, "--out", tmp_path / "e.npy")
+    rows = np.load(tmp_path / "e.npy")
+    assert status == 1 and "gone.wav: file not found" in err and rows.shape[0] == 3
+    assert np.isnan(rows[1]).all() and np.isfinite(rows[[0, 2]]).all()
+
+
+def test_either_file_of_a_trial_is_an_error(bundles, audio, tmp_path, capsys):
+    status, stdout, err = run_cli(capsys, "verify", next(iter(audio)), tmp_path / "gone.wav")
+    assert status == 2 and stdout == "" and err == f"python -m hp: error: {tmp_path / 'gone.wav'}: file not found\n"
 
 
 def test_bundle_and_option_errors(bundles, audio, tmp_path, capsys):
