@@ -4,6 +4,8 @@ from pathlib import Path
 
 from hp.params import load_params, runtime
 from hp.stages.finetune import check, finetune
+from hp.stages import summary
+from hp.stages.training import training_summary
 from hp.utils import distributed
 
 task = sys.argv[1]
@@ -14,5 +16,5 @@ result = finetune(task, params, Path("data") / task / "manifests", Path("models"
                Path("models") / task / "finetuned", Path("dvclive") / task, Path("metrics") / task / "finetune.json",
                Path("checkpoints") / "finetune" / task)
 if result is not None:  # rank 0
-    print(result)
+    summary(training_summary(result))
 distributed.shutdown()

@@ -4,11 +4,12 @@ from pathlib import Path
 
 from hp.data.manifest import shrunk_lists
 from hp.params import load_params
+from hp.stages import summary
 from hp.stages.manifests import manifests
 
 task = sys.argv[1]
 data = Path("data") / task
-summary = manifests(task, load_params(), data / "corpus", data / "manifests")
-print({k: v for k, v in summary.items() if k not in ("dropped", "kept")}, f"dropped: {len(summary['dropped'])}")
-for line in shrunk_lists(summary["kept"]):  # drop_invalid shrank an official list: results are not the list's
+counts = manifests(task, load_params(), data / "corpus", data / "manifests")
+summary({**{k: f"{v:,}" for k, v in counts.items() if isinstance(v, int)}, "dropped": len(counts["dropped"])})
+for line in shrunk_lists(counts["kept"]):  # drop_invalid shrank an official list: results are not the list's
     print(line)

@@ -3,7 +3,9 @@ import sys
 from pathlib import Path
 
 from hp.params import load_params
+from hp.stages import summary
 from hp.stages.prepare import prepare
 
 task = sys.argv[1]
-print(prepare(task, load_params(), Path("data") / task / "corpus"))
+summary({key: value for key, value in prepare(task, load_params(), Path("data") / task / "corpus").items()
+         if not isinstance(value, (dict, list))})

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from hp.params import load_params, runtime
 from hp.stages.score import check, score
+from hp.stages import eer, summary
 from hp.utils import distributed
 
 task = sys.argv[1]
@@ -14,5 +15,11 @@ result = score(task, params, Path("models") / task / "compact", Path("data") / t
                Path("metrics") / task / "compact.json", Path("metrics") / f"{task}.json",
                Path("plots") / task / "det.csv", Path("scores") / task)
 if result is not None:  # rank 0
-    print(result)
+    if task == "sv":
+        summary({f"{name} {kind}": eer(m) for name, lists in result["lists"].items() for kind, m in lists.items()
+                 if isinstance(m, dict) and "eer" in m})
+    else:
+        summary({split: f"EER {eer(result[split])}, minDCF {result[split]['min_dcf']:.4f}, "
+                        f"actDCF {result[split]['act_dcf']:.4f}, Cllr {result[split]['cllr']:.4f}"
+                 for split in ("dev", "eval")})
 distributed.shutdown()

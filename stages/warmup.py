@@ -4,6 +4,8 @@ from pathlib import Path
 
 from hp.params import load_params, runtime
 from hp.stages.warmup import check, warmup
+from hp.stages import summary
+from hp.stages.training import training_summary
 from hp.utils import distributed
 
 task = sys.argv[1]
@@ -14,5 +16,5 @@ result = warmup(task, params, Path("data") / task / "manifests", Path("models") 
              Path("dvclive") / "warmup" / task, Path("metrics") / task / "warmup.json",
              Path("checkpoints") / "warmup" / task)
 if result is not None:  # rank 0
-    print(result)
+    summary(training_summary(result))
 distributed.shutdown()

@@ -21,6 +21,7 @@ import soundfile as sf
 from hp.data.audio import READ_ERRORS, SAMPLE_RATE
 from hp.errors import DataError
 from hp.utils.files import atomic_path
+from hp.utils.progress import Progress, stage_name
 
 # DataError moved to hp.errors; it is still importable from here, where it was first
 __all__ = ["COLUMNS", "DataError", "Validation", "read_trials", "shrunk_lists", "write_parquet"]
@@ -109,13 +110,23 @@ def probe_files(paths: list[str], decode: bool, processes: int | None = None):
     size = max(64, min(1024, -(-len(paths) // (8 * workers))))  # ~8 chunks per process: an even finish
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
     probe = partial(_probe_chunk, decode=decode)
-    if workers <= 1:
-        results = [probe(chunk) for chunk in chunks]
-    else:
-        # fork, as DataLoader workers: spawn would rerun the stage script (python -m stages.<name>) in each child;
-        # a child only calls libsndfile, so nothing a parent thread may hold is touched
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(probe, chunks))
+    what = "decoded" if decode else "headers read"
+    with Progress(stage_name(f"audio check ({what})"), len(paths), unit="file", item="file") as progress:
+        results = []
+        if workers <= 1:
+            done = map(probe, chunks)
+        else:
+            # fork, as DataLoader workers: spawn would rerun the stage script (python -m stages.<name>) in each
+            # child; a child only calls libsndfile, so nothing a parent thread may hold is touched
+            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            done = pool.map(probe, chunks)
+        try:
+            for chunk in done:  # in order, as each finishes
+                results.append(chunk)
+                progress.update(len(chunk))
+        finally:
+            if workers > 1:
+                pool.shutdown()
     rows = [row for chunk in results for row in chunk]
     frames, rates, channels = (np.array([r[k] for r in rows], dtype=np.int64) for k in range(3))
     return frames, rates, channels, [r[3] for r in rows]

@@ -15,6 +15,7 @@ from hp.evaluation.calibration import LinearCalibration, fit_logistic, qmf_featu
 from hp.evaluation.metrics import CM_C_FA, CM_C_MISS, CM_COSTS, CM_P_TARGET, SV_COSTS
 from hp.evaluation.score_norm import score_trials
 from hp.utils import distributed
+from hp.utils.progress import Progress, stage_name
 from hp.utils.timing import timed
 
 if TYPE_CHECKING:  # annotations only: scoring takes any model with embed() and cm_scores()
@@ -62,10 +63,13 @@ def embed_utterances(model: TaskModel, table: pd.DataFrame, batch_seconds: float
     batches = PaddedBatches(table, batch_seconds)
     # under torchrun each rank embeds every world_size()-th batch; the batches are those of one process, so the
     # embeddings are too (to float rounding: a process's thread count can change a sum's order)
-    loader = DataLoader(Subset(batches, distributed.share(len(batches)).tolist()), batch_size=None,
-                        num_workers=num_workers)
-    for rows, waves, lengths in loader:
-        out[rows.numpy()] = model.embed(waves.to(device), lengths.to(device)).float().cpu().numpy()
+    shared = distributed.share(len(batches)).tolist()
+    loader = DataLoader(Subset(batches, shared), batch_size=None, num_workers=num_workers)
+    with Progress(stage_name("embed"), len(shared), unit="batch",
+                  items_per_unit=len(table) / max(len(batches), 1)) as progress:
+        for rows, waves, lengths in loader:
+            out[rows.numpy()] = model.embed(waves.to(device), lengths.to(device)).float().cpu().numpy()
+            progress.update()
     return distributed.all_sum(out)
 
 
@@ -74,12 +78,15 @@ def run_utterances(run, table: pd.DataFrame, batch_seconds: float = 60.0) -> dic
     for every utterance of `table`, in its row order, decoded in length batches as embed_utterances does."""
     batches = PaddedBatches(table, batch_seconds)
     out: dict[str, np.ndarray] = {}
-    for k in range(len(batches)):
-        rows, waves, lengths = batches[k]
-        for name, value in run(waves.numpy(), lengths.numpy()).items():
-            if name not in out:
-                out[name] = np.zeros((len(table), *value.shape[1:]), dtype=value.dtype)
-            out[name][rows.numpy()] = value
+    with Progress(stage_name("run"), len(batches), unit="batch", items_per_unit=len(table) / max(len(batches), 1)
+                  ) as progress:
+        for k in range(len(batches)):
+            rows, waves, lengths = batches[k]
+            for name, value in run(waves.numpy(), lengths.numpy()).items():
+                if name not in out:
+                    out[name] = np.zeros((len(table), *value.shape[1:]), dtype=value.dtype)
+                out[name][rows.numpy()] = value
+            progress.update()
     return out
 
 

@@ -41,33 +41,36 @@ def det_figure(dets: dict[str, pd.DataFrame], path: Path) -> None:
     ax.set_ylabel("miss rate (%)")
     ax.set_title("DET curves of the compacted models")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower left", fontsize=8)  # the corner no DET curve reaches (low miss and low false alarm)
     save(fig, path)
 
 
 def training_figure(curves: dict[str, pd.DataFrame], path: Path) -> None:
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-    for task, c in curves.items():
-        axes[0].plot(c["step"], c["task_loss"], label=task)
+    """One row per task (their losses differ in scale: AAM-softmax over speakers vs a two-class CE): task loss,
+    sparsity, Lagrange multipliers, learning rate; legends below each panel, so that no curve hides behind one."""
+    tasks = list(curves)
+    fig, rows = plt.subplots(len(tasks), 4, figsize=(17, 3.6 * len(tasks)), squeeze=False,
+                             gridspec_kw={"wspace": 0.32, "hspace": 0.75})
+    for task, axes in zip(tasks, rows):
+        c = curves[task]
+        axes[0].plot(c["step"], c["task_loss"], label="task loss")
         if all(name in c for name in GATE_CURVES):
-            line, = axes[1].plot(c["step"], c["expected_sparsity"], label=f"{task} expected")
-            axes[1].plot(c["step"], c["deterministic_sparsity"], ":", color=line.get_color(),
-                         label=f"{task} deterministic")
-            axes[1].plot(c["step"], c["target_sparsity"], "--", color=line.get_color(), label=f"{task} target")
-            axes[2].plot(c["step"], c["lambda1"], label=f"{task} λ1")
-            axes[2].plot(c["step"], c["lambda2"], ":", label=f"{task} λ2")
-        axes[3].plot(c["step"], c["lr"], label=task)
-    dense = [task for task, c in curves.items() if not all(name in c for name in GATE_CURVES)]
-    for ax in axes[1:3]:  # a dense run has no gates: no sparsity, no multipliers to show
-        if dense:
-            ax.text(0.5, 0.5, f"{', '.join(dense)}: dense, no gates", ha="center", va="center",
-                    transform=ax.transAxes, color="grey")
-    for ax, title in zip(axes, ("task loss", "sparsity", "Lagrange multipliers", "learning rate")):
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            axes[1].plot(c["step"], c["expected_sparsity"], label="expected")
+            axes[1].plot(c["step"], c["deterministic_sparsity"], ":", label="deterministic")
+            axes[1].plot(c["step"], c["target_sparsity"], "--", color="black", lw=0.8, label="target")
+            axes[2].plot(c["step"], c["lambda1"], label="λ1")
+            axes[2].plot(c["step"], c["lambda2"], ":", label="λ2")
+        else:  # a dense run has no gates: no sparsity, no multipliers to show
+            for ax in axes[1:3]:
+                ax.text(0.5, 0.5, "dense, no gates", ha="center", va="center", transform=ax.transAxes, color="grey")
+        axes[3].plot(c["step"], c["lr"], label="learning rate")
+        axes[3].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        for ax, title in zip(axes, ("task loss", "sparsity", "Lagrange multipliers", "learning rate")):
+            ax.set_title(f"{TASK_NAMES.get(task, task)}: {title}", fontsize=9, pad=14)  # above the ×1e-3
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            if len(ax.get_legend_handles_labels()[0]) > 1:
+                ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, frameon=False)
     save(fig, path)
 
 
@@ -131,6 +134,8 @@ def sv_histograms(scores: pd.DataFrame, path: Path) -> None:
             part = values[rows["label"] == label]
             ax.hist(part, bins=bins, alpha=0.55, color=colour, density=True, label=f"{name} ({len(part):,})")
         ax.set_title(f"list {rows['list'].iat[0]}: {kind} scores")
+        ax.set_xlabel(f"{kind} score" + (" (log-likelihood ratio)" if kind == "qmf" else ""))
+        ax.set_ylabel("density")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     save(fig, path)
@@ -149,6 +154,7 @@ def cm_histograms(scores: pd.DataFrame, threshold: float, path: Path) -> None:
         ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.2f}")
         ax.set_title(f"{split}: calibrated LLR per class")
         ax.set_xlabel("LLR (natural log; bona fide positive)")
+        ax.set_ylabel("density")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     save(fig, path)

@@ -44,6 +44,9 @@ def sv_section(doc: Document, r: dict, corpus: str, figures: Path, scores: pd.Da
                          f"{b['min_dcf_0.05']:.4f}"])
     doc.table(["trial list", "scoring", "trials", "EER (%)", "minDCF (p=0.01)", "minDCF (p=0.05)"], rows)
     interval_note(doc, r)
+    doc.paragraph("minDCF is the detection cost at its best threshold, normalised so that 1 is what rejecting every "
+                  "trial costs; at p=0.01 a false alarm weighs 99 times a miss, so a system whose non-target scores "
+                  "overlap the targets' (an EER above a few %) can do no better than that and scores near 1.")
     if r.get("baseline_ltas"):
         doc.paragraph(f"*{BASELINE_LTAS}*: a reference row, not this model: cosine of each utterance's long-term "
                       "average log power spectrum (25 ms Hann frames, 512-point FFT) minus the mean over (at most "

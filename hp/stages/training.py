@@ -113,3 +113,20 @@ def run_training(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, augmen
             "processes": distributed.world_size(),
             "augmentation": augmenter is not None, "utterances": len(table),
             "hardware": {"device": device.type, **hardware(device)}}, checkpoints
+
+
+def training_summary(result: dict) -> dict[str, str]:
+    """The lines a warmup or finetune stage ends with (hp.stages.summary)."""
+    if result.get("epochs") == 0 and "steps" not in result:
+        return {"skipped": "epochs: 0 (the finetune stage starts from a fresh head)"}
+    rows = {"steps": f"{result['steps']:,} in {result['train_seconds']:,} s on {result['hardware']['device']} "
+                     f"({result['processes']} process{'es' if result['processes'] != 1 else ''})",
+            "task loss": f"{result['final_task_loss']:.4f} at the last step (chance {result['chance_task_loss']:.4f})"}
+    if result.get("gates"):
+        rows["sparsity"] = (f"expected {result['expected_sparsity']:.4f}, deterministic "
+                            f"{result['deterministic_sparsity']:.4f} ({result['target_measure']})")
+        if result.get("gates_frozen_at_step") is not None:
+            rows["gates frozen"] = f"at step {result['gates_frozen_at_step']:,}"
+    if result.get("resumed_at_step") is not None:
+        rows["resumed"] = f"from the checkpoint of step {result['resumed_at_step']:,}"
+    return rows

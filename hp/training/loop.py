@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from hp.data.augment import Augmenter
 from hp.training.checkpoint import Checkpoints
@@ -17,6 +16,7 @@ from hp.training.config import TrainConfig
 from hp.training.feeding import GlobalBatches
 from hp.training.state import TrainState, seed_everything
 from hp.utils import distributed
+from hp.utils.progress import Progress, stage_name
 
 if TYPE_CHECKING:  # a type only: training runs any model of TaskModel's interface (tasks sit above training)
     from hp.tasks.task_model import TaskModel
@@ -96,22 +96,24 @@ def train(model: TaskModel, table: pd.DataFrame, cfg: TrainConfig, logger=None,
     state = TrainState(model, cfg, feed.steps_per_epoch, device, sampling)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.use_bf16(device))
     resumed, last_loss = state.resume(checkpoints), None
-    progress = tqdm(total=state.total, initial=state.step, desc=f"train {model.task}", unit="step", mininterval=5,
-                    disable=None if rank == 0 else True)
-    for batches in feed.from_step(state.step):
-        log_step = state.step % cfg.runtime.log_every == 0 or state.step == state.total - 1  # the same on every rank
-        logging = logger is not None and log_step
-        task_loss, values = step(state, batches, autocast, logging)
-        if log_step:  # the loss of the whole global batch, not of rank 0's share
-            last_loss = distributed.mean(task_loss.item())
-            progress.set_postfix(loss=f"{last_loss:.3f}", refresh=False)
-        if logging:
-            logger.log(state.step, {"task_loss": last_loss, **values})
-        state.end_step()
-        progress.update()
-        if checkpoints is not None and state.checkpoint_due(checkpoints):
-            state.save(checkpoints)
-    progress.close()
+    progress = Progress(stage_name(f"train {model.task}"), state.total, initial=state.step,
+                        items_per_unit=cfg.batch_size)
+    with progress:
+        for batches in feed.from_step(state.step):
+            log_step = state.step % cfg.runtime.log_every == 0 or state.step == state.total - 1  # alike on all ranks
+            logging = logger is not None and log_step
+            task_loss, values = step(state, batches, autocast, logging)
+            if log_step:  # the loss of the whole global batch, not of rank 0's share
+                last_loss = distributed.mean(task_loss.item())
+                progress.set(loss=f"{last_loss:.3f}")
+            if logging:
+                logger.log(state.step, {"task_loss": last_loss, **values})
+                if "expected_sparsity" in values:
+                    progress.set(sparsity=f"{values['expected_sparsity']:.3f} -> {values['target_sparsity']:.3f}")
+            state.end_step()
+            progress.update()
+            if checkpoints is not None and state.checkpoint_due(checkpoints):
+                state.save(checkpoints)
     state.finish()
     # the last step's loss, beside what a model that learned nothing scores (at the full margin)
     return {"steps": state.step, "peak_lr": state.lr.peak, "gates_frozen_at_step": state.freeze.frozen_at,

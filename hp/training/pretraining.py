@@ -35,6 +35,7 @@ from hp.data.synth.streams import PRETRAIN, SPEAKER, UTTERANCE, stream
 from hp.model.config import SHAPES
 from hp.training.provenance import PROVENANCE, provenance
 from hp.utils.files import atomic_dir, write_json
+from hp.utils.progress import Progress, stage_name
 
 WINDOW, HOP = 400, 320  # samples: the WavLM CNN's receptive field and stride
 NFFT, MEL_BANDS, CEPSTRA = 512, 40, 13
@@ -222,7 +223,7 @@ def _lr_factor(step: int, cfg: PretrainConfig) -> float:
     return max(0.0, (cfg.steps - step) / (cfg.steps - cfg.warmup_steps))
 
 
-def pretrain(cfg: PretrainConfig, out: Path, log=print) -> dict:
+def pretrain(cfg: PretrainConfig, out: Path) -> dict:
     """Pretrain, then write `out`: config.json + model.safetensors in transformers' layout, and PROVENANCE (the
     recipe; the cluster targets are a by-product and not kept). Returns the run's record: corpus size, training
     loss and masked-frame accuracy at the start and end, the held-out evaluation with its yardsticks, time."""
@@ -241,6 +242,7 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> dict:
     crop = round(cfg.crop_seconds * SAMPLE_RATE)
     history = []
     model.train()
+    progress = Progress(stage_name("pretrain"), cfg.steps, items_per_unit=cfg.batch_size)
     for step in range(cfg.steps):
         index = torch.randint(len(waves), (cfg.batch_size,), generator=generator).tolist()
         crops = []
@@ -269,8 +271,9 @@ def pretrain(cfg: PretrainConfig, out: Path, log=print) -> dict:
             accuracy = (logits[mask].argmax(1) == targets[mask]).float().mean().item()
             history.append({"step": step, "loss": round(loss.item(), 4), "masked_loss": round(masked_loss.item(), 4),
                             "accuracy": round(accuracy, 4)})
-            log(f"step {step}: loss {loss.item():.3f} (masked frames {masked_loss.item():.3f}), "
-                f"masked accuracy {accuracy:.3f}")
+            progress.set(loss=f"{loss.item():.3f}", masked_accuracy=f"{accuracy:.3f}")
+        progress.update()
+    progress.close()
     train_seconds = time.time() - start
     held_out_result = evaluate(model, predictor, quantiser, held_out, cfg, torch.Generator().manual_seed(cfg.seed))
     model.eval()

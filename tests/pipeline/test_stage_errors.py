@@ -1,6 +1,10 @@
 """A stage that fails on one of hp's own errors ends with one line on stderr naming the file, line or key, exit
 status 1 and nothing after it; HP_TRACEBACK=1 shows the traceback; the previous run's curves are left alone."""
+import os
 import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -9,7 +13,7 @@ import soundfile as sf
 import yaml
 
 from helpers import ROOT_DIR
-from pipeline_repo import run_stage as stage
+from pipeline_repo import make_repo, repo_env, run_stage as stage, tiny_params
 
 
 def write_params(cwd, **changes) -> dict:
@@ -28,6 +32,43 @@ def test_a_params_error_is_one_line_and_exit_status_1(tmp_path):
     assert shown.returncode == 1 and shown.stderr.startswith("Traceback (most recent call last):")
     assert shown.stderr.rstrip().endswith("hp.errors.ConfigError: params.yaml: target_sparsity must be a number in "
                                           "[0, 1), got 'abc'")
+
+
+def test_validate_refuses_a_bad_key_of_any_group_before_any_stage_works(tmp_path):
+    """The DAG's first stage checks every group: a misspelt finetune key fails there, before prepare runs."""
+    params = write_params(tmp_path)
+    params["finetune"]["sv"]["epochs"] = "abc"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = stage(tmp_path, "stages.validate")
+    assert done.returncode == 1 and done.stdout == "" and not (tmp_path / "checks").exists()
+    assert done.stderr == "validate: error: params.yaml: finetune.sv.epochs must be an integer, got 'abc'\n"
+    write_params(tmp_path)
+    done = stage(tmp_path, "stages.validate")
+    assert done.returncode == 0 and (tmp_path / "checks" / "params.json").is_file()
+
+
+def test_dvc_repro_stops_at_a_bad_key_before_the_first_stage_works(tmp_path):
+    params = tiny_params()
+    params["score"]["sv"]["asnorm_topn"] = 10  # misspelt, in a group only the score stage reads
+    repo = make_repo(tmp_path, params)
+    done = subprocess.run(["dvc", "repro"], cwd=repo, env=repo_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "validate: error: params.yaml: unknown key score.sv.asnorm_topn" in done.stderr
+    assert "Running stage 'validate'" in done.stdout and "prepare" not in done.stdout
+    assert not (repo / "data").exists() and not (repo / "checks").exists()
+
+
+def test_ctrl_c_is_one_line_and_status_130(tmp_path):
+    (tmp_path / "stages").mkdir()  # a stage of this directory's own that waits to be interrupted
+    (tmp_path / "stages" / "wait.py").write_text("import time\nimport hp.stages\nprint('ready', flush=True)\n"
+                                                 "time.sleep(60)\n")
+    process = subprocess.Popen([sys.executable, "-m", "stages.wait", "sv"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT_DIR)})
+    assert process.stdout.readline() == "ready\n"
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert err == "wait@sv: interrupted (Ctrl-C); `dvc repro` runs it again (training resumes from its last " \
+                  "checkpoint)\n"
 
 
 def test_a_bug_keeps_its_traceback(tmp_path):

@@ -3,6 +3,7 @@ whose one stage writes fake metrics from target_sparsity, swept through the expe
 import copy
 import re
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from filelock import FileLock
 
 from hp.reporting.experiments import collect
 from hp.reporting.pareto import error_bars, pareto_front
@@ -71,13 +73,10 @@ def committed_baseline(repo: Path, stage: str) -> Path:
     return repo
 
 
-@pytest.fixture(scope="module")
-def sweep_repo(tmp_path_factory):
+def build_sweep(repo: Path) -> list:
     """Baseline 0.7 committed; 0.3 and 0.9 queued and run, 1.5 queued and failed; 0.5 run in the workspace by the
-    older pipeline (no export.json), leaving the workspace equal to it. Returns (repo, `dvc exp show --json`)."""
-    if shutil.which("git") is None:
-        pytest.skip("needs git")
-    repo = committed_baseline(tmp_path_factory.mktemp("sweep") / "repo", FAKE_STAGE)
+    older pipeline (no export.json), leaving the workspace equal to it. Returns `dvc exp show --json`."""
+    committed_baseline(repo, FAKE_STAGE)
     run(["dvc", "exp", "run", "--queue", "-q", "-n", "low", "-S", "target_sparsity=0.3"], repo)
     run(["dvc", "exp", "run", "--queue", "-q", "-n", "high", "-S", "target_sparsity=0.9"], repo)
     run(["dvc", "exp", "run", "--queue", "-q", "-n", "broken", "-S", "target_sparsity=1.5"], repo)
@@ -91,7 +90,24 @@ def sweep_repo(tmp_path_factory):
     for task in ("sv", "cm"):
         (repo / "metrics" / task / "export.json").unlink()
     run(["dvc", "exp", "run", "-q", "-n", "old", "-S", "target_sparsity=0.5"], repo)
-    return repo, json.loads(run(["dvc", "exp", "show", "--json"], repo))
+    return json.loads(run(["dvc", "exp", "show", "--json"], repo))
+
+
+@pytest.fixture(scope="session")
+def sweep_repo(tmp_path_factory):
+    """(repo, `dvc exp show --json`) of build_sweep, built once across pytest-xdist workers under a file lock (as
+    the reference run, tests/pipeline/conftest.py); tests read both and write to neither."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's base directory, above each worker's own
+    shown = root / "sweep" / "shown.json"
+    with FileLock(str(root / "sweep.lock")):
+        if not shown.is_file():
+            (root / "sweep").mkdir(exist_ok=True)
+            shown.write_text(json.dumps(build_sweep(root / "sweep" / "repo")))
+    return root / "sweep" / "repo", json.loads(shown.read_text())
 
 
 def brute_front(cost, error):

@@ -278,7 +278,8 @@ def test_npy_rows_stay_in_input_order_with_nan_for_a_skipped_file(bundles, audio
 
 
 def test_either_file_of_a_trial_is_an_error(bundles, audio, tmp_path, capsys):
-    status, stdout, err = run_cli(capsys, "verify", next(iter(audio)), tmp_path / "gone.wav")
+    status, stdout, err = run_cli(capsys, "verify", next(iter(audio)), tmp_path / "gone.wav", "--model",
+                                  bundles["sv"].directory)
     assert status == 2 and stdout == "" and err == f"python -m hp: error: {tmp_path / 'gone.wav'}: file not found\n"
 
 

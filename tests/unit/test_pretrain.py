@@ -123,7 +123,7 @@ def test_held_out_evaluation_against_a_direct_computation():
 def test_pretraining_learns_and_writes_a_transformers_checkpoint(tmp_path):
     cfg = config(speakers=6, held_out_speakers=2, utterances_per_speaker=3, clusters=16, kmeans_frames=5000,
                  steps=40, batch_size=4, warmup_steps=5, lr=2e-3, log_every=10)
-    record = P.pretrain(cfg, tmp_path / "ckpt", log=lambda _: None)
+    record = P.pretrain(cfg, tmp_path / "ckpt")
     assert record["utterances"] == 18 and record["held_out"]["utterances"] == 6
     assert record["last"]["loss"] < record["first"]["loss"] - 0.3  # it learns (noise is ~0.1)
     ref = transformers.WavLMModel.from_pretrained(tmp_path / "ckpt").eval()

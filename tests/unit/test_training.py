@@ -62,20 +62,6 @@ def test_lr_scales_with_the_global_batch_and_configs_are_checked():
             train_config(**bad)
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    rng = np.random.default_rng(0)
-    rows = []
-    for s in range(3):
-        for u in range(4):
-            path = tmp_path / f"id{s}" / f"{u}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, rng.normal(0, 0.1, 8000).astype(np.float32), 16000)
-            rows.append({"utt": f"id{s}/{u}.wav", "path": str(path), "speaker": f"id{s}", "label": f"id{s}",
-                         "duration_s": 0.5})
-    return pd.DataFrame(rows)
-
-
 def test_frozen_frontend_phase_trains_only_the_head_and_hands_it_over(corpus, tmp_path):
     torch.manual_seed(0)
     labels = sorted(corpus["label"].unique())
