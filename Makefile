@@ -34,7 +34,7 @@ lock:
 	rm -rf .lock-venv
 
 # Every tier (tests/unit, tests/pipeline, tests/gpu: skipped without CUDA), as CI runs it, in TEST_WORKERS
-# processes (pytest-xdist; each test's torch uses every core, so more workers than cores only contend). The workers
+# processes (pytest-xdist; each worker, and the stages it starts, gets its share of the cores: tests/conftest.py). The workers
 # build the DAG's one reference run once between them (tests/pipeline/conftest.py). worksteal: an idle worker takes
 # tests queued for the other, so minutes-long pipeline tests dealt to one worker do not run one after another.
 TEST_WORKERS ?= 2

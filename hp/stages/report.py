@@ -20,7 +20,7 @@ WRITTEN = ("dvc.lock", "metrics", "plots", "dvclive", "checks")
 def check(params: dict) -> None:
     """The report declares every group but pretrain's (the frozen front end's, which it reads from the checkpoint's
     own record): every stage's own check, before any work (hp.stages.validate)."""
-    validate.check_stages(params)
+    validate.check(params)
 
 
 def report(params: dict, root: Path, out: Path) -> None:

@@ -12,12 +12,12 @@ import yaml
 from helpers import ROOT_DIR
 from hp.errors import ConfigError
 from hp.params import load_params
-from hp.stages import compact, export, finetune, manifests, prepare, pretrain, report, score, warmup
+from hp.stages import compact, export, finetune, manifests, prepare, pretrain, report, score, validate, warmup
 
 CHECKS = {"pretrain": lambda task, params: pretrain.check(params), "prepare": prepare.check,
           "manifests": manifests.check, "warmup": warmup.check, "finetune": finetune.check,
           "compact": lambda task, params: compact.check(params), "score": score.check, "export": export.check,
-          "report": lambda task, params: report.check(params)}
+          "report": lambda task, params: report.check(params), "validate": lambda task, params: validate.check(params)}
 FILES = ["params.yaml", *sorted(p.relative_to(ROOT_DIR).as_posix() for p in (ROOT_DIR / "recipes").glob("*.yaml"))]
 
 
