@@ -327,8 +327,9 @@ def _add_common(parser: argparse.ArgumentParser, task: str | None) -> None:
                f"default {DEFAULT_MODELS['sv']} (any bundle: a CM one gives its embeddings)")
     group.add_argument("--model", metavar="DIR",
                        help="a released model folder written by the pipeline's export stage (its files are checked "
-                            "against its SHA256SUMS first), or a Hugging Face hub id (owner/name) of one where the "
-                            f"hub is reachable; {default}")
+                            "against its SHA256SUMS first), one of its ONNX files (model.onnx, model.int8.onnx: "
+                            "that graph is run), or a Hugging Face hub id (owner/name) of a folder where the hub "
+                            f"is reachable; {default}")
     group.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
                        help="run the PyTorch model or its fp32 ONNX graph (onnxruntime, CPU); default torch")
     group.add_argument("--int8", action="store_true",
@@ -404,6 +405,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def pick_graph(args) -> None:
+    """`--model <folder>/model.int8.onnx` (or model.onnx): that folder, run on that graph, as --int8 (or
+    --runtime onnx) would."""
+    from hp.deploy.release import FP32, INT8
+
+    if args.model is None or not Path(args.model).is_file():
+        return
+    name = Path(args.model).name
+    if name not in (FP32, INT8):
+        raise CliError(f"{args.model}: --model takes a release folder, or its {FP32} or {INT8}")
+    args.model = str(Path(args.model).parent)
+    if name == INT8:
+        args.int8 = True
+    else:
+        args.runtime = "onnx"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line `argv` (default sys.argv[1:]); returns the exit status."""
     parser = build_parser()
@@ -417,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        pick_graph(args)
         return args.func(args)
     except HPError as e:
         if os.environ.get(TRACEBACK_ENV) == "1":

@@ -10,6 +10,7 @@ import torch
 
 from hp.deploy.export import Bundle, measure_costs
 from hp.deploy.release import FP32, INT8, OnnxModel
+from hp.errors import ConfigError
 from hp.params import ExportConfig, model_config, score_config, section, typed
 from hp.tasks import get_task
 from hp.tasks.task_model import TaskModel
@@ -74,10 +75,10 @@ def export(task: str, params: dict, compact_dir: Path, scores_dir: Path, manifes
         (folder / "README.md").write_text(model_card(CardInputs(
             task=task, source=section(params, f"model.pretrained.{task}"),
             corpus=section(params, f"prepare.{task}.corpus"),
-            scored=read_json(metrics_dir.parent / f"{task}.json", ValueError),
+            scored=read_json(metrics_dir.parent / f"{task}.json", ConfigError),
             task_json=json.loads((folder / "task.json").read_text()), export=result,
-            training=read_json(metrics_dir / "finetune.json", ValueError),
-            data=read_json(manifests / "summary.json", ValueError), settings=section(params, f"finetune.{task}"))))
+            training=read_json(metrics_dir / "finetune.json", ConfigError),
+            data=read_json(manifests / "summary.json", ConfigError), settings=section(params, f"finetune.{task}"))))
 
     _, parity = Bundle.write(TaskModel.load(compact_dir).eval(), scoring, out, cfg.parity_seconds, cfg.tolerance,
                              exporter=cfg.exporter, finish=finish)

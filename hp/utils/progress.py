@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from hp.errors import ConfigError
 from hp.utils import distributed
 
 SECONDS_ENV = "HP_PROGRESS_SECONDS"
@@ -30,6 +31,18 @@ def stage_name(default: str) -> str:
     return script + (f"@{sys.argv[1]}" if len(sys.argv) > 1 else "")
 
 
+def seconds_between_lines() -> float:
+    """HP_PROGRESS_SECONDS (default 30), checked."""
+    value = os.environ.get(SECONDS_ENV, "30")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError(f"{SECONDS_ENV}={value!r}: expected a number of seconds (0: a line per step)")
+    return seconds
+
+
 class Progress:
     """`total` units (steps, batches, files) of work named `name`; `items_per_unit` (utterances per step, say)
     gives the rate in items/s, named `item`."""
@@ -39,7 +52,7 @@ class Progress:
         self.name, self.total, self.done, self.unit = name, total, initial, unit
         self.items_per_unit, self.item = items_per_unit, item
         self.stream = stream if stream is not None else sys.stderr
-        self.interval = float(os.environ.get(SECONDS_ENV, 30)) if interval is None else interval
+        self.interval = seconds_between_lines() if interval is None else interval
         self.fields: dict[str, str] = {}
         self.enabled = distributed.is_main()
         self.start, self.first = time.monotonic(), initial

@@ -217,6 +217,13 @@ def check_exports(repo: Path, tmp_path: Path) -> None:
         assert max(p["scaled"] for p in e["onnx"]["parity"].values()) <= e["onnx"]["tolerance"] == 1e-4
         assert e["compact"]["macs"] < e["dense"]["macs"] and e["compact"]["params"] < e["dense"]["params"]
         assert set(e["compact"]["latency_ms"]) >= {"torch_cpu", "onnxruntime_cpu"}
+        # the int8 graph on a model that learned: its embeddings keep their direction, and its test-set EER lies
+        # in the fp32 graph's interval (hp.deploy.quantize; the card shows both)
+        tested, agreement = e["test_set"], e["int8"]["agreement"]
+        assert agreement["embeddings"]["min_cosine"] > 0.99
+        ci = tested["fp32"]["eer_ci95"]
+        assert ci["lo"] <= tested["int8"]["eer"] <= ci["hi"], (task, tested)
+        assert e["int8"]["bytes"] < 0.6 * e["onnx"]["bytes"]
     test = pd.read_parquet(repo / "data" / "sv" / "manifests" / "test.parquet")
     a, b = test["path"].iat[0], test["path"].iat[1]
     cli = [sys.executable, "-m", "hp"]

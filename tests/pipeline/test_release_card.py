@@ -2,7 +2,12 @@
 the metrics files' (the card is read back, not trusted), the cards copied into the report, and both ONNX graphs
 scored on the test set as the score stage scored the PyTorch model."""
 import json
+import subprocess
+import sys
+import textwrap
+import wave
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -66,3 +71,32 @@ def test_the_fp32_graph_scores_the_test_set_as_the_score_stage_did(reference_run
         assert tested["test_set"] == "eval" and tested["trials"] == scored["eval"]["utterances"]
     assert tested["fp32"]["eer"] == pytest.approx(reference["eer"], abs=1 / smaller)
     assert 0 < tested["int8"]["eer"] < 1 and set(tested["int8"]) == set(tested["fp32"])
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_the_cards_onnxruntime_snippet_runs_without_torch(reference_run, task, tmp_path):
+    """The card's "onnxruntime and numpy only" block, verbatim, in a process where any import but numpy's,
+    onnxruntime's and the standard library's fails, on a 16-bit WAV as the snippet expects."""
+    card = (reference_run / "models" / task / "export" / "README.md").read_text()
+    block = card.split("With onnxruntime and numpy only")[1].split("```python\n")[1].split("```")[0]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / task).symlink_to(reference_run / "models" / task)
+    samples = (np.random.default_rng(0).normal(0, 3000, 24000)).astype(np.int16)
+    with wave.open(str(tmp_path / "speech.wav"), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(samples.tobytes())
+    output = "embeddings" if task == "sv" else "llrs"
+    script = textwrap.dedent("""
+        import importlib.abc, sys
+        ALLOWED = {"numpy", "onnxruntime"} | set(sys.stdlib_module_names)
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] not in ALLOWED:
+                    raise ImportError(f"{name} is not installed here")
+        sys.meta_path.insert(0, Block())
+    """) + block + f"print({output}.shape)\n"
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().startswith("(1")

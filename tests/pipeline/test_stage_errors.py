@@ -61,8 +61,10 @@ def test_ctrl_c_is_one_line_and_status_130(tmp_path):
     (tmp_path / "stages").mkdir()  # a stage of this directory's own that waits to be interrupted
     (tmp_path / "stages" / "wait.py").write_text("import time\nimport hp.stages\nprint('ready', flush=True)\n"
                                                  "time.sleep(60)\n")
+    # as from a terminal: a shell's background job (CI's runner may be one) inherits SIGINT ignored
     process = subprocess.Popen([sys.executable, "-m", "stages.wait", "sv"], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT_DIR)})
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT_DIR)},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert process.stdout.readline() == "ready\n"
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)

@@ -180,19 +180,23 @@ def test_detect_llrs_and_decisions(bundles, audio, tmp_path, capsys):
 
 
 def test_onnx_runtime_matches_torch(bundles, audio, tmp_path, capsys):
-    args = ["--model", bundles["cm"].directory, *audio]
+    folder = bundles["cm"].directory
     outputs = {}
-    for runtime, options in (("torch", ["--runtime", "torch"]), ("onnx", ["--runtime", "onnx"]), ("int8", ["--int8"])):
-        status, out, _ = run_cli(capsys, "detect", *args, *options, "--threads", 1)
+    for runtime, options in (("torch", ["--model", folder, "--runtime", "torch"]),
+                             ("onnx", ["--model", folder, "--runtime", "onnx"]),
+                             ("int8", ["--model", folder, "--int8"]),
+                             ("int8 file", ["--model", folder / "model.int8.onnx"])):  # the graph named by its file
+        status, out, _ = run_cli(capsys, "detect", *audio, *options, "--threads", 1)
         assert status == 0
         llrs = [float(line.split("\t")[1]) for line in out.splitlines()[1:]]
-        status, _, _ = run_cli(capsys, "embed", *args, *options, "--out", tmp_path / f"{runtime}.npy")
+        status, _, _ = run_cli(capsys, "embed", *audio, *options, "--out", tmp_path / f"{runtime}.npy")
         assert status == 0
         outputs[runtime] = np.array(llrs), np.load(tmp_path / f"{runtime}.npy")
     for ours, theirs in zip(outputs["torch"], outputs["onnx"]):
         np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=1e-4)
     # the int8 graph: another computation, close to fp32's (its rounding moves an LLR by a few hundredths here)
     llrs, embeddings = outputs["int8"]
+    np.testing.assert_array_equal(outputs["int8 file"][1], embeddings)
     assert not np.array_equal(embeddings, outputs["onnx"][1])
     np.testing.assert_allclose(llrs, outputs["onnx"][0], atol=0.1)
 
@@ -291,6 +295,7 @@ def test_bundle_and_option_errors(bundles, audio, tmp_path, capsys):
         (["detect", good, "--model", sv, "--out", tmp_path / "cm.tsv"], str(sv), "detect needs a CM bundle"),
         (["embed", good, "--model", sv, "--out", tmp_path / "e.txt"], str(tmp_path / "e.txt"), ".npy"),
         (["embed", good, "--model", tmp_path / "nowhere"], str(tmp_path / "nowhere"), "no such model folder"),
+        (["embed", good, "--model", sv / "task.json"], str(sv / "task.json"), "takes a release folder, or its"),
         (["embed", good, "--model", sv, "--runtime", "onnx"], str(sv / "model.onnx"), "missing; this bundle has no onnx"),
         (["embed", good, "--model", sv, "--out", tmp_path], str(tmp_path), "is a directory"),
         (["detect", tmp_path / "a\tb.wav", "--model", cm], repr(str(tmp_path / "a\tb.wav")), "cannot be written"),

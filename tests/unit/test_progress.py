@@ -83,3 +83,11 @@ def test_training_reports_progress_in_lines_when_not_on_a_terminal(corpus, tmp_p
                r"[\d.e+-]+ utt/s, (\d+m\d\ds left|done in \d+m\d\ds)" % steps)
     assert all(re.fullmatch(pattern, line) for line in lines), lines
     assert lines[-1].startswith(f"train sv: step {steps}/{steps} (100.0 %)") and "done in" in lines[-1]
+
+
+def test_a_bad_interval_is_one_line(monkeypatch):
+    from hp.errors import ConfigError
+
+    monkeypatch.setenv(P.SECONDS_ENV, "often")
+    with pytest.raises(ConfigError, match="^HP_PROGRESS_SECONDS='often': expected a number of seconds"):
+        P.Progress("x", total=1)
