@@ -8,6 +8,10 @@ all. Of several files, one that cannot be used (missing, unreadable, too short) 
 written, each skipped file gets one stderr line naming it, and the exit status is 1. Any other user error (every
 file unusable, either file of a trial, the wrong bundle, a bad option) prints one line naming the file and exits
 with status 2, leaving nothing behind.
+
+Why one module of ~450 lines: it is the command line's whole contract (the verbs, their options and help, and the
+checks every input gets before the model runs), read top to bottom as its reference; its parts (audio, the model,
+verbs, argument parsing) are marked below.
 """
 from __future__ import annotations
 
