@@ -1,5 +1,6 @@
 """What many tests build: transformers reference models and configs, hp configs from them, random gates, noise
 files, a small compacted SV model and its scoring.json settings; and the repository root."""
+import textwrap
 from pathlib import Path
 
 import torch
@@ -81,3 +82,17 @@ def compact_sv_model() -> TaskModel:
         randomise_gates(model.frontend, torch.Generator().manual_seed(0), spread=1.5)
         model.frontend.encoder.layers[1].feed_forward.block_gate.log_alpha.fill_(-20.0)  # a whole block off
     return model.compacted()
+
+
+def only_importing(*packages: str) -> str:
+    """Python source that, run first in a fresh process, makes every import fail but the standard library's and
+    `packages`' (what a machine with only those installed would do)."""
+    return textwrap.dedent(f"""
+        import importlib.abc, sys
+        ALLOWED = set({sorted(packages)!r}) | set(sys.stdlib_module_names)
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] not in ALLOWED:
+                    raise ImportError(f"{{name}} is not installed here")
+        sys.meta_path.insert(0, Block())
+    """)

@@ -164,8 +164,8 @@ class Bundle:
             for f in (tmp / "model").iterdir():
                 f.replace(tmp / f.name)
             (tmp / "model").rmdir()
-            export_onnx(graph, tmp / "model.onnx", opset, exporter)
-            checked = parity(graph, OnnxModel(tmp / "model.onnx"), parity_seconds)
+            export_onnx(graph, tmp / FP32, opset, exporter)
+            checked = parity(graph, OnnxModel(tmp / FP32), parity_seconds)
             for name in CHECKED:  # the network's outputs; llrs = w * scores + b only scales the scores' error
                 if name in checked and not checked[name]["scaled"] <= tolerance:
                     raise ExportError(f"{out / 'model.onnx'}: ONNX {name} differ from PyTorch's by "

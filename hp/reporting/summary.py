@@ -6,7 +6,7 @@ import json
 
 from hp.data.manifest import shrunk_lists
 from hp.params import REPORT_TOLERANCE, misses_target
-from hp.reporting.cells import CORPUS_NAMES
+from hp.reporting.cells import CORPUS_NAMES, ci
 from hp.reporting.document import Document
 from hp.reporting.outputs import TaskOutputs
 
@@ -145,11 +145,6 @@ def cost_section(doc: Document, outs: dict[str, TaskOutputs]) -> None:
                  + f" on random utterances of {o.export['onnx']['parity_seconds']} s" for t, o in outs.items()])
 
 
-def _eer(m: dict) -> str:
-    ci = m.get("eer_ci95")
-    return f"{100 * m['eer']:.2f}" + ("" if ci is None else f" [{100 * ci['lo']:.2f}, {100 * ci['hi']:.2f}]")
-
-
 def release_section(doc: Document, outs: dict[str, TaskOutputs]) -> None:
     """fp32 vs int8 ONNX side by side (size, latency, test-set EER with its interval) and where each model card is."""
     rows = []
@@ -158,7 +153,7 @@ def release_section(doc: Document, outs: dict[str, TaskOutputs]) -> None:
         for name, size, ms in (("fp32", e["onnx"]["bytes"], e["compact"]["latency_ms"]["onnxruntime_cpu"]),
                                (f"int8 ({e['int8']['method']})", e["int8"]["bytes"], e["int8"]["latency_ms"])):
             rows.append([task, name, f"{size / 2**20:.2f}", f"{ms:.2f}", tested["test_set"],
-                         _eer(tested[name.split()[0]])])
+                         ci(tested[name.split()[0]], "eer")])
     doc.table(["task", "ONNX graph", "MiB", "latency (ms)", "scored on", "EER % [95 % interval]"], rows,
               caption="The released graphs (models/<task>/export), each scored on the test set as `python -m hp` "
                       "scores (SV: cosine after scoring.json's mean; CM: the calibrated LLRs); latency as above, "

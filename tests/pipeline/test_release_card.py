@@ -4,7 +4,6 @@ scored on the test set as the score stage scored the PyTorch model."""
 import json
 import subprocess
 import sys
-import textwrap
 import wave
 
 import numpy as np
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from helpers import only_importing
 from hp.deploy.card import percent, with_interval
 from hp.deploy.release import FP32, INT8, MANIFEST, verify
 
@@ -88,15 +88,7 @@ def test_the_cards_onnxruntime_snippet_runs_without_torch(reference_run, task, t
         f.setframerate(16000)
         f.writeframes(samples.tobytes())
     output = "embeddings" if task == "sv" else "llrs"
-    script = textwrap.dedent("""
-        import importlib.abc, sys
-        ALLOWED = {"numpy", "onnxruntime"} | set(sys.stdlib_module_names)
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] not in ALLOWED:
-                    raise ImportError(f"{name} is not installed here")
-        sys.meta_path.insert(0, Block())
-    """) + block + f"print({output}.shape)\n"
+    script = only_importing("numpy", "onnxruntime") + block + f"print({output}.shape)\n"
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().startswith("(1")

@@ -14,7 +14,7 @@ from hp.deploy.export import Bundle, random_batch
 from hp.deploy.quantize import agreement, quantize
 from hp.deploy.release import FP32, INT8, MANIFEST, OnnxModel, verify, write_manifest
 from hp.errors import CheckpointError
-from helpers import ROOT_DIR, SV_SCORING as SCORING, compact_sv_model
+from helpers import ROOT_DIR, SV_SCORING as SCORING, compact_sv_model, only_importing
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +81,7 @@ def test_static_quantisation_needs_calibration_and_uses_it(folder, tmp_path):
 def test_the_onnx_path_runs_with_only_numpy_and_onnxruntime(folder):
     """A fresh process where any third-party import but numpy's and onnxruntime's fails (torch, soundfile, pandas,
     safetensors, yaml: what a server without hp's training stack lacks) opens the folder and runs both graphs."""
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        ALLOWED = {{"numpy", "onnxruntime", "hp"}} | set(sys.stdlib_module_names)
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] not in ALLOWED:
-                    raise ImportError(f"{{name}} is not installed here")
-        sys.meta_path.insert(0, Block())
+    script = only_importing("numpy", "onnxruntime", "hp") + textwrap.dedent(f"""
         sys.path.insert(0, {str(ROOT_DIR)!r})
         import numpy as np
         from hp.deploy.release import OnnxModel
