@@ -2,6 +2,7 @@
 transitively) and what it may import (function-level imports too). The exact check, the files a real run
 imports, is in the end-to-end test (HP_RECORD_IMPORTS)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -50,3 +51,14 @@ def test_no_stage_declares_the_runtime_group():
             assert isinstance(param, str), f"a stage declares {param!r}: all of a params file, runtime included"
             declared.add(param.split(".")[0])
     assert RUNTIME not in declared and declared == set(TOP_LEVEL) - {RUNTIME}
+
+
+def test_code_folders_hash_without_bytecode_caches():
+    """A stage that depends on a code folder (hp/model) must get the same hash in a fresh clone, where no Python has
+    written __pycache__ yet, as after a run: .dvcignore leaves the caches out."""
+    folders = {dep for *_, deps, _ in stages() for dep in deps if (ROOT / dep).is_dir() and dep.startswith("hp/")}
+    assert folders, "no stage depends on a code folder: this test checks nothing"
+    probes = [f"{folder}/__pycache__/probe.cpython-311.pyc" for folder in sorted(folders)]
+    env = {**os.environ, "PATH": f"{sys.prefix}/bin:{os.environ['PATH']}"}  # the suite's dvc
+    result = subprocess.run(["dvc", "check-ignore", *probes], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert sorted(result.stdout.split()) == probes, result.stderr
