@@ -27,8 +27,8 @@ _NUMBER = re.compile(r"^[-+]?[\d,.]+( ?[%x×])?$|^–$")
 
 @dataclass
 class Document:
-    """Blocks in reading order. Text may hold `code` spans, **bold** and *italics*: the Markdown subset both
-    writers know."""
+    """Blocks in reading order. Text may hold `code` spans, **bold**, *italics* and [links](relative/path): the
+    Markdown subset both writers know."""
     title: str
     blocks: list[tuple] = field(default_factory=list)
 
@@ -124,9 +124,11 @@ class Document:
 
 
 def _inline(text: str) -> str:
-    """HTML of the Markdown subset used in blocks: `code`, **bold** and *italics*; everything else escaped."""
+    """HTML of the Markdown subset used in blocks: `code`, **bold**, *italics* and [text](target); everything else
+    escaped."""
     text = html.escape(text)
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    text = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', text)
     text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", text)
 

@@ -20,7 +20,7 @@ def document(tmp_path):
     doc.heading("Numbers & such")
     doc.table(["task", "EER (%)"], [["sv", "1.50"], ["cm", "–"]], caption="Per `task`:")
     doc.figure(tmp_path / "figures" / "a.png", "a figure")
-    doc.bullets(["one", "two <b>"])
+    doc.bullets(["one", "two <b>", "see [the card](cards/sv.md)"])
     doc.details("All params", "a: 1\nb: [2, 3]\n")
     return doc
 
@@ -30,7 +30,7 @@ def test_markdown(document, tmp_path):
     md = (tmp_path / "r.md").read_text()
     assert md.startswith("# Title <1>\n\n> **Smoke run.** random *weights*\n\n## Numbers & such\n")
     assert "Per `task`:\n\n| task | EER (%) |\n|---|---|\n| sv | 1.50 |\n| cm | – |\n" in md
-    assert "![a figure](figures/a.png)" in md and "- two <b>" in md
+    assert "![a figure](figures/a.png)" in md and "- two <b>" in md and "- see [the card](cards/sv.md)" in md
     assert "All params:\n\n```\na: 1\nb: [2, 3]\n```" in md
 
 
@@ -43,6 +43,7 @@ def test_html_is_self_contained(document, tmp_path):
     assert "<blockquote><strong>Smoke run.</strong> random <em>weights</em></blockquote>" in page
     assert '<td class="num">1.50</td>' in page and "<td>sv</td>" in page and "<code>task</code>" in page
     assert "<details><summary>All params</summary><pre>a: 1\nb: [2, 3]\n</pre></details>" in page
+    assert '<li>see <a href="cards/sv.md">the card</a></li>' in page
 
 
 def test_table_rows_must_fit_the_header():
