@@ -125,7 +125,10 @@ def make_repo(tmp_path: Path, params: dict, pretrained_from: Path = ROOT) -> Pat
         (shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
          else shutil.copy(src, dst))
     (repo / ".dvc").mkdir()
-    shutil.copy(ROOT / ".dvc" / "config", repo / ".dvc" / "config")
+    # the config names DVC's offline plots page, which `make install` writes (ignored, so copied if there)
+    for name in ("config", ".gitignore", "offline-plots.html"):
+        if name == "config" or (ROOT / ".dvc" / name).is_file():
+            shutil.copy(ROOT / ".dvc" / name, repo / ".dvc" / name)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)
