@@ -132,7 +132,8 @@ def sv_histograms(scores: pd.DataFrame, path: Path) -> None:
         bins = np.histogram_bin_edges(values, bins=40)
         for label, name, colour in ((1, "target", "tab:green"), (0, "non-target", "tab:red")):
             part = values[rows["label"] == label]
-            ax.hist(part, bins=bins, alpha=0.55, color=colour, density=True, label=f"{name} ({len(part):,})")
+            if len(part):  # a density of no scores is 0/0
+                ax.hist(part, bins=bins, alpha=0.55, color=colour, density=True, label=f"{name} ({len(part):,})")
         ax.set_title(f"list {rows['list'].iat[0]}: {kind} scores")
         ax.set_xlabel(f"{kind} score" + (" (log-likelihood ratio)" if kind == "qmf" else ""))
         ax.set_ylabel("density")
@@ -150,7 +151,8 @@ def cm_histograms(scores: pd.DataFrame, threshold: float, path: Path) -> None:
         bins = np.histogram_bin_edges(rows["score_llr"], bins=40)
         for label, colour in (("bonafide", "tab:green"), ("spoof", "tab:red")):
             values = rows.loc[rows["label"] == label, "score_llr"]
-            ax.hist(values, bins=bins, alpha=0.55, color=colour, density=True, label=f"{label} ({len(values):,})")
+            if len(values):  # a split may hold one class only; a density of no scores is 0/0
+                ax.hist(values, bins=bins, alpha=0.55, color=colour, density=True, label=f"{label} ({len(values):,})")
         ax.axvline(threshold, color="black", ls="--", lw=1, label=f"threshold {threshold:.2f}")
         ax.set_title(f"{split}: calibrated LLR per class")
         ax.set_xlabel("LLR (natural log; bona fide positive)")
