@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	# `torch` requirement would pull a multi-GB CUDA build from PyPI.
 	$(BIN)/pip install --quiet -c $(LOCK) torch==2.13.0
 	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
-	# DVC's plots page with its JavaScript inline (.dvc/config's plots.html_template), so it draws offline
+	# DVC's plots page with its JavaScript inline, named in .dvc/config.local, so that it draws offline
 	$(BIN)/python -m hp.reporting.offline_plots
 	touch $(STAMP)
 

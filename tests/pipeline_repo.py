@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from hp.reporting import offline_plots
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -125,10 +127,11 @@ def make_repo(tmp_path: Path, params: dict, pretrained_from: Path = ROOT) -> Pat
         (shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__")) if src.is_dir()
          else shutil.copy(src, dst))
     (repo / ".dvc").mkdir()
-    # the config names DVC's offline plots page, which `make install` writes (ignored, so copied if there)
-    for name in ("config", ".gitignore", "offline-plots.html"):
-        if name == "config" or (ROOT / ".dvc" / name).is_file():
-            shutil.copy(ROOT / ".dvc" / name, repo / ".dvc" / name)
+    for name in ("config", ".gitignore"):
+        shutil.copy(ROOT / ".dvc" / name, repo / ".dvc" / name)
+    if (ROOT / offline_plots.TEMPLATE).is_file():  # DVC's plots page as `make install` set it up here
+        shutil.copy(ROOT / offline_plots.TEMPLATE, repo / offline_plots.TEMPLATE)
+        offline_plots.register(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)

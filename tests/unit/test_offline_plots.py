@@ -27,21 +27,29 @@ def test_a_bundle_that_cannot_be_inlined_is_refused(bundle):
         offline_plots.page(bundle)
 
 
-def test_the_written_page_holds_vega_and_fetches_nothing(tmp_path):
-    out = offline_plots.write(tmp_path / "page.html")
+def test_the_written_page_holds_vega_fetches_nothing_and_is_named_for_this_checkout(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / "config.local").write_text("[core]\n    autostage = true\n")  # a user's own setting
+    out = offline_plots.write(tmp_path)
     page = out.read_text(encoding="utf-8")
     assert "window.vegaEmbed=" in page.replace(" ", "") and "{plot_divs}" in page
     assert not re.search(r"<script[^>]*\bsrc=|<link[^>]*\bhref=", page)
-    assert list(tmp_path.iterdir()) == [out]  # written through a temporary file, nothing else left
+    assert sorted(p.name for p in (tmp_path / ".dvc").iterdir()) == ["config.local", "offline-plots.html"]
+    local = configparser.ConfigParser()
+    local.read(tmp_path / ".dvc" / "config.local")
+    assert local["core"]["autostage"] == "true"  # kept
+    assert tmp_path / ".dvc" / local["plots"]["html_template"] == out  # DVC: relative to .dvc/
 
 
-def test_dvc_config_names_the_page_make_install_writes():
-    config = configparser.ConfigParser()
-    config.read(ROOT / ".dvc" / "config")
-    assert Path(".dvc") / config["plots"]["html_template"] == offline_plots.TEMPLATE  # DVC: relative to .dvc/
+def test_a_checkout_without_the_page_keeps_dvcs_own():
+    """DVC reads a template path that names no file as the template's text ('has to contain {plot_divs}'), so
+    the committed config names no page: only `make install`, having written it, names it in config.local."""
+    committed = configparser.ConfigParser()
+    committed.read(ROOT / ".dvc" / "config")
+    assert "plots" not in committed
     assert "python -m hp.reporting.offline_plots" in (ROOT / "Makefile").read_text()
     ignored = (ROOT / ".dvc" / ".gitignore").read_text().split()
-    assert "/" + offline_plots.TEMPLATE.name in ignored  # a build output, not committed
+    assert {"/config.local", "/" + offline_plots.TEMPLATE.name} <= set(ignored)
 
 
 def test_plot_names_fit_in_dvcs_javascript():
