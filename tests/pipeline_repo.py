@@ -132,6 +132,8 @@ def make_repo(tmp_path: Path, params: dict, pretrained_from: Path = ROOT) -> Pat
     if (ROOT / offline_plots.TEMPLATE).is_file():  # DVC's plots page as `make install` set it up here
         shutil.copy(ROOT / offline_plots.TEMPLATE, repo / offline_plots.TEMPLATE)
         offline_plots.register(repo)
+    else:  # a checkout installed without make install: written now (vl-convert bundles offline)
+        offline_plots.write(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)

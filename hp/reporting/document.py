@@ -123,12 +123,36 @@ class Document:
                 tmp.write_text(self.html())
 
 
+_CODE = re.compile(r"`([^`]+)`")
+# a target may hold one level of balanced parentheses (a Wikipedia page) but no space and no code span
+_LINK = re.compile(r"\[([^\]]+)\]\(((?:[^()\s\x00]|\([^()\s\x00]*\))+)\)")
+_SCHEME = re.compile(r"^[A-Za-z][\w+.-]*:")
+
+
 def _inline(text: str) -> str:
-    """HTML of the Markdown subset used in blocks: `code`, **bold**, *italics* and [text](target); everything else
-    escaped."""
-    text = html.escape(text)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    text = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', text)
+    """HTML of the Markdown subset used in blocks: `code`, **bold**, *italics* and [text](target) for a relative or
+    http(s) target; everything else escaped. Code spans and links are set aside first, so that nothing inside a
+    code span or a link's target is read as markup."""
+    held: list[str] = []
+
+    def hold(fragment: str) -> str:
+        held.append(fragment)
+        return f"\x00{len(held) - 1}\x00"
+
+    def link(m: re.Match) -> str:
+        target = m[2]
+        if _SCHEME.match(target) and not target.lower().startswith(("http:", "https:")):
+            return m[0]  # javascript:, file: and the like stay text
+        return hold(f'<a href="{html.escape(target)}">{_emphasis(html.escape(m[1]))}</a>')
+
+    text = _CODE.sub(lambda m: hold(f"<code>{html.escape(m[1])}</code>"), text.replace("\x00", ""))
+    text = _emphasis(html.escape(_LINK.sub(link, text)))
+    while "\x00" in text:  # a link's text may hold a code span: set aside in turn
+        text = re.sub("\x00(\\d+)\x00", lambda m: held[int(m[1])], text)
+    return text
+
+
+def _emphasis(text: str) -> str:
     text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
     return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", text)
 

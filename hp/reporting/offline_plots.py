@@ -20,20 +20,23 @@ from hp.utils.files import atomic_path
 TEMPLATE = Path(".dvc/offline-plots.html")  # ignored by git (.dvc/.gitignore)
 # DVC's plot templates are Vega-Lite 5 specs ($schema .../vega-lite/v5.json): the newest 5.x vl-convert bundles
 VEGA_LITE = "5.21"
-# DVC fills these in (dvc_render.html.HTML.embed); {refresh_tag} keeps `dvc plots show` live while training
+# DVC fills these in (dvc_render.html.HTML.embed): {refresh_tag} with '' for `dvc plots show`, kept as in its own
+# page (dvc_render.html.PAGE_HTML)
 PLACEHOLDERS = ("{refresh_tag}", "{plot_divs}")
 _STYLE = "body { font-family: system-ui, sans-serif; margin: 1.5rem; } table { border-spacing: 15px; }"
 
 
 def page(bundle: str) -> str:
     """The HTML template around a JavaScript `bundle` that defines window.vegaEmbed."""
-    if "</script" in bundle.lower():  # would end the inline <script> early
-        raise ValueError("the JavaScript bundle holds '</script': it cannot be inlined")
+    for markup in ("</script", "<!--"):  # either changes where the HTML parser ends the inline <script>
+        if markup in bundle.lower():
+            raise ValueError(f"the JavaScript bundle holds '{markup}': it cannot be inlined")
     if any(placeholder in bundle for placeholder in PLACEHOLDERS + ("{scripts}",)):
         raise ValueError("the JavaScript bundle holds one of DVC's template placeholders")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n{refresh_tag}\n"
             "<title>hp: DVC plots</title>\n"
-            f"<script>\n{bundle}\n</script>\n<style>{_STYLE}</style>\n</head>\n<body>\n{{plot_divs}}\n</body>\n</html>\n")
+            f"<script>\n{bundle}\n</script>\n<style>{_STYLE}</style>\n</head>\n"
+            "<body>\n{plot_divs}\n</body>\n</html>\n")
 
 
 def write(repo: Path = Path(".")) -> Path:

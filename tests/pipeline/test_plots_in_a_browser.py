@@ -25,7 +25,8 @@ def test_dvc_plots_show_draws_every_plot_offline(reference_run, tmp_path):
     assert not re.search(r"<script[^>]*\bsrc=", page), "the page fetches a script"
     drawn = re.findall(r"vegaEmbed\('#([^']*)'", page)
     assert len(drawn) == len(yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"])
-    dom = subprocess.run([CHROMIUM, *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-                          (tmp_path / "plots" / "index.html").as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout
-    assert dom.count('class="marks"') == len(drawn), "a plot was not drawn"
+    browser = subprocess.run([CHROMIUM, *HEADLESS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                              (tmp_path / "plots" / "index.html").as_uri()], capture_output=True, text=True,
+                             timeout=120)
+    assert browser.returncode == 0, f"{CHROMIUM} failed:\n{browser.stderr[-2000:]}"
+    assert browser.stdout.count('class="marks"') == len(drawn), f"a plot was not drawn:\n{browser.stderr[-2000:]}"

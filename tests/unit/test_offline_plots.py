@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dvc_render.html import HTML
+from dvc_render.base import Renderer
+from dvc_render.html import HTML, MissingPlaceholderError, render_html
 
 from hp.reporting import offline_plots
 
@@ -21,7 +22,7 @@ def test_dvc_fills_the_page_and_adds_no_cdn_script():
     assert "window.vegaEmbed = function () {};" in page
 
 
-@pytest.mark.parametrize("bundle", ["a = '</script>';", "a = '{plot_divs}';", "a = '{scripts}';"])
+@pytest.mark.parametrize("bundle", ["a = '</script>';", "a = '<!--';", "a = '{plot_divs}';", "a = '{scripts}';"])
 def test_a_bundle_that_cannot_be_inlined_is_refused(bundle):
     with pytest.raises(ValueError, match="cannot be inlined|placeholders"):
         offline_plots.page(bundle)
@@ -41,9 +42,11 @@ def test_the_written_page_holds_vega_fetches_nothing_and_is_named_for_this_check
     assert tmp_path / ".dvc" / local["plots"]["html_template"] == out  # DVC: relative to .dvc/
 
 
-def test_a_checkout_without_the_page_keeps_dvcs_own():
+def test_a_checkout_without_the_page_keeps_dvcs_own(tmp_path):
     """DVC reads a template path that names no file as the template's text ('has to contain {plot_divs}'), so
     the committed config names no page: only `make install`, having written it, names it in config.local."""
+    with pytest.raises(MissingPlaceholderError):  # the DVC behaviour this relies on
+        render_html([], tmp_path / "index.html", html_template=str(tmp_path / "missing.html"))
     committed = configparser.ConfigParser()
     committed.read(ROOT / ".dvc" / "config")
     assert "plots" not in committed
@@ -52,9 +55,11 @@ def test_a_checkout_without_the_page_keeps_dvcs_own():
     assert {"/config.local", "/" + offline_plots.TEMPLATE.name} <= set(ignored)
 
 
-def test_plot_names_fit_in_dvcs_javascript():
-    """DVC makes each plot's name into an element id inside a quoted JavaScript string (vegaEmbed('#id', spec)):
-    a quote in a name ends that string, and the plot stays blank."""
+def test_plot_names_make_ids_dvcs_javascript_can_select():
+    """DVC makes each plot's name into an element id (Renderer.remove_special_chars) inside a quoted JavaScript
+    string, vegaEmbed('#id', spec): a quote in a name ends that string, and an id that is not a plain, unique CSS
+    name selects no element or the wrong one; either way a plot stays blank."""
     plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
-    names = [name for plot in plots for name in plot]
-    assert names and [name for name in names if set(name) & set("'\"\\")] == []
+    ids = [Renderer.remove_special_chars(name) for plot in plots for name in plot]
+    assert ids and [i for i in ids if not re.fullmatch(r"[A-Za-z][\w-]*", i)] == []
+    assert len(set(ids)) == len(ids)

@@ -49,6 +49,22 @@ def test_html_is_self_contained(document, tmp_path):
     assert '<li>see <a href="cards/sv.md">the card</a></li>' in page
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("see [the card](cards/sv.md)", 'see <a href="cards/sv.md">the card</a>'),
+    ("**[a](b.md)** and [f(x)](a.md)", '<strong><a href="b.md">a</a></strong> and <a href="a.md">f(x)</a>'),
+    ("[page](https://en.wikipedia.org/wiki/Foo_(bar))", '<a href="https://en.wikipedia.org/wiki/Foo_(bar)">page</a>'),
+    ("`[a](b)` and `*x*`", "<code>[a](b)</code> and <code>*x*</code>"),  # a code span is only code
+    ("[a](x*y*z.md)", '<a href="x*y*z.md">a</a>'),  # nor is a target markup
+    ("[a](`b`)", "[a](<code>b</code>)"),
+    ("[`hp`](a&b.md)", '<a href="a&amp;b.md"><code>hp</code></a>'),
+    ("[x](javascript:alert(1))", "[x](javascript:alert(1))"),  # only relative and http(s) targets link
+])
+def test_inline_markup_in_html(text, expected):
+    doc = Document("t")
+    doc.paragraph(text)
+    assert f"<p>{expected}</p>" in doc.html()
+
+
 def test_table_rows_must_fit_the_header():
     with pytest.raises(ValueError, match="every row needs 2 cells"):
         Document("t").table(["a", "b"], [["1"]])

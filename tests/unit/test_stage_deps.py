@@ -58,7 +58,8 @@ def test_code_folders_hash_without_bytecode_caches():
     written __pycache__ yet, as after a run: .dvcignore leaves the caches out."""
     folders = {dep for *_, deps, _ in stages() for dep in deps if (ROOT / dep).is_dir() and dep.startswith("hp/")}
     assert folders, "no stage depends on a code folder: this test checks nothing"
-    probes = [f"{folder}/__pycache__/probe.cpython-311.pyc" for folder in sorted(folders)]
+    probes = [f"{folder}/{name}" for folder in sorted(folders)
+              for name in ("__pycache__/probe.cpython-311.pyc", "__pycache__/probe.txt", "probe.cpython-312.pyc")]
     env = {**os.environ, "PATH": f"{sys.prefix}/bin:{os.environ['PATH']}"}  # the suite's dvc
     result = subprocess.run(["dvc", "check-ignore", *probes], cwd=ROOT, capture_output=True, text=True, env=env)
     assert sorted(result.stdout.split()) == probes, result.stderr
