@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -111,22 +112,16 @@ def probe_files(paths: list[str], decode: bool, processes: int | None = None):
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
     probe = partial(_probe_chunk, decode=decode)
     what = "decoded" if decode else "headers read"
-    with Progress(stage_name(f"audio check ({what})"), len(paths), unit="file", item="file") as progress:
+    with (Progress(stage_name(f"audio check ({what})"), len(paths), unit="file", item="file") as progress,
+          ExitStack() as stack):
+        # fork, as DataLoader workers: spawn would rerun the stage script (python -m stages.<name>) in each child; a
+        # child only calls libsndfile, so nothing a parent thread may hold is touched
+        pool = None if workers <= 1 else stack.enter_context(
+            ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")))
         results = []
-        if workers <= 1:
-            done = map(probe, chunks)
-        else:
-            # fork, as DataLoader workers: spawn would rerun the stage script (python -m stages.<name>) in each
-            # child; a child only calls libsndfile, so nothing a parent thread may hold is touched
-            pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-            done = pool.map(probe, chunks)
-        try:
-            for chunk in done:  # in order, as each finishes
-                results.append(chunk)
-                progress.update(len(chunk))
-        finally:
-            if workers > 1:
-                pool.shutdown()
+        for chunk in map(probe, chunks) if pool is None else pool.map(probe, chunks):  # in order, as each finishes
+            results.append(chunk)
+            progress.update(len(chunk))
     rows = [row for chunk in results for row in chunk]
     frames, rates, channels = (np.array([r[k] for r in rows], dtype=np.int64) for k in range(3))
     return frames, rates, channels, [r[3] for r in rows]

@@ -168,7 +168,7 @@ class Bundle:
             checked = parity(graph, OnnxModel(tmp / FP32), parity_seconds)
             for name in CHECKED:  # the network's outputs; llrs = w * scores + b only scales the scores' error
                 if name in checked and not checked[name]["scaled"] <= tolerance:
-                    raise ExportError(f"{out / 'model.onnx'}: ONNX {name} differ from PyTorch's by "
+                    raise ExportError(f"{out / FP32}: ONNX {name} differ from PyTorch's by "
                                       f"{checked[name]['scaled']:.3g} (scaled) on random utterances of "
                                       f"{parity_seconds} s, above the tolerance {tolerance:g}")
             write_json(tmp / "scoring.json", {"task": model.task, "sample_rate": SAMPLE_RATE, **scoring})

@@ -22,13 +22,20 @@ _ROOT = Path(__file__).resolve().parents[2]
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
 
 
+def _stage() -> str:
+    """This stage process's name as dvc.yaml gives it: finetune@sv. hp.utils.progress.stage_name says the same for
+    the layers below, which cannot import this package; this package does not import it, as it brings torch, which
+    prepare and validate do without."""
+    return Path(sys.argv[0]).stem + (f"@{sys.argv[1]}" if len(sys.argv) > 1 else "")
+
+
 def _one_line_errors(kind, error, traceback) -> None:
     """sys.excepthook of a stage process: hp's errors and Ctrl-C as one line, everything else as Python shows it."""
     interrupted = issubclass(kind, KeyboardInterrupt)
     if not (interrupted or issubclass(kind, HPError)) or os.environ.get(TRACEBACK_ENV) == "1":
         sys.__excepthook__(kind, error, traceback)
         return
-    stage = Path(sys.argv[0]).stem + (f"@{sys.argv[1]}" if len(sys.argv) > 1 else "")
+    stage = _stage()
     if interrupted:
         print(f"{stage}: interrupted (Ctrl-C); `dvc repro` runs it again (training resumes from its last "
               "checkpoint)", file=sys.stderr)
@@ -62,9 +69,8 @@ if os.environ.get("HP_RECORD_IMPORTS"):
 
 def summary(rows: dict[str, object]) -> None:
     """What a stage did, as a few aligned lines under its name (finetune@sv), instead of a dict's repr."""
-    stage = Path(sys.argv[0]).stem + (f"@{sys.argv[1]}" if len(sys.argv) > 1 else "")
     width = max(map(len, rows), default=0)
-    print("\n".join([f"{stage}:", *(f"  {key:<{width}}  {value}" for key, value in rows.items())]))
+    print("\n".join([f"{_stage()}:", *(f"  {key:<{width}}  {value}" for key, value in rows.items())]))
 
 
 def eer(metrics: dict) -> str:
